@@ -1,0 +1,313 @@
+"""The semantic cache: an exact tier, then nearest neighbours, inside one hard scope."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from semcache._clock import Clock, SystemClock
+from semcache.backends.base import Backend
+from semcache.embeddings import Embedder
+from semcache.errors import (
+    BackendError,
+    CorruptEntryError,
+    EmbeddingError,
+    SemcacheError,
+)
+from semcache.keys import Scope, text_key
+from semcache.models import Entry, LookupResult, NewEntry, Outcome
+from semcache.policy import CachePolicy, Guard, check_text, choose, exact_hit, expiry
+from semcache.policy import resolve_threshold as _resolve_threshold
+from semcache.stats import CacheInfo, Counters
+from semcache.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = ["Query", "SemanticCache"]
+
+log = logging.getLogger("semcache")
+
+_DEFAULT_SCOPE = Scope()
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A validated lookup: the text, its scope and both keys."""
+
+    text: str
+    scope_key: str
+    text_key: str
+
+
+class SemanticCache:
+    """A semantic cache over one embedder and one backend.
+
+    Args:
+        embedder: turns text into unit vectors; its fingerprint is bound to the backend here, so
+            a store built by another model fails now (:class:`FingerprintMismatchError`).
+        backend: where entries live (:class:`EmbeddedBackend`, ``RedisBackend``...).
+        policy: threshold, TTL, size bound, limits.
+        guards: vetoes applied to semantic candidates (e.g. a lexical guard for numbers).
+        telemetry: OpenTelemetry spans and metrics; a default no-op-until-SDK instance if omitted.
+        clock: time source for TTL and LRU.
+
+    Lookups and stores raise :class:`SemcacheError` subclasses; the decorator turns those into
+    misses (fail-open). Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder,
+        backend: Backend,
+        policy: CachePolicy | None = None,
+        guards: Sequence[Guard] = (),
+        telemetry: Telemetry | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.backend = backend
+        self.policy = policy or CachePolicy()
+        self.guards = tuple(guards)
+        self.telemetry = telemetry or Telemetry()
+        self.clock = clock or SystemClock()
+        self._counters = Counters()
+        backend.bind(embedder.fingerprint)
+
+    # -- building blocks (shared by lookup, the decorator and the integrations) ---------------
+
+    def query(self, text: object, scope: Scope | None = None) -> Query:
+        """Validate ``text`` and compute its keys. Raises :class:`InvalidInputError`."""
+        checked = check_text(text, self.policy)
+        return Query(checked, (scope or _DEFAULT_SCOPE).key(), text_key(checked))
+
+    def embed(self, text: str) -> NDArray[np.float32]:
+        """The unit vector of ``text`` (memoised by the embedder for exact repeats)."""
+        with self.telemetry.stage("embed"), _converting("embed", EmbeddingError):
+            return self.embedder.embed([text])[0]
+
+    def threshold(self, override: float | None = None) -> float:
+        """The threshold a lookup uses: ``override`` if given (validated), else the policy's."""
+        return _resolve_threshold(self.policy, override)
+
+    def find(
+        self,
+        q: Query,
+        *,
+        min_similarity: float | None = None,
+        vector: NDArray[np.float32] | None = None,
+    ) -> tuple[LookupResult, NDArray[np.float32] | None]:
+        """Exact tier, then embed (unless ``vector`` is given) and search. No counters touched.
+
+        Returns the result and the query vector (``None`` when the exact tier answered).
+        """
+        threshold = self.threshold(min_similarity)
+        now = self.clock.now()
+        if self.policy.exact_tier:
+            with self.telemetry.stage("exact"), _converting("exact", BackendError):
+                entry = self.backend.get_exact(q.scope_key, q.text_key, now)
+            if entry is not None:
+                return exact_hit(entry, threshold), vector
+        if vector is None:
+            vector = self.embed(q.text)
+        with self.telemetry.stage("search"), _converting("search", BackendError):
+            candidates = self.backend.search(q.scope_key, vector, self.policy.candidates, now)
+        return choose(q.text, candidates, threshold, self.guards), vector
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def lookup(
+        self, text: str, scope: Scope | None = None, *, min_similarity: float | None = None
+    ) -> LookupResult:
+        """Look ``text`` up in ``scope``; counts a hit or a miss.
+
+        Raises:
+            InvalidInputError: the text is empty, too long or not a string.
+            EmbeddingError / BackendError: the embedder or backend failed.
+        """
+        q = self.query(text, scope)
+        with self.telemetry.span("semcache.lookup") as span:
+            try:
+                result, _ = self.find(q, min_similarity=min_similarity)
+            except CorruptEntryError as e:
+                self.discard_corrupt(e)
+                self.record_error(span, "lookup", e)
+                raise
+            self.record_result(span, result)
+            return result
+
+    def store(
+        self,
+        text: str,
+        response: Any,
+        scope: Scope | None = None,
+        *,
+        ttl: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        vector: NDArray[np.float32] | None = None,
+    ) -> Entry:
+        """Store ``response`` (a JSON value) for ``text`` in ``scope``, replacing an exact repeat."""
+        q = self.query(text, scope)
+        return self.put(q, response, ttl=ttl, metadata=metadata, vector=vector)
+
+    def put(
+        self,
+        q: Query,
+        response: Any,
+        *,
+        ttl: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        vector: NDArray[np.float32] | None = None,
+    ) -> Entry:
+        """Store for an already validated query; evicts past ``max_entries``."""
+        now = self.clock.now()
+        if vector is None:
+            vector = self.embed(q.text)
+        new = NewEntry(
+            scope_key=q.scope_key,
+            text_key=q.text_key,
+            prompt=q.text,
+            response=response,
+            created_at=now,
+            expires_at=expiry(now, self.policy, ttl),
+            metadata=dict(metadata or {}),
+        )
+        with self.telemetry.stage("store"), _converting("store", BackendError):
+            entry = self.backend.put(new, vector)
+            evicted = (
+                self.backend.evict(self.policy.max_entries) if self.policy.max_entries else 0
+            )
+        self._counters.add("stores")
+        self.telemetry.record_store("stored")
+        if evicted:
+            self._counters.add("evictions", evicted)
+            self.telemetry.record_evictions(evicted)
+        return entry
+
+    async def alookup(
+        self, text: str, scope: Scope | None = None, *, min_similarity: float | None = None
+    ) -> LookupResult:
+        """:meth:`lookup` in a worker thread."""
+        return await asyncio.to_thread(self.lookup, text, scope, min_similarity=min_similarity)
+
+    async def astore(
+        self,
+        text: str,
+        response: Any,
+        scope: Scope | None = None,
+        *,
+        ttl: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Entry:
+        """:meth:`store` in a worker thread."""
+        return await asyncio.to_thread(
+            self.store, text, response, scope, ttl=ttl, metadata=metadata
+        )
+
+    def delete(self, entry_id: str) -> bool:
+        """Delete one entry; ``True`` if it existed."""
+        with _converting("delete", BackendError):
+            return self.backend.delete([entry_id]) > 0
+
+    def clear(self, scope: Scope | None = None) -> int:
+        """Delete every entry, or those of one scope; returns how many."""
+        with _converting("clear", BackendError):
+            return self.backend.clear(None if scope is None else scope.key())
+
+    def purge_expired(self) -> int:
+        """Delete expired entries now (they are never served either way)."""
+        with _converting("purge", BackendError):
+            return self.backend.purge_expired(self.clock.now())
+
+    def info(self) -> CacheInfo:
+        """Counters since creation (or :meth:`reset_stats`) and the entry count."""
+        try:
+            entries = self.backend.count()
+        except SemcacheError:
+            entries = -1
+        return self._counters.snapshot(entries)
+
+    def reset_stats(self) -> None:
+        self._counters.reset()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> SemanticCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- bookkeeping shared with the middleware -------------------------------------------------
+
+    def count(self, name: str, amount: int = 1) -> None:
+        """Increment one of the :class:`CacheInfo` counters."""
+        self._counters.add(name, amount)
+
+    def record_result(self, span: Any, result: LookupResult) -> None:
+        """Count a lookup's hit or miss, touch the served entry, record tokens saved."""
+        if result.entry is not None:
+            tier = result.tier.value if result.tier else None
+            self._counters.add(f"hits_{tier}")
+            meta = result.entry.metadata
+            prompt_tokens = int(meta.get("prompt_tokens", 0) or 0)
+            completion_tokens = int(meta.get("completion_tokens", 0) or 0)
+            self._counters.add("tokens_saved", prompt_tokens + completion_tokens)
+            self.telemetry.record_tokens_saved(prompt_tokens, completion_tokens)
+            self.telemetry.record_lookup(
+                span,
+                outcome=Outcome.HIT,
+                tier=tier,
+                similarity=result.similarity,
+                threshold=result.threshold,
+            )
+            try:
+                self.backend.touch(result.entry.id, self.clock.now())
+            except SemcacheError as e:  # LRU order is best effort; the hit stands.
+                log.warning("semcache: could not update LRU order: %s", e)
+        else:
+            self._counters.add("misses")
+            self.telemetry.record_lookup(
+                span,
+                outcome=Outcome.MISS,
+                tier=None,
+                similarity=result.similarity,
+                threshold=result.threshold,
+                reason=result.reason,
+            )
+
+    def record_error(self, span: Any, stage: str, error: BaseException) -> None:
+        self._counters.add("errors")
+        self.telemetry.record_error(span, stage, error)
+
+    def discard_corrupt(self, error: CorruptEntryError) -> None:
+        """Delete the entry a :class:`CorruptEntryError` names, so it is replaced on the next store."""
+        if error.entry_id is None:
+            return
+        try:
+            self.backend.delete([error.entry_id])
+        except SemcacheError as e:
+            log.warning("semcache: could not delete corrupt entry %s: %s", error.entry_id, e)
+
+
+@contextmanager
+def _converting(stage: str, kind: type[SemcacheError]) -> Iterator[None]:
+    """Let semcache errors through; wrap anything else a component raised in ``kind``.
+
+    Embedders and backends are user-replaceable, so this is where their unexpected exceptions
+    become part of semcache's hierarchy (and so fail open in the middleware).
+    """
+    try:
+        yield
+    except SemcacheError:
+        raise
+    except Exception as e:  # noqa: BLE001 - converted, not swallowed
+        raise kind(f"{stage} failed: {type(e).__name__}: {e}") from e

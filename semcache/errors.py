@@ -1,0 +1,88 @@
+"""Every exception semcache raises.
+
+The tree::
+
+    SemcacheError
+    ├── ConfigurationError (ValueError)        a setting is invalid; raised at construction
+    │   └── FingerprintMismatchError           the index was built by another embedding model
+    ├── InvalidInputError (ValueError)         empty, oversize, non-text, NaN or wrong-dims input
+    ├── EmbeddingError                         the embedder failed on an input
+    │   └── ModelLoadError                     the model cannot be loaded (offline, missing files)
+    ├── BackendError                           the storage backend failed
+    │   ├── BackendUnavailableError            it cannot be reached (or its circuit is open)
+    │   └── CorruptEntryError                  a stored entry cannot be decoded
+    ├── NotCacheableError                      a response must not be stored (error, truncated, ...)
+    └── MissingDependencyError (ImportError)   an optional extra is not installed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "CorruptEntryError",
+    "EmbeddingError",
+    "FingerprintMismatchError",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "NotCacheableError",
+    "SemcacheError",
+]
+
+
+class SemcacheError(Exception):
+    """Base class of every semcache error."""
+
+
+class ConfigurationError(SemcacheError, ValueError):
+    """A setting is invalid. Raised when a component is built, never mid-request."""
+
+
+class FingerprintMismatchError(ConfigurationError):
+    """The stored index was built with a different embedding model, dimension or normalisation."""
+
+
+class InvalidInputError(SemcacheError, ValueError):
+    """An input cannot be cached: empty, too long, not text, or a malformed vector."""
+
+
+class EmbeddingError(SemcacheError):
+    """The embedder failed."""
+
+
+class ModelLoadError(EmbeddingError):
+    """The embedding model could not be loaded."""
+
+
+class BackendError(SemcacheError):
+    """The storage backend failed."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend cannot be reached, or its circuit breaker is open."""
+
+
+class CorruptEntryError(BackendError):
+    """A stored entry could not be decoded. ``entry_id`` names it when known."""
+
+    def __init__(self, message: str, *, entry_id: str | None = None) -> None:
+        super().__init__(message)
+        self.entry_id = entry_id
+
+
+class NotCacheableError(SemcacheError):
+    """A response is not eligible for storage (an error, empty, truncated or a tool call)."""
+
+
+class MissingDependencyError(SemcacheError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package!r} is required for this feature: "
+            f"pip install 'semcache-middleware[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra

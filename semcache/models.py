@@ -1,0 +1,88 @@
+"""Value types shared by the cache, its backends and its integrations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Candidate", "Entry", "LookupResult", "NewEntry", "Outcome", "Tier"]
+
+
+class Tier(StrEnum):
+    """Which tier served a hit."""
+
+    EXACT = "exact"
+    SEMANTIC = "semantic"
+
+
+class Outcome(StrEnum):
+    """What happened to one request (the label on the request counter)."""
+
+    HIT = "hit"
+    MISS = "miss"
+    BYPASS = "bypass"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewEntry:
+    """An entry about to be stored. ``response`` must be JSON-serialisable."""
+
+    scope_key: str
+    text_key: str
+    prompt: str
+    response: Any
+    created_at: float
+    expires_at: float | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """A stored entry, as read back from a backend."""
+
+    id: str
+    scope_key: str
+    text_key: str
+    prompt: str
+    response: Any
+    created_at: float
+    expires_at: float | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A nearest neighbour and its cosine similarity to the query (higher is closer)."""
+
+    entry: Entry
+    similarity: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LookupResult:
+    """The answer to one lookup.
+
+    Attributes:
+        entry: the entry served, or ``None`` on a miss.
+        tier: which tier served it.
+        similarity: cosine similarity of the served entry (1.0 for the exact tier); on a miss,
+            that of the nearest candidate, if any, so near misses can be seen.
+        threshold: the ``min_similarity`` the decision used.
+        reason: why a candidate was refused, when one was (``"below_threshold"``, ``"vetoed"``...).
+    """
+
+    entry: Entry | None
+    tier: Tier | None
+    similarity: float | None
+    threshold: float
+    reason: str = ""
+
+    @property
+    def hit(self) -> bool:
+        return self.entry is not None

@@ -1,0 +1,128 @@
+"""Cache decisions as pure functions: what to serve, what to store, when it expires.
+
+The sync and async paths of every entry point call these same functions, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from semcache.errors import ConfigurationError, InvalidInputError
+from semcache.models import Candidate, Entry, LookupResult, Tier
+
+__all__ = [
+    "DEFAULT_MIN_SIMILARITY",
+    "CachePolicy",
+    "Guard",
+    "check_text",
+    "choose",
+    "expiry",
+    "resolve_threshold",
+]
+
+#: The default threshold, chosen on Quora question pairs with all-MiniLM-L6-v2 (see README).
+DEFAULT_MIN_SIMILARITY = 0.9
+
+
+class Guard(Protocol):
+    """A veto on a semantic hit. Returns a reason to refuse the candidate, or ``None``."""
+
+    def __call__(self, query: str, candidate: Candidate) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CachePolicy:
+    """How the cache decides. Validated at construction.
+
+    Attributes:
+        min_similarity: cosine similarity (-1..1, higher is closer) a semantic hit needs.
+        ttl: seconds an entry lives; ``None`` keeps it until evicted.
+        max_entries: size bound; least-recently-used entries are evicted past it.
+        candidates: nearest neighbours fetched per lookup (guards may refuse the first).
+        exact_tier: check the normalised-text exact tier before embedding.
+        max_text_chars: longer texts are refused (:class:`InvalidInputError`).
+    """
+
+    min_similarity: float = DEFAULT_MIN_SIMILARITY
+    ttl: float | None = None
+    max_entries: int | None = 100_000
+    candidates: int = 4
+    exact_tier: bool = True
+    max_text_chars: int = 8_000
+
+    def __post_init__(self) -> None:
+        check_threshold(self.min_similarity)
+        if self.ttl is not None and not (self.ttl > 0 and math.isfinite(self.ttl)):
+            raise ConfigurationError(f"ttl must be a positive number of seconds or None, got {self.ttl}")
+        if self.max_entries is not None and self.max_entries < 1:
+            raise ConfigurationError(f"max_entries must be >= 1 or None, got {self.max_entries}")
+        if not 1 <= self.candidates <= 100:
+            raise ConfigurationError(f"candidates must be in 1..100, got {self.candidates}")
+        if self.max_text_chars < 1:
+            raise ConfigurationError(f"max_text_chars must be >= 1, got {self.max_text_chars}")
+
+
+def check_threshold(value: float) -> float:
+    """Validate a ``min_similarity``: a cosine similarity in [-1, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"min_similarity must be a number, got {type(value).__name__}")
+    if not -1.0 <= float(value) <= 1.0:
+        raise ConfigurationError(
+            f"min_similarity is a cosine similarity in [-1, 1] (higher is closer), got {value}"
+        )
+    return float(value)
+
+
+def resolve_threshold(policy: CachePolicy, override: float | None) -> float:
+    """The per-call threshold if given (validated), else the policy's."""
+    return policy.min_similarity if override is None else check_threshold(override)
+
+
+def check_text(text: object, policy: CachePolicy) -> str:
+    """Refuse what cannot be cached: non-text, empty or whitespace, longer than the limit."""
+    if not isinstance(text, str):
+        raise InvalidInputError(f"the text to cache must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidInputError("the text to cache is empty")
+    if len(text) > policy.max_text_chars:
+        raise InvalidInputError(
+            f"the text to cache has {len(text)} characters; max_text_chars is "
+            f"{policy.max_text_chars}"
+        )
+    return text
+
+
+def exact_hit(entry: Entry, threshold: float) -> LookupResult:
+    return LookupResult(entry=entry, tier=Tier.EXACT, similarity=1.0, threshold=threshold)
+
+
+def choose(
+    query: str,
+    candidates: Sequence[Candidate],
+    threshold: float,
+    guards: Sequence[Guard] = (),
+) -> LookupResult:
+    """Serve the most similar candidate at or above ``threshold`` that no guard vetoes."""
+    best = max((c.similarity for c in candidates), default=None)
+    reason = "no_candidates" if best is None else "below_threshold"
+    for cand in sorted(candidates, key=lambda c: -c.similarity):
+        if cand.similarity < threshold:
+            break
+        veto = next((r for g in guards if (r := g(query, cand)) is not None), None)
+        if veto is None:
+            return LookupResult(
+                entry=cand.entry, tier=Tier.SEMANTIC, similarity=cand.similarity, threshold=threshold
+            )
+        reason = f"vetoed:{veto}"
+    return LookupResult(entry=None, tier=None, similarity=best, threshold=threshold, reason=reason)
+
+
+def expiry(now: float, policy: CachePolicy, ttl: float | None) -> float | None:
+    """When an entry stored now expires: the per-call ``ttl``, else the policy's."""
+    if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
+        raise InvalidInputError(f"ttl must be a positive number of seconds, got {ttl}")
+    chosen = ttl if ttl is not None else policy.ttl
+    return None if chosen is None else now + chosen

@@ -1,0 +1,179 @@
+"""Reading LLM responses (OpenAI-style dicts or objects) and turning them into JSON and back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from semcache.errors import CorruptEntryError, NotCacheableError
+
+__all__ = [
+    "Codec",
+    "JsonCodec",
+    "ModelCodec",
+    "ResponseInfo",
+    "inspect_response",
+    "inspect_stream",
+    "refusal_reason",
+]
+
+T = TypeVar("T")
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseInfo:
+    """What the cache needs to know about a response before storing it."""
+
+    text: str
+    finish_reason: str | None = None
+    tool_calls: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _usage(obj: Any) -> tuple[int, int]:
+    usage = _get(obj, "usage")
+    if usage is None:
+        return 0, 0
+    return int(_get(usage, "prompt_tokens", 0) or 0), int(_get(usage, "completion_tokens", 0) or 0)
+
+
+def inspect_response(obj: Any) -> ResponseInfo:
+    """Text, finish reason, tool calls and token usage of a response.
+
+    Understands plain strings, OpenAI chat/completion responses (dicts or objects) and anything
+    with a ``content`` or ``text`` attribute (LangChain messages, ...).
+    """
+    if isinstance(obj, str):
+        return ResponseInfo(text=obj)
+    choices = _get(obj, "choices")
+    if choices:
+        first = choices[0]
+        message = _get(first, "message")
+        text = _get(message, "content") if message is not None else _get(first, "text")
+        tool_calls = bool(message is not None and (_get(message, "tool_calls") or _get(message, "function_call")))
+        prompt, completion = _usage(obj)
+        return ResponseInfo(
+            text=text if isinstance(text, str) else "",
+            finish_reason=_get(first, "finish_reason"),
+            tool_calls=tool_calls,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+        )
+    for attr in ("content", "text"):
+        value = _get(obj, attr)
+        if isinstance(value, str):
+            return ResponseInfo(text=value, tool_calls=bool(_get(obj, "tool_calls")))
+    return ResponseInfo(text="")
+
+
+def inspect_stream(chunks: Iterable[Any]) -> ResponseInfo:
+    """Fold a complete stream of chunks (strings or OpenAI chat chunks) into one ResponseInfo."""
+    parts: list[str] = []
+    finish: str | None = None
+    tool_calls = False
+    prompt = completion = 0
+    for chunk in chunks:
+        if isinstance(chunk, str):
+            parts.append(chunk)
+            continue
+        for choice in _get(chunk, "choices") or ():
+            delta = _get(choice, "delta")
+            content = _get(delta, "content") if delta is not None else _get(choice, "text")
+            if isinstance(content, str):
+                parts.append(content)
+            if delta is not None and (_get(delta, "tool_calls") or _get(delta, "function_call")):
+                tool_calls = True
+            finish = _get(choice, "finish_reason") or finish
+        p, c = _usage(chunk)
+        prompt, completion = max(prompt, p), max(completion, c)
+    return ResponseInfo(
+        text="".join(parts),
+        finish_reason=finish,
+        tool_calls=tool_calls,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+    )
+
+
+def refusal_reason(info: ResponseInfo, *, store_tool_calls: bool) -> str | None:
+    """Why a response must not be stored, or ``None`` if it may be."""
+    if info.finish_reason == "length":
+        return "truncated"
+    if info.finish_reason == "content_filter":
+        return "content_filter"
+    if info.tool_calls:
+        return None if store_tool_calls else "tool_calls"
+    if not info.text.strip():
+        return "empty"
+    return None
+
+
+class Codec(Protocol[T]):
+    """Turns a response (or stream chunk) into a JSON value and back. Never pickle."""
+
+    def encode(self, value: T) -> Any: ...
+
+    def decode(self, data: Any) -> T: ...
+
+
+def _check_json(value: Any, path: str = "$") -> None:
+    if isinstance(value, _JSON_SCALARS):
+        if isinstance(value, float) and value != value:  # NaN
+            raise NotCacheableError(f"NaN at {path} cannot be stored as JSON")
+        return
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_json(v, f"{path}[{i}]")
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise NotCacheableError(f"non-string key {k!r} at {path}")
+            _check_json(v, f"{path}.{k}")
+        return
+    raise NotCacheableError(
+        f"a {type(value).__name__} at {path} is not JSON; pass codec=ModelCodec(YourType)"
+    )
+
+
+class JsonCodec:
+    """For JSON values (str, numbers, bools, None, lists, dicts): stored and returned as they are."""
+
+    def encode(self, value: Any) -> Any:
+        _check_json(value)
+        return value
+
+    def decode(self, data: Any) -> Any:
+        return data
+
+
+class ModelCodec(Generic[T]):
+    """For pydantic models (e.g. ``openai.types.chat.ChatCompletion``): dumped to JSON, validated back."""
+
+    def __init__(self, model_type: type[T]) -> None:
+        if not hasattr(model_type, "model_validate"):
+            raise TypeError(f"{model_type!r} is not a pydantic model class")
+        self._type = model_type
+
+    def encode(self, value: T) -> Any:
+        if not isinstance(value, self._type):
+            raise NotCacheableError(
+                f"expected a {self._type.__name__}, got {type(value).__name__}"
+            )
+        return value.model_dump(mode="json")  # type: ignore[attr-defined]
+
+    def decode(self, data: Any) -> T:
+        try:
+            return self._type.model_validate(data)  # type: ignore[attr-defined, no-any-return]
+        except ValueError as e:
+            raise CorruptEntryError(f"stored value is not a valid {self._type.__name__}: {e}") from e

@@ -1,0 +1,68 @@
+"""Counters that describe a cache without OpenTelemetry (``cache_info()``)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, fields
+
+__all__ = ["CacheInfo", "Counters"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheInfo:
+    """A snapshot of a cache's counters.
+
+    Attributes:
+        hits_exact / hits_semantic: hits per tier.
+        misses: lookups that found nothing usable.
+        bypasses: requests not looked up (bypass requested, uncacheable input, policy skip).
+        errors: cache failures turned into misses (fail-open).
+        stores / store_refusals: responses stored / refused (error, truncated, tool call, ...).
+        coalesced: requests that waited for an identical in-flight upstream call.
+        evictions: entries removed by the size bound.
+        tokens_saved: prompt + completion tokens of the responses served from cache.
+        entries: entries stored now (``-1`` if the backend could not say).
+    """
+
+    hits_exact: int = 0
+    hits_semantic: int = 0
+    misses: int = 0
+    bypasses: int = 0
+    errors: int = 0
+    stores: int = 0
+    store_refusals: int = 0
+    coalesced: int = 0
+    evictions: int = 0
+    tokens_saved: int = 0
+    entries: int = 0
+
+    @property
+    def hits(self) -> int:
+        return self.hits_exact + self.hits_semantic
+
+    @property
+    def hit_rate(self) -> float:
+        looked_up = self.hits + self.misses
+        return self.hits / looked_up if looked_up else 0.0
+
+
+class Counters:
+    """Thread-safe increments behind :class:`CacheInfo`."""
+
+    _NAMES = tuple(f.name for f in fields(CacheInfo) if f.name != "entries")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(self._NAMES, 0)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._values[name] += amount
+
+    def snapshot(self, entries: int) -> CacheInfo:
+        with self._lock:
+            return CacheInfo(entries=entries, **self._values)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._values = dict.fromkeys(self._NAMES, 0)
