@@ -27,8 +27,10 @@ from semcache.errors import (
     SemcacheError,
 )
 from semcache.keys import Scope, normalize_text, text_key
+from semcache.middleware import CallOptions, cache_options, cached
 from semcache.models import Candidate, Entry, LookupResult, NewEntry, Outcome, Tier
 from semcache.policy import DEFAULT_MIN_SIMILARITY, CachePolicy, Guard
+from semcache.requests import ChatRequest, PromptRequest, Request, RequestAdapter
 from semcache.responses import Codec, JsonCodec, ModelCodec, ResponseInfo
 from semcache.stats import CacheInfo
 from semcache.telemetry import Telemetry
@@ -43,7 +45,9 @@ __all__ = [
     "BackendUnavailableError",
     "CacheInfo",
     "CachePolicy",
+    "CallOptions",
     "Candidate",
+    "ChatRequest",
     "Clock",
     "Codec",
     "ConfigurationError",
@@ -67,7 +71,10 @@ __all__ = [
     "NewEntry",
     "NotCacheableError",
     "Outcome",
+    "PromptRequest",
     "Query",
+    "Request",
+    "RequestAdapter",
     "ResponseInfo",
     "Scope",
     "SemanticCache",
@@ -77,6 +84,8 @@ __all__ = [
     "Telemetry",
     "Tier",
     "__version__",
+    "cache_options",
+    "cached",
     "normalize_text",
     "text_key",
 ]

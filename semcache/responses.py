@@ -38,6 +38,7 @@ class ResponseInfo:
     tool_calls: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    error: bool = False
 
 
 def _usage(obj: Any) -> tuple[int, int]:
@@ -55,12 +56,16 @@ def inspect_response(obj: Any) -> ResponseInfo:
     """
     if isinstance(obj, str):
         return ResponseInfo(text=obj)
+    if _get(obj, "error") is not None and not _get(obj, "choices"):
+        return ResponseInfo(text="", error=True)
     choices = _get(obj, "choices")
     if choices:
         first = choices[0]
         message = _get(first, "message")
         text = _get(message, "content") if message is not None else _get(first, "text")
-        tool_calls = bool(message is not None and (_get(message, "tool_calls") or _get(message, "function_call")))
+        tool_calls = bool(
+            message is not None and (_get(message, "tool_calls") or _get(message, "function_call"))
+        )
         prompt, completion = _usage(obj)
         return ResponseInfo(
             text=text if isinstance(text, str) else "",
@@ -107,6 +112,8 @@ def inspect_stream(chunks: Iterable[Any]) -> ResponseInfo:
 
 def refusal_reason(info: ResponseInfo, *, store_tool_calls: bool) -> str | None:
     """Why a response must not be stored, or ``None`` if it may be."""
+    if info.error:
+        return "error"
     if info.finish_reason == "length":
         return "truncated"
     if info.finish_reason == "content_filter":
@@ -147,7 +154,7 @@ def _check_json(value: Any, path: str = "$") -> None:
 
 
 class JsonCodec:
-    """For JSON values (str, numbers, bools, None, lists, dicts): stored and returned as they are."""
+    """JSON values (str, numbers, bools, None, lists, dicts), stored and returned as they are."""
 
     def encode(self, value: Any) -> Any:
         _check_json(value)
@@ -158,7 +165,7 @@ class JsonCodec:
 
 
 class ModelCodec(Generic[T]):
-    """For pydantic models (e.g. ``openai.types.chat.ChatCompletion``): dumped to JSON, validated back."""
+    """Pydantic models (e.g. ``openai.types.chat.ChatCompletion``), dumped as JSON."""
 
     def __init__(self, model_type: type[T]) -> None:
         if not hasattr(model_type, "model_validate"):
@@ -167,13 +174,13 @@ class ModelCodec(Generic[T]):
 
     def encode(self, value: T) -> Any:
         if not isinstance(value, self._type):
-            raise NotCacheableError(
-                f"expected a {self._type.__name__}, got {type(value).__name__}"
-            )
+            raise NotCacheableError(f"expected a {self._type.__name__}, got {type(value).__name__}")
         return value.model_dump(mode="json")  # type: ignore[attr-defined]
 
     def decode(self, data: Any) -> T:
         try:
             return self._type.model_validate(data)  # type: ignore[attr-defined, no-any-return]
         except ValueError as e:
-            raise CorruptEntryError(f"stored value is not a valid {self._type.__name__}: {e}") from e
+            raise CorruptEntryError(
+                f"stored value is not a valid {self._type.__name__}: {e}"
+            ) from e
