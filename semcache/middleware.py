@@ -44,7 +44,7 @@ from semcache.responses import (
 )
 from semcache.stats import CacheInfo
 
-__all__ = ["CallOptions", "cache_options", "cached"]
+__all__ = ["CallOptions", "CallOutcome", "cache_options", "cached"]
 
 log = logging.getLogger("semcache")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,6 +105,20 @@ def cache_options(
         _OPTIONS.reset(token)
 
 
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """What the cache did for one call, as passed to ``cached(on_outcome=...)``.
+
+    ``outcome`` is hit, miss, bypass or coalesced (waited for an identical in-flight call);
+    ``error`` is set when a cache failure turned the call into a miss.
+    """
+
+    outcome: Outcome
+    tier: str | None = None
+    similarity: float | None = None
+    error: bool = False
+
+
 @dataclass(slots=True)
 class _Call:
     """One call in progress through the cache."""
@@ -117,6 +131,7 @@ class _Call:
     result: LookupResult | None = None
     vector: Any = None
     flight: Flight | None = None
+    failed: bool = False
 
 
 class _Cached:
@@ -136,6 +151,7 @@ class _Cached:
         coalesce: bool,
         coalesce_timeout: float,
         stream: bool,
+        on_outcome: Callable[[CallOutcome], None] | None,
     ) -> None:
         self.fn = fn
         self.cache = cache
@@ -150,6 +166,7 @@ class _Cached:
         self.kind = "stream" if stream else "value"
         self.flights = Flights()
         self.tel = cache.telemetry
+        self.on_outcome = on_outcome
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -187,7 +204,22 @@ class _Cached:
             store=opts.store,
         )
 
+    def report(self, outcome: Outcome, call: _Call | None = None) -> None:
+        """Tell the ``on_outcome`` observer, if any, what happened to a call."""
+        if self.on_outcome is None:
+            return
+        result = call.result if call is not None else None
+        self.on_outcome(
+            CallOutcome(
+                outcome=outcome,
+                tier=result.tier.value if result is not None and result.tier else None,
+                similarity=result.similarity if result is not None else None,
+                error=call.failed if call is not None else False,
+            )
+        )
+
     def _bypass(self, reason: str) -> None:
+        self.report(Outcome.BYPASS)
         self.cache.count("bypasses")
         with self.tel.span("semcache.request") as span:
             self.tel.record_lookup(
@@ -210,6 +242,7 @@ class _Cached:
             except SemcacheError as e:
                 self._fail(span, "lookup", e)
                 call.result = None
+                call.failed = True
                 return
             self.cache.record_result(span, call.result)
 
@@ -219,7 +252,9 @@ class _Cached:
             return _MISSING
         stored = call.result.entry.response
         try:
-            return self._decode(stored)
+            value = self._decode(stored)
+            self.report(Outcome.HIT, call)
+            return value
         except (SemcacheError, KeyError, TypeError, ValueError) as e:
             error = (
                 e
@@ -232,6 +267,7 @@ class _Cached:
             with self.tel.span("semcache.decode") as span:
                 self._fail(span, "decode", error)
             self.cache.discard_corrupt(error)
+            call.failed = True
             return _MISSING
 
     def _decode(self, stored: Any) -> Any:
@@ -262,6 +298,7 @@ class _Cached:
         except (SemcacheError, KeyError, TypeError, ValueError):
             return _MISSING
         self.cache.count("coalesced")
+        self.report(Outcome.COALESCED)
         return decoded
 
     def save(self, call: _Call, response: Any, info: ResponseInfo) -> Any:
@@ -304,7 +341,8 @@ class _Cached:
         return stored
 
     def release(self, call: _Call, stored: Any) -> None:
-        """Let followers go: with the stored value, or empty-handed."""
+        """Report the miss and let followers go: with the stored value, or empty-handed."""
+        self.report(Outcome.MISS, call)
         if call.flight is None or call.query is None:
             return
         self.flights.land(call.query.scope_key, call.flight)
@@ -429,6 +467,7 @@ def cached(
     store_tool_calls: bool = False,
     coalesce: bool = True,
     coalesce_timeout: float = 120.0,
+    on_outcome: Callable[[CallOutcome], None] | None = None,
 ) -> Callable[[F], F]:
     """Put ``cache`` in front of an LLM-calling function.
 
@@ -445,6 +484,8 @@ def cached(
         store_tool_calls: store responses that call tools (off: they depend on the tools' state).
         coalesce: concurrent misses for the same or a near-identical prompt wait for one call.
         coalesce_timeout: seconds a waiting call waits before calling upstream itself.
+        on_outcome: called (in the caller's thread or task) with a :class:`CallOutcome` for
+            every call: for per-request logging, or tests. It must not raise.
 
     The wrapper keeps the function's kind (sync, async, generator, async generator) and gains
     ``cache_info()``, ``cache_clear()`` (empties the whole cache, shared or not) and
@@ -473,6 +514,7 @@ def cached(
             coalesce=coalesce,
             coalesce_timeout=coalesce_timeout,
             stream=is_gen or is_async_gen,
+            on_outcome=on_outcome,
         )
         wrapper: Any
         if is_async_gen:

@@ -24,6 +24,7 @@ class Outcome(StrEnum):
     MISS = "miss"
     BYPASS = "bypass"
     ERROR = "error"
+    COALESCED = "coalesced"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
