@@ -112,7 +112,8 @@ def _digest(value: Any) -> str:
 class ChatRequest:
     """OpenAI-style chat calls: ``fn(model=..., messages=[...], **params)``.
 
-    The last user turn is embedded. Everything else that shapes the answer is scope: the model,
+    The last message must be the user's (calls ending in tool results or an assistant prefill
+    bypass the cache); its text is embedded. Everything else that shapes the answer is scope: the model,
     generation parameters (all keyword arguments except transport ones such as ``stream`` or
     ``timeout``), the system/developer messages, ``tools``, the earlier turns of the conversation
     (so "and in French?" never matches across conversations), and the tenant.
@@ -137,6 +138,10 @@ class ChatRequest:
         if not isinstance(messages, Sequence) or isinstance(messages, str | bytes):
             raise InvalidInputError("a chat call needs a list of messages")
         text, before = last_user_turn(messages)
+        if len(before) + 1 != len(messages):
+            # Tool results or an assistant prefill follow the question: the answer depends on
+            # them, and they are rarely repeated. Never serve such a call from the cache.
+            return Request(text=text, scope=Scope(), bypass="not_a_user_turn")
         system = "\n".join(
             message_text(m) for m in before if _get(m, "role") in ("system", "developer")
         )

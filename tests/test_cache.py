@@ -165,3 +165,11 @@ async def test_async_and_sync_lookups_agree(cache: SemanticCache) -> None:
     for text in ("async stored question", "async stored question now", "unrelated words here"):
         a, s = await cache.alookup(text, GPT), cache.lookup(text, GPT)
         assert (a.hit, a.tier, a.similarity) == (s.hit, s.tier, s.similarity)
+
+
+def test_writes_purge_expired_entries(cache: SemanticCache, clock: ManualClock) -> None:
+    for i in range(5):
+        cache.store(f"stale question {i}", "a", GPT, ttl=1)
+    clock.advance(120)
+    cache.store("fresh question", "b", GPT)
+    assert cache.info().entries == 1

@@ -437,3 +437,21 @@ def test_wrapper_keeps_function_identity(cache: SemanticCache) -> None:
 
     assert documented.__name__ == "documented" and documented.__doc__ == "Docs stay."
     assert documented.cache is cache  # type: ignore[attr-defined]
+
+
+def test_calls_ending_in_tool_results_bypass(cache: SemanticCache) -> None:
+    up = Upstream()
+
+    @cached(cache)
+    def chat(*, model: str, messages: list[dict[str, Any]]) -> Any:
+        return chat_response(f"#{up.hit()}")
+
+    turn = [
+        {"role": "user", "content": "weather in paris"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18C and sunny"},
+    ]
+    chat(model="m", messages=turn)
+    turn[2]["content"] = "3C and snowing"
+    assert chat(model="m", messages=turn)["choices"][0]["message"]["content"] == "#2"
+    assert cache.info().bypasses == 2 and cache.info().entries == 0

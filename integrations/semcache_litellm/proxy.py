@@ -1,0 +1,146 @@
+"""Installing semcache as LiteLLM's cache, and the proxy callback that reports what it did.
+
+LiteLLM's pre-call hook cannot answer a request (a returned response is ignored), so semcache
+goes in through LiteLLM's own cache: ``litellm.cache`` becomes a ``Cache`` whose backend is a
+:class:`~semcache_litellm.cache.SemcacheLiteLLMCache`. LiteLLM then handles the per-request
+controls (``no-cache``, ``no-store``, ``s-maxage``), streaming a hit back as chunks, and its
+``x-litellm-cache-key`` header; the callback adds an ``x-semcache`` header per response.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import litellm
+from litellm.caching.caching import Cache
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.types.caching import CachingSupportedCallTypes, LiteLLMCacheType
+
+from semcache.cache import SemanticCache
+from semcache.errors import ConfigurationError
+from semcache_litellm.cache import SemcacheLiteLLMCache
+from semcache_litellm.settings import LiteLLMCacheSettings
+
+__all__ = ["CACHED_CALL_TYPES", "SemcacheProxyHandler", "build_semantic_cache", "install"]
+
+log = logging.getLogger("semcache.litellm")
+
+#: Chat and text completions. Embeddings, rerank and transcription are not cached
+#: semantically: a paraphrase's embedding is not the original's.
+CACHED_CALL_TYPES: list[CachingSupportedCallTypes] = [
+    "completion",
+    "acompletion",
+    "text_completion",
+    "atext_completion",
+]
+
+
+def build_semantic_cache(settings: LiteLLMCacheSettings) -> SemanticCache:
+    """The cache the settings describe: the user's factory, or MiniLM over an embedded store."""
+    if settings.factory is not None:
+        module_name, _, attr = settings.factory.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigurationError(
+                f"cannot load semcache factory {settings.factory!r}: {e}"
+            ) from e
+        cache = factory()
+        if not isinstance(cache, SemanticCache):
+            raise ConfigurationError(
+                f"{settings.factory} returned a {type(cache).__name__}, not a SemanticCache"
+            )
+        return cache
+    from semcache.backends.local import EmbeddedBackend
+    from semcache.embeddings import DEFAULT_MODEL, SentenceTransformerEmbedder
+
+    assert settings.path is not None  # checked by the settings
+    return SemanticCache(
+        embedder=SentenceTransformerEmbedder(settings.model or DEFAULT_MODEL),
+        backend=EmbeddedBackend(settings.path),
+        policy=settings.policy(),
+    )
+
+
+class SemcacheProxyHandler(CustomLogger):
+    """The proxy callback: adds ``x-semcache`` headers and notices a replaced ``litellm.cache``.
+
+    ``x-semcache`` is ``hit; tier=semantic; similarity=0.9412``, ``miss; ...``,
+    ``bypass; reason=...`` or ``error; reason=...``; with ``debug_headers`` the cache-wide
+    counters follow as JSON in ``x-semcache-counters``.
+    """
+
+    def __init__(
+        self,
+        backend: SemcacheLiteLLMCache,
+        litellm_cache: Cache,
+        settings: LiteLLMCacheSettings,
+    ) -> None:
+        super().__init__()
+        self.backend = backend
+        self.litellm_cache = litellm_cache
+        self.settings = settings
+        self._warned = False
+
+    @property
+    def cache(self) -> SemanticCache:
+        return self.backend.semantic
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
+    ) -> None:
+        if litellm.cache is not self.litellm_cache and not self._warned:
+            self._warned = True
+            log.error(
+                "semcache: litellm.cache was replaced after semcache installed itself (is "
+                "`cache: true` set in litellm_settings? remove it); requests bypass semcache"
+            )
+
+    async def async_post_call_response_headers_hook(
+        self,
+        data: dict[str, Any],
+        user_api_key_dict: Any,
+        response: Any,
+        request_headers: dict[str, str] | None = None,
+        litellm_call_info: dict[str, object] | None = None,
+    ) -> dict[str, str] | None:
+        headers: dict[str, str] = {}
+        outcome = self.backend.outcomes.pop(data.get("litellm_call_id"))
+        if outcome is not None:
+            headers["x-semcache"] = outcome.header()
+        elif _no_cache(data):
+            headers["x-semcache"] = "bypass; reason=no-cache"
+        if self.settings.debug_headers:
+            info = self.cache.info()
+            counters = {name: getattr(info, name) for name in info.__dataclass_fields__}
+            headers["x-semcache-counters"] = json.dumps(counters, separators=(",", ":"))
+        return headers or None
+
+
+def _no_cache(data: Mapping[str, Any]) -> bool:
+    control = data.get("cache")
+    return isinstance(control, Mapping) and control.get("no-cache") is True
+
+
+def install(settings: LiteLLMCacheSettings | Mapping[str, Any]) -> SemcacheProxyHandler:
+    """Build the semantic cache, make it ``litellm.cache``'s backend, return the callback.
+
+    Also works outside the proxy: after ``install(...)``, ``litellm.acompletion`` calls are
+    cached (the sync ``litellm.completion`` lookup is given only the messages by LiteLLM, so it
+    cannot be scoped and bypasses).
+    """
+    if not isinstance(settings, LiteLLMCacheSettings):
+        settings = LiteLLMCacheSettings.from_mapping(settings)
+    semantic = build_semantic_cache(settings)
+    backend = SemcacheLiteLLMCache(semantic, settings)
+    litellm_cache = Cache(type=LiteLLMCacheType.LOCAL, supported_call_types=list(CACHED_CALL_TYPES))
+    litellm_cache.cache = backend
+    if litellm.cache is not None:
+        log.warning("semcache: replacing the existing litellm.cache (%r)", litellm.cache.type)
+    litellm.cache = litellm_cache
+    log.info("semcache: installed as litellm.cache (%s)", settings.path or settings.factory)
+    return SemcacheProxyHandler(backend, litellm_cache, settings)
