@@ -5,8 +5,12 @@ need them, when they are built.
 """
 
 from semcache._clock import Clock, ManualClock, SystemClock
-from semcache.backends import Backend, EmbeddedBackend, HnswParams, MemoryBackend
+from semcache.adaptive import AdaptiveConfig, AdaptiveThresholds
+from semcache.backends import Backend, EmbeddedBackend, HnswParams, MemoryBackend, RedisBackend
+from semcache.backends.breaker import BreakerParams
+from semcache.backends.redis_connection import RedisConnection
 from semcache.cache import Query, SemanticCache
+from semcache.calibration import CalibrationReport, policy_from_calibration
 from semcache.embeddings import (
     DEFAULT_MODEL,
     Embedder,
@@ -26,26 +30,32 @@ from semcache.errors import (
     NotCacheableError,
     SemcacheError,
 )
+from semcache.guards import LexicalGuard
 from semcache.keys import Scope, normalize_text, text_key
-from semcache.middleware import CallOptions, cache_options, cached
+from semcache.middleware import CallOptions, CallOutcome, cache_options, cached
 from semcache.models import Candidate, Entry, LookupResult, NewEntry, Outcome, Tier
 from semcache.policy import DEFAULT_MIN_SIMILARITY, CachePolicy, Guard
 from semcache.requests import ChatRequest, PromptRequest, Request, RequestAdapter
 from semcache.responses import Codec, JsonCodec, ModelCodec, ResponseInfo
 from semcache.stats import CacheInfo
-from semcache.telemetry import Telemetry
+from semcache.telemetry import Telemetry, TokenPrice
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MIN_SIMILARITY",
     "DEFAULT_MODEL",
+    "AdaptiveConfig",
+    "AdaptiveThresholds",
     "Backend",
     "BackendError",
     "BackendUnavailableError",
+    "BreakerParams",
     "CacheInfo",
     "CachePolicy",
+    "CalibrationReport",
     "CallOptions",
+    "CallOutcome",
     "Candidate",
     "ChatRequest",
     "Clock",
@@ -61,6 +71,7 @@ __all__ = [
     "HnswParams",
     "InvalidInputError",
     "JsonCodec",
+    "LexicalGuard",
     "LookupResult",
     "ManualClock",
     "MemoryBackend",
@@ -73,6 +84,8 @@ __all__ = [
     "Outcome",
     "PromptRequest",
     "Query",
+    "RedisBackend",
+    "RedisConnection",
     "Request",
     "RequestAdapter",
     "ResponseInfo",
@@ -83,9 +96,11 @@ __all__ = [
     "SystemClock",
     "Telemetry",
     "Tier",
+    "TokenPrice",
     "__version__",
     "cache_options",
     "cached",
     "normalize_text",
+    "policy_from_calibration",
     "text_key",
 ]

@@ -20,9 +20,19 @@ from semcache.errors import (
     EmbeddingError,
     SemcacheError,
 )
+from semcache.guards import LexicalGuard
 from semcache.keys import Scope, text_key
 from semcache.models import Entry, LookupResult, NewEntry, Outcome
-from semcache.policy import CachePolicy, Guard, check_text, choose, exact_hit, expiry
+from semcache.policy import (
+    CachePolicy,
+    Guard,
+    check_text,
+    choose,
+    exact_hit,
+    expiry,
+    shadow_entry_id,
+    shadow_miss,
+)
 from semcache.policy import resolve_threshold as _resolve_threshold
 from semcache.stats import CacheInfo, Counters
 from semcache.telemetry import Telemetry
@@ -30,11 +40,14 @@ from semcache.telemetry import Telemetry
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from semcache.adaptive import ThresholdModel
+
 __all__ = ["Query", "SemanticCache"]
 
 log = logging.getLogger("semcache")
 
 _DEFAULT_SCOPE = Scope()
+_PURGE_EVERY = 60.0  # seconds between purges of expired entries, done by writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +67,14 @@ class SemanticCache:
             a store built by another model fails now (:class:`FingerprintMismatchError`).
         backend: where entries live (:class:`EmbeddedBackend`, ``RedisBackend``...).
         policy: threshold, TTL, size bound, limits.
-        guards: vetoes applied to semantic candidates (e.g. a lexical guard for numbers).
+        guards: vetoes applied to semantic candidates. Default: one :class:`LexicalGuard`
+            (numbers and negations must match); pass ``()`` for none.
         telemetry: OpenTelemetry spans and metrics; a default no-op-until-SDK instance if omitted.
         clock: time source for TTL and LRU.
+        thresholds: a learned per-candidate threshold above the policy's floor
+            (:class:`semcache.adaptive.AdaptiveThresholds`), fed by :meth:`feedback`.
+        shadow: compute would-be hits but return misses (counted as ``shadow_hits``), to project
+            a hit rate while every request still reaches the LLM.
 
     Lookups and stores raise :class:`SemcacheError` subclasses; the decorator turns those into
     misses (fail-open). Use as a context manager, or call :meth:`close`.
@@ -68,18 +86,24 @@ class SemanticCache:
         embedder: Embedder,
         backend: Backend,
         policy: CachePolicy | None = None,
-        guards: Sequence[Guard] = (),
+        guards: Sequence[Guard] | None = None,
         telemetry: Telemetry | None = None,
         clock: Clock | None = None,
+        thresholds: ThresholdModel | None = None,
+        shadow: bool = False,
     ) -> None:
         self.embedder = embedder
         self.backend = backend
         self.policy = policy or CachePolicy()
-        self.guards = tuple(guards)
+        self.guards = (LexicalGuard(),) if guards is None else tuple(guards)
         self.telemetry = telemetry or Telemetry()
         self.clock = clock or SystemClock()
+        self.thresholds = thresholds
+        self.shadow = shadow
         self._counters = Counters()
+        self._last_purge = self.clock.now()
         backend.bind(embedder.fingerprint)
+        self.telemetry.watch_entries(backend.count)
 
     # -- building blocks (shared by lookup, the decorator and the integrations) ---------------
 
@@ -91,7 +115,8 @@ class SemanticCache:
     def embed(self, text: str) -> NDArray[np.float32]:
         """The unit vector of ``text`` (memoised by the embedder for exact repeats)."""
         with self.telemetry.stage("embed"), _converting("embed", EmbeddingError):
-            return self.embedder.embed([text])[0]
+            vector: NDArray[np.float32] = self.embedder.embed([text])[0]
+            return vector
 
     def threshold(self, override: float | None = None) -> float:
         """The threshold a lookup uses: ``override`` if given (validated), else the policy's."""
@@ -114,12 +139,17 @@ class SemanticCache:
             with self.telemetry.stage("exact"), _converting("exact", BackendError):
                 entry = self.backend.get_exact(q.scope_key, q.text_key, now)
             if entry is not None:
-                return exact_hit(entry, threshold), vector
+                hit = exact_hit(entry, threshold)
+                return (shadow_miss(hit) if self.shadow else hit), vector
         if vector is None:
             vector = self.embed(q.text)
         with self.telemetry.stage("search"), _converting("search", BackendError):
             candidates = self.backend.search(q.scope_key, vector, self.policy.candidates, now)
-        return choose(q.text, candidates, threshold, self.guards), vector
+        learned = None if self.thresholds is None else self.thresholds.for_query(q.text, vector)
+        result = choose(q.text, candidates, threshold, self.guards, learned)
+        if result.entry is not None and self.thresholds is not None:
+            self.thresholds.served(result.entry.id, vector, float(result.similarity or 0.0))
+        return (shadow_miss(result) if self.shadow else result), vector
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -133,7 +163,7 @@ class SemanticCache:
             EmbeddingError / BackendError: the embedder or backend failed.
         """
         q = self.query(text, scope)
-        with self.telemetry.span("semcache.lookup") as span:
+        with self.telemetry.span("semcache.lookup", partition=q.scope_key) as span:
             try:
                 result, _ = self.find(q, min_similarity=min_similarity)
             except CorruptEntryError as e:
@@ -153,7 +183,7 @@ class SemanticCache:
         metadata: Mapping[str, Any] | None = None,
         vector: NDArray[np.float32] | None = None,
     ) -> Entry:
-        """Store ``response`` (a JSON value) for ``text`` in ``scope``, replacing an exact repeat."""
+        """Store ``response`` (a JSON value) for ``text``; replaces an exact repeat."""
         q = self.query(text, scope)
         return self.put(q, response, ttl=ttl, metadata=metadata, vector=vector)
 
@@ -166,7 +196,10 @@ class SemanticCache:
         metadata: Mapping[str, Any] | None = None,
         vector: NDArray[np.float32] | None = None,
     ) -> Entry:
-        """Store for an already validated query; evicts past ``max_entries``."""
+        """Store for an already validated query; evicts past ``max_entries``.
+
+        Expired entries are purged here too, at most once per ``_PURGE_EVERY`` seconds.
+        """
         now = self.clock.now()
         if vector is None:
             vector = self.embed(q.text)
@@ -181,9 +214,10 @@ class SemanticCache:
         )
         with self.telemetry.stage("store"), _converting("store", BackendError):
             entry = self.backend.put(new, vector)
-            evicted = (
-                self.backend.evict(self.policy.max_entries) if self.policy.max_entries else 0
-            )
+            evicted = self.backend.evict(self.policy.max_entries) if self.policy.max_entries else 0
+            if now - self._last_purge >= _PURGE_EVERY:
+                self._last_purge = now
+                self.backend.purge_expired(now)
         self._counters.add("stores")
         self.telemetry.record_store("stored")
         if evicted:
@@ -261,7 +295,10 @@ class SemanticCache:
             prompt_tokens = int(meta.get("prompt_tokens", 0) or 0)
             completion_tokens = int(meta.get("completion_tokens", 0) or 0)
             self._counters.add("tokens_saved", prompt_tokens + completion_tokens)
-            self.telemetry.record_tokens_saved(prompt_tokens, completion_tokens)
+            cost = self.telemetry.record_tokens_saved(
+                prompt_tokens, completion_tokens, model=meta.get("model")
+            )
+            self._counters.add("cost_saved", cost)
             self.telemetry.record_lookup(
                 span,
                 outcome=Outcome.HIT,
@@ -275,6 +312,8 @@ class SemanticCache:
                 log.warning("semcache: could not update LRU order: %s", e)
         else:
             self._counters.add("misses")
+            if shadow_entry_id(result) is not None:
+                self._counters.add("shadow_hits")
             self.telemetry.record_lookup(
                 span,
                 outcome=Outcome.MISS,
@@ -284,12 +323,32 @@ class SemanticCache:
                 reason=result.reason,
             )
 
+    def feedback(self, target: LookupResult | str, correct: bool) -> bool:
+        """Report whether a served (or, in shadow mode, would-be) hit answered the request.
+
+        ``target`` is the :class:`LookupResult` or the entry id. Counted in :meth:`info`
+        (``false_hits`` / ``shadow_false_hits``) and learned by ``thresholds`` if set; returns
+        whether ``thresholds`` used it.
+        """
+        shadow_id = shadow_entry_id(target) if isinstance(target, LookupResult) else None
+        if isinstance(target, LookupResult):
+            entry_id = shadow_id or (target.entry.id if target.entry is not None else None)
+        else:
+            entry_id = target
+        if entry_id is None:
+            return False
+        self._counters.add("feedback")
+        if not correct:
+            self._counters.add("shadow_false_hits" if shadow_id else "false_hits")
+        self.telemetry.record_feedback(correct, shadow=shadow_id is not None)
+        return self.thresholds is not None and self.thresholds.feedback(entry_id, correct)
+
     def record_error(self, span: Any, stage: str, error: BaseException) -> None:
         self._counters.add("errors")
         self.telemetry.record_error(span, stage, error)
 
     def discard_corrupt(self, error: CorruptEntryError) -> None:
-        """Delete the entry a :class:`CorruptEntryError` names, so it is replaced on the next store."""
+        """Delete the entry a :class:`CorruptEntryError` names (a later store replaces it)."""
         if error.entry_id is None:
             return
         try:
@@ -309,5 +368,5 @@ def _converting(stage: str, kind: type[SemcacheError]) -> Iterator[None]:
         yield
     except SemcacheError:
         raise
-    except Exception as e:  # noqa: BLE001 - converted, not swallowed
+    except Exception as e:
         raise kind(f"{stage} failed: {type(e).__name__}: {e}") from e

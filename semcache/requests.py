@@ -113,7 +113,8 @@ class ChatRequest:
     """OpenAI-style chat calls: ``fn(model=..., messages=[...], **params)``.
 
     The last message must be the user's (calls ending in tool results or an assistant prefill
-    bypass the cache); its text is embedded. Everything else that shapes the answer is scope: the model,
+    bypass the cache); its text is embedded. Everything else that shapes the answer is scope:
+    the model,
     generation parameters (all keyword arguments except transport ones such as ``stream`` or
     ``timeout``), the system/developer messages, ``tools``, the earlier turns of the conversation
     (so "and in French?" never matches across conversations), and the tenant.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, fields
+from typing import Any
 
 __all__ = ["CacheInfo", "Counters"]
 
@@ -21,6 +22,10 @@ class CacheInfo:
         coalesced: requests that waited for an identical in-flight upstream call.
         evictions: entries removed by the size bound.
         tokens_saved: prompt + completion tokens of the responses served from cache.
+        cost_saved: their estimated price, from the telemetry's price table (0 without one).
+        shadow_hits: shadow-mode lookups that would have been hits (and were returned as misses).
+        feedback: verdicts received by ``feedback()``; false_hits / shadow_false_hits: those that
+            said a served / would-be hit was wrong.
         entries: entries stored now (``-1`` if the backend could not say).
     """
 
@@ -34,6 +39,11 @@ class CacheInfo:
     coalesced: int = 0
     evictions: int = 0
     tokens_saved: int = 0
+    cost_saved: float = 0.0
+    shadow_hits: int = 0
+    feedback: int = 0
+    false_hits: int = 0
+    shadow_false_hits: int = 0
     entries: int = 0
 
     @property
@@ -45,6 +55,12 @@ class CacheInfo:
         looked_up = self.hits + self.misses
         return self.hits / looked_up if looked_up else 0.0
 
+    @property
+    def projected_hit_rate(self) -> float:
+        """The hit rate had shadow-mode would-be hits been served (else ``hit_rate``)."""
+        looked_up = self.hits + self.misses
+        return (self.hits + self.shadow_hits) / looked_up if looked_up else 0.0
+
 
 class Counters:
     """Thread-safe increments behind :class:`CacheInfo`."""
@@ -53,9 +69,9 @@ class Counters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values = dict.fromkeys(self._NAMES, 0)
+        self._values: dict[str, Any] = dict.fromkeys(self._NAMES, 0)
 
-    def add(self, name: str, amount: int = 1) -> None:
+    def add(self, name: str, amount: float = 1) -> None:
         with self._lock:
             self._values[name] += amount
 

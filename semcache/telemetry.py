@@ -1,44 +1,94 @@
 """OpenTelemetry spans and metrics. Depends on ``opentelemetry-api`` only.
 
-With no SDK configured every call is a no-op costing well under a microsecond or two; applications
-that install ``opentelemetry-sdk`` (or pass providers) get the spans and metrics below.
+With no SDK configured every call is a no-op (see "Telemetry overhead" in docs/BENCHMARKS.md);
+applications that install ``opentelemetry-sdk`` (or pass providers) get the spans and metrics below.
+``SemanticCache.info()`` gives the same counts without OpenTelemetry.
 
-Spans: ``semcache.lookup`` (attributes ``semcache.outcome``, ``semcache.tier``,
-``semcache.similarity``, ``semcache.threshold``, ``semcache.scope``) with a child span per stage:
-``semcache.embed``, ``semcache.exact``, ``semcache.search``, ``semcache.store``,
-``semcache.upstream``.
+Spans: ``semcache.lookup`` with attributes ``semcache.outcome`` (hit/miss/bypass/error),
+``semcache.tier``, ``semcache.similarity``, ``semcache.threshold``, ``semcache.reason``,
+``semcache.shadow`` and ``semcache.partition`` (an 8-hex prefix of the scope hash), and a child span
+per stage: ``semcache.embed``, ``semcache.exact``, ``semcache.search``, ``semcache.store``,
+``semcache.retrieval`` and ``semcache.upstream`` (the LLM call; ``gen_ai.*`` attributes may be
+passed to :meth:`Telemetry.stage`).
 
-Metrics: ``semcache.requests`` (counter by outcome and tier), ``semcache.stage.duration``
-(histogram, seconds, by stage), ``semcache.similarity`` (histogram of the nearest candidate's
-similarity), ``semcache.tokens.saved`` (counter, by ``gen_ai.token.type``), ``semcache.errors``
-(counter by stage and error type), ``semcache.evictions`` and ``semcache.stores`` (counter by
-result). Attributes are bounded: no prompt text, no raw tenant; the scope is an 8-hex prefix of
-its hash and only when ``scope_attribute=True``.
+Metrics (``semcache.*`` where no OpenTelemetry GenAI convention exists; ``gen_ai.token.type`` and
+``gen_ai.request.model`` as attribute names where one does):
+
+==============================  =========  ===================================================
+``semcache.requests``           counter    by ``semcache.outcome``, ``semcache.tier``, shadow
+``semcache.stage.duration``     histogram  seconds, by ``semcache.stage``
+``semcache.similarity``         histogram  nearest candidate's cosine similarity, by outcome
+``semcache.entries``            gauge      entries stored, summed over the caches watched
+``semcache.evictions``          counter    entries evicted by the size bound
+``semcache.stores``             counter    by ``semcache.result`` (stored or a refusal reason)
+``semcache.errors``             counter    by ``semcache.stage`` and ``error.type``
+``semcache.tokens.saved``       counter    by ``gen_ai.token.type`` (input/output)
+``semcache.cost.saved``         counter    estimated price of those tokens (``prices=`` table)
+``semcache.feedback``           counter    by ``semcache.correct`` and ``semcache.shadow``
+==============================  =========  ===================================================
+
+Attributes are bounded: no prompt text, no tenant; the partition hash is on spans only.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, Status, StatusCode
 
-__all__ = ["Telemetry"]
+from semcache.errors import ConfigurationError, SemcacheError
+
+__all__ = ["STAGES", "Telemetry", "TokenPrice"]
 
 _NAME = "semcache"
 _VERSION = "0.1.0"
 
+#: The stage names the cache and middleware use (each is a child span and a duration sample).
+STAGES = ("embed", "exact", "search", "store", "retrieval", "upstream")
+
+# Cache stages take 0.1 ms .. 100 ms; the upstream call up to a minute.
+_DURATION_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+_SIMILARITY_BUCKETS = (
+    *(round(-0.2 + 0.05 * i, 2) for i in range(22)),
+    0.875, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenPrice:
+    """What one token costs, in the currency of the price table (e.g. USD per token)."""
+
+    input: float
+    output: float
+
+    def __post_init__(self) -> None:
+        if not (self.input >= 0 and self.output >= 0):
+            raise ConfigurationError(
+                f"token prices must be >= 0, got input={self.input}, output={self.output}"
+            )
+
 
 class Telemetry:
-    """The spans and instruments of one cache (or one set of caches sharing a label).
+    """The spans and instruments of one cache (or several caches sharing them).
 
     Args:
         tracer_provider: defaults to the global provider (a no-op until an SDK is installed).
         meter_provider: likewise for metrics.
-        scope_attribute: put a short scope hash on spans (bounded, but one value per scope).
+        scope_attribute: put ``semcache.partition`` (8 hex digits of the scope hash) on spans.
+        prices: price per token by model name (the ``"model"`` metadata of a stored entry);
+            the key ``"*"`` applies to entries with no or an unlisted model. Empty: no cost metric.
+        currency: the unit of ``prices`` (the ``semcache.cost.saved`` unit).
     """
 
     def __init__(
@@ -46,22 +96,38 @@ class Telemetry:
         *,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
-        scope_attribute: bool = False,
+        scope_attribute: bool = True,
+        prices: Mapping[str, TokenPrice] | None = None,
+        currency: str = "USD",
     ) -> None:
         self._tracer = trace.get_tracer(_NAME, _VERSION, tracer_provider=tracer_provider)
         meter = metrics.get_meter(_NAME, _VERSION, meter_provider=meter_provider)
         self._scope_attribute = scope_attribute
+        self._prices = dict(prices or {})
+        self._sources: list[weakref.WeakMethod[Callable[[], int]] | Callable[[], int]] = []
+        self._sources_lock = threading.Lock()
         self._requests = meter.create_counter(
             "semcache.requests", unit="{request}", description="Requests by outcome and tier"
         )
         self._duration = meter.create_histogram(
-            "semcache.stage.duration", unit="s", description="Latency of each stage"
+            "semcache.stage.duration",
+            unit="s",
+            description="Latency of each stage",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
         )
         self._similarity = meter.create_histogram(
-            "semcache.similarity", unit="1", description="Cosine similarity of the nearest entry"
+            "semcache.similarity",
+            unit="1",
+            description="Cosine similarity of the nearest entry",
+            explicit_bucket_boundaries_advisory=_SIMILARITY_BUCKETS,
         )
         self._tokens = meter.create_counter(
             "semcache.tokens.saved", unit="{token}", description="Tokens not sent to the LLM"
+        )
+        self._cost = meter.create_counter(
+            "semcache.cost.saved",
+            unit=f"{{{currency}}}",
+            description="Estimated price of the tokens not sent to the LLM",
         )
         self._errors = meter.create_counter(
             "semcache.errors", unit="{error}", description="Cache failures turned into misses"
@@ -72,19 +138,46 @@ class Telemetry:
         self._stores = meter.create_counter(
             "semcache.stores", unit="{entry}", description="Responses stored or refused"
         )
+        self._feedback = meter.create_counter(
+            "semcache.feedback", unit="{verdict}", description="Verdicts on served hits"
+        )
+        meter.create_observable_gauge(
+            "semcache.entries",
+            callbacks=[self._observe_entries],
+            unit="{entry}",
+            description="Entries stored",
+        )
+
+    # -- spans --------------------------------------------------------------------------------
 
     @contextmanager
-    def span(self, name: str, **attributes: Any) -> Iterator[Span]:
-        """A span, with ``None`` attributes left out."""
+    def span(self, name: str, *, partition: str | None = None, **attributes: Any) -> Iterator[Span]:
+        """A span, with ``None`` attributes left out; ``partition`` is a scope key."""
         attrs = {k: v for k, v in attributes.items() if v is not None}
-        with self._tracer.start_as_current_span(name, attributes=attrs) as span:
+        if partition is not None and self._scope_attribute:
+            attrs["semcache.partition"] = partition[:8]
+        with self._current(name, attrs) as span:
             yield span
 
     @contextmanager
-    def stage(self, stage: str) -> Iterator[Span]:
-        """A child span ``semcache.<stage>`` and one duration sample for it."""
+    def _current(self, name: str, attrs: dict[str, Any] | None) -> Iterator[Span]:
+        """Start a span; make it current only if it records (no SDK: skip the context work)."""
+        span = self._tracer.start_span(name, attributes=attrs)
+        if not span.is_recording():
+            yield span
+            return
+        with trace.use_span(span, end_on_exit=True):
+            yield span
+
+    @contextmanager
+    def stage(self, stage: str, **attributes: Any) -> Iterator[Span]:
+        """A child span ``semcache.<stage>`` and one duration sample for it.
+
+        ``attributes`` go on the span only (e.g. ``gen_ai.request.model`` on ``upstream``).
+        """
         start = time.perf_counter()
-        with self._tracer.start_as_current_span(f"semcache.{stage}") as span:
+        attrs = {k: v for k, v in attributes.items() if v is not None} or None
+        with self._current(f"semcache.{stage}", attrs) as span:
             try:
                 yield span
             finally:
@@ -92,6 +185,8 @@ class Telemetry:
 
     def scope_label(self, scope_key: str) -> str | None:
         return scope_key[:8] if self._scope_attribute else None
+
+    # -- outcomes -----------------------------------------------------------------------------
 
     def record_lookup(
         self,
@@ -103,12 +198,15 @@ class Telemetry:
         threshold: float | None,
         reason: str = "",
     ) -> None:
-        attrs = {"semcache.outcome": outcome}
+        """Count one request by outcome; a ``shadow_hit`` reason is recorded as shadow."""
+        attrs: dict[str, str | bool] = {"semcache.outcome": str(outcome)}
         if tier:
             attrs["semcache.tier"] = tier
+        if reason == "shadow_hit":
+            attrs["semcache.shadow"] = True
         self._requests.add(1, attrs)
         if similarity is not None:
-            self._similarity.record(similarity, {"semcache.outcome": outcome})
+            self._similarity.record(similarity, {"semcache.outcome": str(outcome)})
             span.set_attribute("semcache.similarity", similarity)
         if threshold is not None:
             span.set_attribute("semcache.threshold", threshold)
@@ -117,16 +215,34 @@ class Telemetry:
         for key, value in attrs.items():
             span.set_attribute(key, value)
 
+    def record_bypass(self, span: Span, reason: str) -> None:
+        """A request that skipped the cache (``reason`` must come from a fixed set)."""
+        self.record_lookup(
+            span, outcome="bypass", tier=None, similarity=None, threshold=None, reason=reason
+        )
+
     def record_error(self, span: Span, stage: str, error: BaseException) -> None:
         self._errors.add(1, {"semcache.stage": stage, "error.type": type(error).__name__})
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f"{stage}: {type(error).__name__}"))
 
-    def record_tokens_saved(self, prompt_tokens: int, completion_tokens: int) -> None:
+    def record_tokens_saved(
+        self, prompt_tokens: int, completion_tokens: int, *, model: str | None = None
+    ) -> float:
+        """Count tokens a hit saved; returns their estimated cost (0.0 without a price)."""
+        base: dict[str, str] = {} if model is None else {"gen_ai.request.model": str(model)}
         if prompt_tokens:
-            self._tokens.add(prompt_tokens, {"gen_ai.token.type": "input"})
+            self._tokens.add(prompt_tokens, {**base, "gen_ai.token.type": "input"})
         if completion_tokens:
-            self._tokens.add(completion_tokens, {"gen_ai.token.type": "output"})
+            self._tokens.add(completion_tokens, {**base, "gen_ai.token.type": "output"})
+        price = self._prices.get(str(model)) if model is not None else None
+        price = price or self._prices.get("*")
+        if price is None:
+            return 0.0
+        cost = prompt_tokens * price.input + completion_tokens * price.output
+        if cost:
+            self._cost.add(cost, base)
+        return cost
 
     def record_store(self, result: str) -> None:
         self._stores.add(1, {"semcache.result": result})
@@ -134,3 +250,35 @@ class Telemetry:
     def record_evictions(self, count: int) -> None:
         if count:
             self._evictions.add(count)
+
+    def record_feedback(self, correct: bool, *, shadow: bool = False) -> None:
+        self._feedback.add(1, {"semcache.correct": correct, "semcache.shadow": shadow})
+
+    # -- the entries gauge --------------------------------------------------------------------
+
+    def watch_entries(self, count: Callable[[], int]) -> None:
+        """Report ``count()`` in the ``semcache.entries`` gauge (held weakly if a bound method)."""
+        ref: weakref.WeakMethod[Callable[[], int]] | Callable[[], int]
+        try:
+            ref = weakref.WeakMethod(count)
+        except TypeError:
+            ref = count
+        with self._sources_lock:
+            self._sources.append(ref)
+
+    def _observe_entries(self, options: CallbackOptions) -> Iterable[Observation]:
+        total, alive = 0, []
+        with self._sources_lock:
+            sources = list(self._sources)
+        for ref in sources:
+            fn = ref() if isinstance(ref, weakref.WeakMethod) else ref
+            if fn is None:
+                continue
+            alive.append(ref)
+            try:
+                total += max(int(fn()), 0)
+            except SemcacheError:
+                continue
+        with self._sources_lock:
+            self._sources = alive
+        return [Observation(total)] if sources else []

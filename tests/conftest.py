@@ -16,13 +16,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Iterator
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
+from redis_server import redis_url  # noqa: F401  (session fixture)
 
-from semcache import ManualClock, SentenceTransformerEmbedder  # noqa: E402
-from semcache.testing import HashingEmbedder  # noqa: E402
+from semcache import ManualClock, SentenceTransformerEmbedder
+from semcache.testing import HashingEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -50,11 +51,13 @@ def clock() -> ManualClock:
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"evaluation data not found at {SHARED_DATA} (shared/ must sit beside the repo)")
+        pytest.fail(
+            f"evaluation data not found at {SHARED_DATA} (shared/ must sit beside the repo)"
+        )
     return SHARED_DATA
 
 
 @pytest.fixture
 def tmp_cache_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "cache"
-    yield path
+    return path

@@ -42,8 +42,10 @@ def test_exact_tier_answers_without_embedding(cache: SemanticCache) -> None:
     assert isinstance(embedder, HashingEmbedder)
     calls = embedder.calls
     result = cache.lookup("  what is the CAPITAL of france? ", GPT)
-    assert result.tier is Tier.EXACT and result.similarity == 1.0
-    assert result.entry is not None and result.entry.response == "Paris"
+    assert result.tier is Tier.EXACT
+    assert result.similarity == 1.0
+    assert result.entry is not None
+    assert result.entry.response == "Paris"
     assert embedder.calls == calls
 
 
@@ -51,10 +53,12 @@ def test_semantic_hit_and_per_call_threshold(cache: SemanticCache) -> None:
     cache.store("what is the capital of france", "Paris", GPT)
     near = "what is the capital of france please"
     result = cache.lookup(near, GPT)
-    assert result.tier is Tier.SEMANTIC and result.similarity is not None
+    assert result.tier is Tier.SEMANTIC
+    assert result.similarity is not None
     assert 0.8 <= result.similarity < 1.0
     strict = cache.lookup(near, GPT, min_similarity=0.99)
-    assert not strict.hit and strict.reason == "below_threshold"
+    assert not strict.hit
+    assert strict.reason == "below_threshold"
     assert strict.similarity == pytest.approx(result.similarity)
 
 
@@ -96,7 +100,8 @@ def test_size_bound_evicts_least_recently_used(tmp_path: Path, clock: ManualCloc
     assert c.lookup("question alpha", GPT).hit  # alpha is now the most recently used
     clock.advance(1)
     c.store("question delta", "delta", GPT)
-    assert c.info().evictions == 1 and c.info().entries == 3
+    assert c.info().evictions == 1
+    assert c.info().entries == 3
     assert not c.lookup("question bravo", GPT).hit
     assert c.lookup("question alpha", GPT).hit
     c.close()
@@ -107,7 +112,8 @@ def test_store_replaces_exact_repeat(cache: SemanticCache) -> None:
     cache.store("SAME question", "new", GPT)
     assert cache.info().entries == 1
     result = cache.lookup("same question", GPT)
-    assert result.entry is not None and result.entry.response == "new"
+    assert result.entry is not None
+    assert result.entry.response == "new"
 
 
 def test_bad_inputs_get_clear_errors(cache: SemanticCache) -> None:
@@ -150,9 +156,9 @@ def test_corrupt_entry_is_reported_and_discarded(cache: SemanticCache) -> None:
 
 
 def test_info_counts_tiers_and_tokens(cache: SemanticCache) -> None:
-    cache.store("q one", "a", GPT, metadata={"prompt_tokens": 10, "completion_tokens": 5})
-    cache.lookup("q one", GPT)
-    cache.lookup("q one two", GPT, min_similarity=0.5)
+    cache.store("q alpha", "a", GPT, metadata={"prompt_tokens": 10, "completion_tokens": 5})
+    cache.lookup("q alpha", GPT)
+    cache.lookup("q alpha beta", GPT, min_similarity=0.5)
     cache.lookup("something else entirely", GPT)
     info = cache.info()
     assert (info.hits_exact, info.hits_semantic, info.misses) == (1, 1, 1)

@@ -30,8 +30,14 @@ def _unit(rng: np.random.Generator, n: int, dim: int = 32) -> np.ndarray:
 
 
 def _entry(i: int, scope: str = "s") -> NewEntry:
-    return NewEntry(scope_key=scope, text_key=f"t{i}", prompt=f"p{i}",
-                    response={"answer": i}, created_at=float(i), metadata={"n": i})
+    return NewEntry(
+        scope_key=scope,
+        text_key=f"t{i}",
+        prompt=f"p{i}",
+        response={"answer": i},
+        created_at=float(i),
+        metadata={"n": i},
+    )
 
 
 def _fill(backend: EmbeddedBackend | MemoryBackend, vectors: np.ndarray, scope: str = "s") -> None:
@@ -121,7 +127,10 @@ def test_corrupt_snapshot_is_rebuilt_from_sqlite(tmp_path: Path) -> None:
 def test_fingerprint_mismatch_is_refused(tmp_path: Path) -> None:
     with EmbeddedBackend(tmp_path) as b:
         b.bind(FP)
-    with EmbeddedBackend(tmp_path) as b, pytest.raises(FingerprintMismatchError, match="test-model"):
+    with (
+        EmbeddedBackend(tmp_path) as b,
+        pytest.raises(FingerprintMismatchError, match="test-model"),
+    ):
         b.bind(ModelFingerprint(model="other-model", dim=32))
     with EmbeddedBackend(tmp_path) as b, pytest.raises(FingerprintMismatchError):
         b.bind(ModelFingerprint(model="test-model", dim=64))
@@ -142,11 +151,13 @@ def test_deleted_slots_are_reused_and_never_returned(tmp_path: Path) -> None:
         b.bind(FP)
         _fill(b, vecs[:20])
         b.clear("s")
-        assert b.count() == 0 and b.search("s", vecs[0], 3, 0.0) == []
+        assert b.count() == 0
+        assert b.search("s", vecs[0], 3, 0.0) == []
         for i in range(20, 40):
             b.put(_entry(i), vecs[i])
         got = b.search("s", vecs[0], 10, 0.0)
-        assert got and all(int(c.entry.prompt[1:]) >= 20 for c in got)
+        assert got
+        assert all(int(c.entry.prompt[1:]) >= 20 for c in got)
 
 
 def test_hnsw_recall_against_exact_oracle(tmp_path: Path) -> None:

@@ -26,16 +26,22 @@ pytestmark = pytest.mark.model
 
 def test_packaged_model_embeds_normalised_384d(st_embedder: SentenceTransformerEmbedder) -> None:
     vecs = st_embedder.embed(
-        ["How do I learn Python quickly?", "What is the fastest way to learn Python?",
-         "Best sourdough bread recipe"]
+        [
+            "How do I learn Python quickly?",
+            "What is the fastest way to learn Python?",
+            "Best sourdough bread recipe",
+        ]
     )
-    assert vecs.shape == (3, 384) and vecs.dtype == np.float32
+    assert vecs.shape == (3, 384)
+    assert vecs.dtype == np.float32
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     sims = vecs @ vecs.T
     assert sims[0, 1] > 0.8 > 0.3 > sims[0, 2]
     fp = st_embedder.fingerprint
-    assert fp.model == "sentence-transformers/all-MiniLM-L6-v2" and fp.dim == 384
-    assert fp.revision and fp.normalized
+    assert fp.model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert fp.dim == 384
+    assert fp.revision
+    assert fp.normalized
 
 
 def test_memo_returns_identical_vectors(st_embedder: SentenceTransformerEmbedder) -> None:
@@ -58,7 +64,8 @@ def test_mrl_truncation_renormalises_and_changes_fingerprint(
     small = SentenceTransformerEmbedder(truncate_dim=128)
     vec = small.embed(["truncate me"])[0]
     full = st_embedder.embed(["truncate me"])[0]
-    assert vec.shape == (128,) and abs(float(np.linalg.norm(vec)) - 1) < 1e-5
+    assert vec.shape == (128,)
+    assert abs(float(np.linalg.norm(vec)) - 1) < 1e-5
     assert np.allclose(vec, full[:128] / np.linalg.norm(full[:128]), atol=1e-5)
     assert small.fingerprint.key() != st_embedder.fingerprint.key()
     # A store built with one embedder refuses the other, at construction.
@@ -70,8 +77,9 @@ def test_mrl_truncation_renormalises_and_changes_fingerprint(
 def test_any_local_model_path_loads(st_embedder: SentenceTransformerEmbedder) -> None:
     other = SentenceTransformerEmbedder(st_embedder.source)
     assert other.fingerprint.model == st_embedder.source
-    assert np.allclose(other.embed(["same weights"]), st_embedder.embed(["same weights"]),
-                       atol=1e-5)
+    assert np.allclose(
+        other.embed(["same weights"]), st_embedder.embed(["same weights"]), atol=1e-5
+    )
 
 
 def test_missing_model_fails_fast_and_clearly(tmp_path: Path) -> None:
@@ -100,10 +108,13 @@ def test_real_model_cache_hits_paraphrases_not_unrelated(
     st_embedder: SentenceTransformerEmbedder, tmp_path: Path
 ) -> None:
     scope = Scope(model="gpt-4o-mini")
-    with SemanticCache(embedder=st_embedder, backend=EmbeddedBackend(tmp_path),
-                       policy=CachePolicy()) as cache:
+    with SemanticCache(
+        embedder=st_embedder, backend=EmbeddedBackend(tmp_path), policy=CachePolicy()
+    ) as cache:
         cache.store("How can I reset my password?", "Use the reset link.", scope)
         hit = cache.lookup("How do I reset my password?", scope)
-        assert hit.tier is Tier.SEMANTIC and hit.similarity is not None and hit.similarity > 0.9
+        assert hit.tier is Tier.SEMANTIC
+        assert hit.similarity is not None
+        assert hit.similarity > 0.9
         assert not cache.lookup("How can I delete my account?", scope).hit
         assert not cache.lookup("How do I reset my password?", Scope(model="gpt-4o")).hit

@@ -20,9 +20,9 @@ from langchain_tests.integration_tests import (
     AsyncCacheTestSuite,
     SyncCacheTestSuite,
 )
-from semcache_langchain import SemanticLLMCache
 
 from semcache import EmbeddedBackend, SemanticCache, SentenceTransformerEmbedder
+from semcache_langchain import SemanticLLMCache
 
 pytestmark = pytest.mark.model
 
@@ -123,6 +123,7 @@ def test_chat_prompts_look_up_the_last_question_scoped_by_the_rest(
 ) -> None:
     from langchain_core.load import dumps
     from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
+
     from semcache_langchain.llm_cache import plan_prompt
 
     context = SystemMessage("Context: the Eiffel Tower is in Paris. It is 330 m tall.")

@@ -17,9 +17,9 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 from pydantic import ValidationError
-from semcache_langchain import CachedRetriever, SemcacheRetriever
 
 from semcache import EmbeddedBackend, SemanticCache, SentenceTransformerEmbedder
+from semcache_langchain import CachedRetriever, SemcacheRetriever
 
 pytestmark = pytest.mark.model
 

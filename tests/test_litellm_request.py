@@ -11,9 +11,8 @@ import pytest
 
 litellm = pytest.importorskip("litellm")
 
-from semcache_litellm import LiteLLMCacheSettings, install, plan_request, tenant_of  # noqa: E402
-
 from semcache import ConfigurationError  # noqa: E402
+from semcache_litellm import LiteLLMCacheSettings, install, plan_request, tenant_of  # noqa: E402
 
 SETTINGS = LiteLLMCacheSettings(path="/unused")
 

@@ -26,8 +26,9 @@ from semcache.testing import HashingEmbedder
 def chat_response(text: str, *, finish: str = "stop", tool_calls: bool = False) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if tool_calls:
-        message["tool_calls"] = [{"id": "1", "type": "function",
-                                  "function": {"name": "f", "arguments": "{}"}}]
+        message["tool_calls"] = [
+            {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        ]
     return {
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {"prompt_tokens": 12, "completion_tokens": 30},
@@ -76,14 +77,17 @@ def test_sync_function_hit_miss_and_partitions(cache: SemanticCache) -> None:
 
     first = chat(model="m1", messages=msgs("what is the capital of france"))
     again = chat(model="m1", messages=msgs("what is the capital of france please"))
-    assert again == first and up.calls == 1
+    assert again == first
+    assert up.calls == 1
     chat(model="m2", messages=msgs("what is the capital of france"))
     chat(model="m1", messages=msgs("what is the capital of france", system="Be verbose."))
     chat(model="m1", messages=msgs("what is the capital of france"), temperature=0.5)
     chat(model="m1", messages=msgs("what is the capital of france"), user="tenant-b")
     assert up.calls == 5
     info = chat.cache_info()  # type: ignore[attr-defined]
-    assert info.hits == 1 and info.misses == 5 and info.stores == 5
+    assert info.hits == 1
+    assert info.misses == 5
+    assert info.stores == 5
     assert info.tokens_saved == 42
 
 
@@ -94,10 +98,16 @@ def test_history_is_part_of_the_scope(cache: SemanticCache) -> None:
     def chat(*, model: str, messages: list[dict[str, str]]) -> Any:
         return chat_response(f"answer #{up.hit()}")
 
-    a = [{"role": "user", "content": "tell me about paris"},
-         {"role": "assistant", "content": "..."}, {"role": "user", "content": "and its population"}]
-    b = [{"role": "user", "content": "tell me about tokyo"},
-         {"role": "assistant", "content": "..."}, {"role": "user", "content": "and its population"}]
+    a = [
+        {"role": "user", "content": "tell me about paris"},
+        {"role": "assistant", "content": "..."},
+        {"role": "user", "content": "and its population"},
+    ]
+    b = [
+        {"role": "user", "content": "tell me about tokyo"},
+        {"role": "assistant", "content": "..."},
+        {"role": "user", "content": "and its population"},
+    ]
     chat(model="m", messages=a)
     chat(model="m", messages=b)
     chat(model="m", messages=a)
@@ -108,19 +118,30 @@ async def test_async_function_matches_sync_decisions(tmp_path: Path) -> None:
     up = Upstream()
     results: dict[str, list[Any]] = {}
     for kind in ("sync", "async"):
-        c = SemanticCache(embedder=HashingEmbedder(), backend=EmbeddedBackend(tmp_path / kind),
-                          policy=CachePolicy(min_similarity=0.8))
+        c = SemanticCache(
+            embedder=HashingEmbedder(),
+            backend=EmbeddedBackend(tmp_path / kind),
+            policy=CachePolicy(min_similarity=0.8),
+        )
         if kind == "sync":
+
             @cached(c, request=PromptRequest())
             def ask(prompt: str) -> str:
                 return f"{prompt} -> #{up.hit()}"
-            out = [ask(p) for p in ("red apple pie", "red apple pie recipe", "blue car", "blue car")]
+
+            out = [
+                ask(p) for p in ("red apple pie", "red apple pie recipe", "blue car", "blue car")
+            ]
         else:
+
             @cached(c, request=PromptRequest())
             async def ask_async(prompt: str) -> str:
                 return f"{prompt} -> #{up.hit()}"
-            out = [await ask_async(p) for p in
-                   ("red apple pie", "red apple pie recipe", "blue car", "blue car")]
+
+            out = [
+                await ask_async(p)
+                for p in ("red apple pie", "red apple pie recipe", "blue car", "blue car")
+            ]
         results[kind] = [o.split(" -> ")[0] for o in out]
         info = c.info()
         results[kind].append((info.hits_exact, info.hits_semantic, info.misses))
@@ -146,7 +167,9 @@ def test_sync_stream_replays_and_aborts_are_not_stored(cache: SemanticCache) -> 
     assert cache.info().stores == 0
     full = list(stream(model="m", messages=msgs("capital of france")))
     replay = list(stream(model="m", messages=msgs("capital of france")))
-    assert replay == full and len(replay) == 3 and up.calls == 2
+    assert replay == full
+    assert len(replay) == 3
+    assert up.calls == 2
 
 
 async def test_async_stream_replays(cache: SemanticCache) -> None:
@@ -161,7 +184,8 @@ async def test_async_stream_replays(cache: SemanticCache) -> None:
 
     first = [c async for c in stream(model="m", messages=msgs("the meaning of life"))]
     second = [c async for c in stream(model="m", messages=msgs("the meaning of life"))]
-    assert first == second == ["The ", "answer ", "is 42."] and up.calls == 1
+    assert first == second == ["The ", "answer ", "is 42."]
+    assert up.calls == 1
 
 
 def test_streams_and_values_do_not_share_entries(cache: SemanticCache) -> None:
@@ -199,7 +223,9 @@ def test_ineligible_responses_are_not_stored(
 
     assert chat(model="m", messages=msgs("a question")) == response
     assert chat(model="m", messages=msgs("a question")) == response
-    assert up.calls == 2 and cache.info().store_refusals == 2 and cache.info().entries == 0
+    assert up.calls == 2
+    assert cache.info().store_refusals == 2
+    assert cache.info().entries == 0
 
 
 def test_truncated_streams_are_not_stored(cache: SemanticCache) -> None:
@@ -209,7 +235,8 @@ def test_truncated_streams_are_not_stored(cache: SemanticCache) -> None:
         yield chunk(None, "length")
 
     list(stream(model="m", messages=msgs("long question")))
-    assert cache.info().entries == 0 and cache.info().store_refusals == 1
+    assert cache.info().entries == 0
+    assert cache.info().store_refusals == 1
 
 
 def test_tool_calls_stored_when_asked(cache: SemanticCache) -> None:
@@ -262,10 +289,16 @@ def test_invalid_input_bypasses_the_cache(cache: SemanticCache) -> None:
         return chat_response("ok")
 
     image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
-    for bad in (image, [{"role": "user", "content": ""}], [{"role": "user", "content": "x" * 9000}],
-                [{"role": "assistant", "content": "no user turn"}]):
+    for bad in (
+        image,
+        [{"role": "user", "content": ""}],
+        [{"role": "user", "content": "x" * 9000}],
+        [{"role": "assistant", "content": "no user turn"}],
+    ):
         assert chat(model="m", messages=bad) == chat_response("ok")
-    assert up.calls == 4 and cache.info().bypasses == 4 and cache.info().entries == 0
+    assert up.calls == 4
+    assert cache.info().bypasses == 4
+    assert cache.info().entries == 0
 
 
 class _BrokenBackend(EmbeddedBackend):
@@ -316,7 +349,7 @@ def test_corrupt_stored_value_is_a_miss(cache: SemanticCache) -> None:
     ask("question here")
     backend = cache.backend
     assert isinstance(backend, EmbeddedBackend)
-    backend._db.execute("UPDATE entries SET response = '{\"kind\": \"value\"}'")
+    backend._db.execute('UPDATE entries SET response = \'{"kind": "value"}\'')
     assert ask("question here") == "#2"
     assert cache.info().errors == 1
     assert ask("question here") == "#2"  # the clean re-store serves
@@ -326,9 +359,17 @@ def test_model_codec_round_trips_pydantic_responses(cache: SemanticCache) -> Non
     from openai.types.chat import ChatCompletion
 
     raw = {
-        "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": "Paris"}}],
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "Paris"},
+            }
+        ],
         "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
     }
 
@@ -338,7 +379,9 @@ def test_model_codec_round_trips_pydantic_responses(cache: SemanticCache) -> Non
 
     a = chat(model="m", messages=msgs("capital of france"))
     b = chat(model="m", messages=msgs("capital of france"))
-    assert isinstance(b, ChatCompletion) and b == a and cache.info().hits == 1
+    assert isinstance(b, ChatCompletion)
+    assert b == a
+    assert cache.info().hits == 1
 
 
 def test_non_json_responses_are_refused_not_crashed(cache: SemanticCache) -> None:
@@ -347,7 +390,8 @@ def test_non_json_responses_are_refused_not_crashed(cache: SemanticCache) -> Non
         return {"text": "x", "when": object()}
 
     ask("q")
-    assert cache.info().store_refusals == 1 and cache.info().entries == 0
+    assert cache.info().store_refusals == 1
+    assert cache.info().entries == 0
 
 
 def test_threads_coalesce_into_one_upstream_call(cache: SemanticCache) -> None:
@@ -393,7 +437,8 @@ async def test_asyncio_tasks_coalesce(cache: SemanticCache) -> None:
     await asyncio.sleep(0.2)
     release.set()
     assert await asyncio.gather(*tasks) == ["async answer"] * 6
-    assert up.calls == 1 and cache.info().coalesced == 5
+    assert up.calls == 1
+    assert cache.info().coalesced == 5
 
 
 def test_followers_call_upstream_when_the_leader_fails(cache: SemanticCache) -> None:
@@ -426,7 +471,8 @@ def test_followers_call_upstream_when_the_leader_fails(cache: SemanticCache) -> 
     gate.set()
     leader.join()
     follower.join()
-    assert "second try" in out and any(isinstance(o, ConnectionError) for o in out)
+    assert "second try" in out
+    assert any(isinstance(o, ConnectionError) for o in out)
 
 
 def test_wrapper_keeps_function_identity(cache: SemanticCache) -> None:
@@ -435,7 +481,8 @@ def test_wrapper_keeps_function_identity(cache: SemanticCache) -> None:
         """Docs stay."""
         return prompt
 
-    assert documented.__name__ == "documented" and documented.__doc__ == "Docs stay."
+    assert documented.__name__ == "documented"
+    assert documented.__doc__ == "Docs stay."
     assert documented.cache is cache  # type: ignore[attr-defined]
 
 
@@ -454,4 +501,5 @@ def test_calls_ending_in_tool_results_bypass(cache: SemanticCache) -> None:
     chat(model="m", messages=turn)
     turn[2]["content"] = "3C and snowing"
     assert chat(model="m", messages=turn)["choices"][0]["message"]["content"] == "#2"
-    assert cache.info().bypasses == 2 and cache.info().entries == 0
+    assert cache.info().bypasses == 2
+    assert cache.info().entries == 0

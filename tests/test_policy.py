@@ -7,8 +7,9 @@ from semcache.policy import check_text, choose, expiry, resolve_threshold
 
 
 def _cand(sim: float, prompt: str = "q", id_: str = "1") -> Candidate:
-    entry = Entry(id=id_, scope_key="s", text_key="t" + id_, prompt=prompt, response="a",
-                  created_at=0.0)
+    entry = Entry(
+        id=id_, scope_key="s", text_key="t" + id_, prompt=prompt, response="a", created_at=0.0
+    )
     return Candidate(entry, sim)
 
 
@@ -31,8 +32,10 @@ def test_policy_validates_at_construction(kwargs: dict[str, object], fragment: s
 
 def test_choose_takes_best_candidate_at_or_above_threshold() -> None:
     result = choose("q", [_cand(0.80, id_="1"), _cand(0.95, id_="2"), _cand(0.91, id_="3")], 0.9)
-    assert result.hit and result.entry is not None
-    assert result.entry.id == "2" and result.tier is Tier.SEMANTIC
+    assert result.hit
+    assert result.entry is not None
+    assert result.entry.id == "2"
+    assert result.tier is Tier.SEMANTIC
     assert result.similarity == pytest.approx(0.95)
     exactly = choose("q", [_cand(0.9)], 0.9)
     assert exactly.hit
@@ -51,9 +54,11 @@ def test_guard_veto_falls_through_to_next_candidate() -> None:
         return "two" if cand.entry.id == "2" else None
 
     result = choose("q", [_cand(0.99, id_="2"), _cand(0.95, id_="3")], 0.9, [no_two])
-    assert result.entry is not None and result.entry.id == "3"
+    assert result.entry is not None
+    assert result.entry.id == "3"
     vetoed = choose("q", [_cand(0.99, id_="2")], 0.9, [no_two])
-    assert not vetoed.hit and vetoed.reason == "vetoed:two"
+    assert not vetoed.hit
+    assert vetoed.reason == "vetoed:two"
 
 
 def test_check_text_rejects_bad_input() -> None:

@@ -2,5 +2,6 @@
 
 from semcache.backends.base import Backend
 from semcache.backends.local import EmbeddedBackend, HnswParams, MemoryBackend
+from semcache.backends.redis import RedisBackend  # light: redis is imported when one is built
 
-__all__ = ["Backend", "EmbeddedBackend", "HnswParams", "MemoryBackend"]
+__all__ = ["Backend", "EmbeddedBackend", "HnswParams", "MemoryBackend", "RedisBackend"]

@@ -56,12 +56,22 @@ CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expires_at) WHERE expires_
 _COLUMNS = "id, scope_key, text_key, prompt, response, metadata, created_at, expires_at"
 
 
+def _row_id(entry_id: str) -> int | None:
+    """The SQLite row id of an entry id, or ``None`` for an id this backend never issued."""
+    try:
+        return int(entry_id)
+    except (TypeError, ValueError):
+        return None
+
+
 def _row_to_entry(row: tuple[Any, ...]) -> Entry:
     try:
         response = json.loads(row[4])
         metadata = json.loads(row[5])
     except (json.JSONDecodeError, TypeError) as e:
-        raise CorruptEntryError(f"entry {row[0]} cannot be decoded: {e}", entry_id=str(row[0])) from e
+        raise CorruptEntryError(
+            f"entry {row[0]} cannot be decoded: {e}", entry_id=str(row[0])
+        ) from e
     if not isinstance(metadata, dict):
         raise CorruptEntryError(
             f"entry {row[0]} has metadata of type {type(metadata).__name__}", entry_id=str(row[0])
@@ -263,9 +273,12 @@ class LocalBackend:
         return out
 
     def get(self, entry_id: str) -> Entry | None:
+        row_id = _row_id(entry_id)
+        if row_id is None:
+            return None
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (int(entry_id),)
+                f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (row_id,)
             ).fetchone()
         return None if row is None else _row_to_entry(row)
 
@@ -328,7 +341,9 @@ class LocalBackend:
 
     def touch(self, entry_id: str, now: float) -> None:
         with self._lock:
-            self._db.execute("UPDATE entries SET last_access = ? WHERE id = ?", (now, int(entry_id)))
+            self._db.execute(
+                "UPDATE entries SET last_access = ? WHERE id = ?", (now, _row_id(entry_id))
+            )
 
     def _delete_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
         """Delete (id, scope_key) rows from SQLite and their vectors. Caller holds the lock."""
@@ -345,7 +360,7 @@ class LocalBackend:
         return len(rows)
 
     def delete(self, entry_ids: Iterable[str]) -> int:
-        ids = [int(i) for i in entry_ids]
+        ids = [i for i in map(_row_id, entry_ids) if i is not None]
         if not ids:
             return 0
         with self._lock:
@@ -368,7 +383,8 @@ class LocalBackend:
     def purge_expired(self, now: float) -> int:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, scope_key FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                "SELECT id, scope_key FROM entries "
+                "WHERE expires_at IS NOT NULL AND expires_at <= ?",
                 (now,),
             ).fetchall()
             return self._delete_rows(rows)

@@ -40,7 +40,9 @@ class HnswParams:
         for name, low in (("m", 2), ("ef_construction", 1), ("ef_search", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
-                raise ConfigurationError(f"HnswParams.{name} must be an int >= {low}, got {value!r}")
+                raise ConfigurationError(
+                    f"HnswParams.{name} must be an int >= {low}, got {value!r}"
+                )
         if self.initial_capacity < 1:
             raise ConfigurationError(
                 f"HnswParams.initial_capacity must be >= 1, got {self.initial_capacity}"

@@ -1,0 +1,297 @@
+"""Thresholds learned from feedback, under a user-set bound on the false-hit rate.
+
+A static threshold is one number for the whole embedding space, but how close two prompts must be
+to share an answer varies from topic to topic (and from entry to entry). :class:`AdaptiveThresholds`
+keeps labelled observations ``(similarity, correct)``, from explicit feedback (a thumbs-down, a
+regenerate), from an optional verifier on near-threshold hits, or from labelled pairs given to
+:meth:`AdaptiveThresholds.fit`, and per *region* of the embedding space (the nearest of a few
+centroids) serves a candidate only at or above the lowest similarity whose one-sided
+Clopper-Pearson upper bound on the false-hit rate is ``<= delta`` in that region. A region without
+enough evidence falls back to the threshold learned over all regions; an entry that was served
+wrongly is not served again at that similarity or below (the per-entry idea of vCache, Schroeder
+et al. 2025, implemented here from the paper's description).
+
+Plug it into a cache with ``SemanticCache(thresholds=AdaptiveThresholds(...))``; the policy's
+``min_similarity`` stays the floor below which nothing is served, and ``cache.feedback(...)``
+feeds it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from semcache.calibration import _AllowanceTable, lowest_safe_threshold
+from semcache.errors import ConfigurationError, InvalidInputError
+from semcache.models import Candidate
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = [
+    "AdaptiveConfig",
+    "AdaptiveThresholds",
+    "ThresholdModel",
+    "Verifier",
+    "kmeans_centroids",
+]
+
+
+class ThresholdModel(Protocol):
+    """What :class:`semcache.SemanticCache` asks of a learned threshold."""
+
+    def for_query(self, query: str, vector: NDArray[np.float32]) -> Callable[[Candidate], float]:
+        """The threshold each candidate of this query must reach."""
+        ...
+
+    def served(self, entry_id: str, vector: NDArray[np.float32], similarity: float) -> None:
+        """A candidate was (or, in shadow mode, would have been) served; feedback may follow."""
+        ...
+
+    def feedback(self, entry_id: str, correct: bool) -> bool:
+        """Learn whether serving ``entry_id`` was right; ``False`` if it was not served lately."""
+        ...
+
+
+class Verifier(Protocol):
+    """A cheap second opinion on a near-threshold hit: ``True`` if the entry answers the query."""
+
+    def __call__(self, query: str, candidate: Candidate) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdaptiveConfig:
+    """Settings of :class:`AdaptiveThresholds`.
+
+    Attributes:
+        delta: the false-hit rate to stay under (its upper confidence bound, not the estimate).
+        confidence: the confidence of that bound (one-sided Clopper-Pearson).
+        initial_threshold: served-at threshold before any evidence certifies a lower one.
+        window: observations kept per region; the oldest are forgotten (drift).
+        verify_margin: candidates less than this far from their threshold (either side) are
+            checked by the verifier, if one is given: it decides, and its verdict is learned
+            from (this is how thresholds can come down). ``0`` disables verification.
+        pending: how many recently served entries are remembered for :meth:`feedback`.
+    """
+
+    delta: float = 0.01
+    confidence: float = 0.95
+    initial_threshold: float = 0.95
+    window: int = 50_000
+    verify_margin: float = 0.0
+    pending: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.delta < 1.0:
+            raise ConfigurationError(f"delta is a false-hit rate in (0, 1), got {self.delta}")
+        if not 0.5 <= self.confidence < 1.0:
+            raise ConfigurationError(f"confidence must be in [0.5, 1), got {self.confidence}")
+        if not -1.0 <= self.initial_threshold <= 1.0:
+            raise ConfigurationError(
+                f"initial_threshold is a cosine similarity in [-1, 1], got {self.initial_threshold}"
+            )
+        if self.window < 1 or self.pending < 1:
+            raise ConfigurationError(
+                f"window and pending must be >= 1, got {self.window} and {self.pending}"
+            )
+        if not 0.0 <= self.verify_margin <= 2.0:
+            raise ConfigurationError(f"verify_margin must be in [0, 2], got {self.verify_margin}")
+
+
+@dataclass(slots=True)
+class _Region:
+    sims: list[float]
+    correct: list[bool]
+    threshold: float | None = None  # cached; None = recompute
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    region: int
+    similarity: float
+
+
+class AdaptiveThresholds:
+    """Per-region thresholds learned from feedback with a false-hit bound (thread-safe).
+
+    Args:
+        config: the bound and its settings.
+        centroids: ``(k, dim)`` unit vectors splitting the embedding space into ``k`` regions
+            (e.g. :func:`kmeans_centroids` of past queries); ``None`` = one region.
+        verifier: optional check of hits within ``config.verify_margin`` of their threshold.
+    """
+
+    def __init__(
+        self,
+        config: AdaptiveConfig | None = None,
+        *,
+        centroids: NDArray[np.float32] | None = None,
+        verifier: Verifier | None = None,
+    ) -> None:
+        self.config = config or AdaptiveConfig()
+        if centroids is not None:
+            centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+            if centroids.ndim != 2 or len(centroids) < 1:
+                raise ConfigurationError(
+                    f"centroids must be a (k, dim) array, got shape {centroids.shape}"
+                )
+        self._centroids = centroids
+        self._verifier = verifier
+        k = 1 if centroids is None else len(centroids)
+        self._regions = [_Region([], []) for _ in range(k)]
+        self._global: float | None = None
+        self._table = _AllowanceTable(self.config.delta, self.config.confidence)
+        self._entry_floor: OrderedDict[str, float] = OrderedDict()
+        self._pending: OrderedDict[str, _Served] = OrderedDict()
+        self._lock = threading.RLock()
+        self.verified = 0
+
+    # -- regions and thresholds ---------------------------------------------------------------
+
+    @property
+    def regions(self) -> int:
+        return len(self._regions)
+
+    def region(self, vector: NDArray[np.float32]) -> int:
+        """The region of ``vector``: its nearest centroid."""
+        if self._centroids is None:
+            return 0
+        if vector.shape != (self._centroids.shape[1],):
+            raise InvalidInputError(
+                f"vector has shape {vector.shape}; centroids are {self._centroids.shape[1]}-d"
+            )
+        return int(np.argmax(self._centroids @ vector))
+
+    def _learned(self, sims: list[float], correct: list[bool], fallback: float) -> float:
+        t = lowest_safe_threshold(sims, correct, self.config.delta, table=self._table)
+        if t is not None:
+            return t
+        # Not enough evidence to certify any threshold here: keep the fallback, but stay above
+        # every false hit seen (an observed false hit at s is evidence against serving at s).
+        false = [s for s, ok in zip(sims, correct, strict=True) if not ok]
+        return max(fallback, math.nextafter(max(false), math.inf)) if false else fallback
+
+    def global_threshold(self) -> float:
+        """The threshold learned from all regions together (the fallback of sparse regions)."""
+        with self._lock:
+            if self._global is None:
+                sims = [s for r in self._regions for s in r.sims]
+                ok = [c for r in self._regions for c in r.correct]
+                self._global = self._learned(sims, ok, self.config.initial_threshold)
+            return self._global
+
+    def threshold(self, region: int) -> float:
+        """The threshold a candidate in ``region`` must reach."""
+        with self._lock:
+            r = self._regions[region]
+            if r.threshold is None:
+                r.threshold = self._learned(r.sims, r.correct, self.global_threshold())
+            return r.threshold
+
+    def thresholds(self) -> list[float]:
+        """The current threshold of every region."""
+        return [self.threshold(i) for i in range(self.regions)]
+
+    # -- learning -----------------------------------------------------------------------------
+
+    def observe(self, region: int, similarity: float, correct: bool) -> None:
+        """Record that serving at ``similarity`` in ``region`` was right or wrong."""
+        with self._lock:
+            r = self._regions[region]
+            r.sims.append(float(similarity))
+            r.correct.append(bool(correct))
+            if len(r.sims) > self.config.window:
+                del r.sims[0], r.correct[0]
+            r.threshold = None
+            self._global = None
+            for other in self._regions:  # sparse regions fall back on the global threshold
+                other.threshold = None
+
+    def fit(
+        self,
+        vectors: NDArray[np.float32],
+        similarities: NDArray[np.floating[Any]],
+        correct: NDArray[np.bool_],
+    ) -> AdaptiveThresholds:
+        """Learn from labelled pairs: the query vector, its similarity to the entry, the label."""
+        regions = (
+            np.zeros(len(vectors), dtype=np.int64)
+            if self._centroids is None
+            else np.argmax(np.asarray(vectors, dtype=np.float32) @ self._centroids.T, axis=1)
+        )
+        with self._lock:
+            for reg, s, ok in zip(regions, similarities, correct, strict=True):
+                r = self._regions[int(reg)]
+                r.sims.append(float(s))
+                r.correct.append(bool(ok))
+            for r in self._regions:
+                del r.sims[: -self.config.window], r.correct[: -self.config.window]
+                r.threshold = None
+            self._global = None
+        return self
+
+    def feedback(self, entry_id: str, correct: bool) -> bool:
+        """Learn from a verdict on an entry served recently; ``False`` if it is not remembered."""
+        with self._lock:
+            served = self._pending.pop(entry_id, None)
+            if served is None:
+                return False
+            self.observe(served.region, served.similarity, correct)
+            if not correct:
+                floor = math.nextafter(served.similarity, math.inf)
+                self._entry_floor[entry_id] = max(floor, self._entry_floor.get(entry_id, floor))
+                self._entry_floor.move_to_end(entry_id)
+                while len(self._entry_floor) > self.config.pending:
+                    self._entry_floor.popitem(last=False)
+            return True
+
+    # -- the hooks the cache calls ------------------------------------------------------------
+
+    def for_query(self, query: str, vector: NDArray[np.float32]) -> Callable[[Candidate], float]:
+        region = self.region(vector)
+        base = self.threshold(region)
+        margin = self.config.verify_margin
+
+        def threshold_for(candidate: Candidate) -> float:
+            t = max(base, self._entry_floor.get(candidate.entry.id, base))
+            if self._verifier is None or not margin or abs(candidate.similarity - t) >= margin:
+                return t
+            # Near the threshold, on either side: the verifier decides, and is learned from.
+            self.verified += 1
+            ok = bool(self._verifier(query, candidate))
+            self.observe(region, candidate.similarity, ok)
+            return min(t, candidate.similarity) if ok else math.inf
+
+        return threshold_for
+
+    def served(self, entry_id: str, vector: NDArray[np.float32], similarity: float) -> None:
+        with self._lock:
+            self._pending[entry_id] = _Served(self.region(vector), float(similarity))
+            self._pending.move_to_end(entry_id)
+            while len(self._pending) > self.config.pending:
+                self._pending.popitem(last=False)
+
+
+def kmeans_centroids(
+    vectors: NDArray[np.float32], k: int, *, iterations: int = 25, seed: int = 0
+) -> NDArray[np.float32]:
+    """``k`` unit centroids of unit ``vectors`` by spherical k-means (cosine), seeded."""
+    data = np.asarray(vectors, dtype=np.float32)
+    if not 1 <= k <= len(data):
+        raise ConfigurationError(f"k must be in 1..{len(data)} (the number of vectors), got {k}")
+    rng = np.random.default_rng(seed)
+    centroids = data[rng.choice(len(data), size=k, replace=False)].copy()
+    for _ in range(iterations):
+        assign = np.argmax(data @ centroids.T, axis=1)
+        for j in range(k):
+            members = data[assign == j]
+            if len(members):
+                c = members.sum(axis=0)
+                centroids[j] = c / max(float(np.linalg.norm(c)), 1e-12)
+    return centroids

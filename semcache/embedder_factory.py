@@ -1,0 +1,70 @@
+"""Choose the embedder: ONNX Runtime when it is installed and the export works, else torch."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from semcache.embeddings import DEFAULT_MODEL, SentenceTransformerEmbedder
+from semcache.errors import ConfigurationError, MissingDependencyError, ModelLoadError
+from semcache.onnx_embedder import OnnxEmbedder
+
+__all__ = ["default_embedder"]
+
+log = logging.getLogger("semcache")
+
+
+def default_embedder(
+    model: str = DEFAULT_MODEL,
+    *,
+    prefer_onnx: bool = True,
+    int8: bool = False,
+    truncate_dim: int | None = None,
+    batch_size: int = 32,
+    memo_size: int = 4096,
+    threads: int | None = None,
+    cache_dir: Path | str | None = None,
+) -> OnnxEmbedder | SentenceTransformerEmbedder:
+    """The fastest working embedder for ``model``; its ``backend`` attribute says which it is.
+
+    With ``prefer_onnx`` (the default) an :class:`OnnxEmbedder` is returned when onnxruntime is
+    installed and the model exports and agrees with torch; otherwise a
+    :class:`SentenceTransformerEmbedder`, with a warning saying why. Both fp32 paths share one
+    fingerprint, so the fallback reads the same index. ``int8=True`` never falls back: the int8
+    model has its own fingerprint, and torch vectors would not match an index built with it.
+    ``threads`` is ONNX Runtime's intra-op thread count, or torch's (process-wide) on fallback.
+    """
+    if int8 and not prefer_onnx:
+        raise ConfigurationError("int8=True needs the ONNX path; set prefer_onnx=True")
+    if prefer_onnx:
+        try:
+            embedder = OnnxEmbedder(
+                model,
+                int8=int8,
+                truncate_dim=truncate_dim,
+                batch_size=batch_size,
+                memo_size=memo_size,
+                intra_op_threads=threads,
+                cache_dir=cache_dir,
+            )
+        except (MissingDependencyError, ModelLoadError) as e:
+            if int8:
+                raise
+            log.warning("semcache: ONNX embedder unavailable (%s); falling back to torch", e)
+        else:
+            log.info(
+                "semcache: embedding with ONNX Runtime (%s, %d thread(s), cosine vs torch >= %.7f)",
+                embedder.backend,
+                embedder.threads,
+                embedder.agreement.min_cosine,
+            )
+            return embedder
+    fallback = SentenceTransformerEmbedder(
+        model,
+        truncate_dim=truncate_dim,
+        batch_size=batch_size,
+        memo_size=memo_size,
+        torch_threads=threads,
+    )
+    log.info("semcache: embedding with torch (sentence-transformers)")
+    return fallback

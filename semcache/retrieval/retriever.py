@@ -1,0 +1,128 @@
+"""Hybrid retrieval: dense and BM25 candidates, fused, optionally reranked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from semcache.embeddings import Embedder
+from semcache.errors import ConfigurationError, InvalidInputError
+from semcache.retrieval.base import DenseMode, Int8Rescored, RetrievalStore
+from semcache.retrieval.documents import ScoredChunk
+from semcache.retrieval.fusion import RRF, Fusion, Ranking
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+__all__ = ["CrossEncoderReranker", "HybridRetriever", "Reranker"]
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Reorders fused hits (e.g. with a cross-encoder); may rescore and may drop hits."""
+
+    def rerank(self, query: str, hits: Sequence[ScoredChunk]) -> list[ScoredChunk]: ...
+
+
+class CrossEncoderReranker:
+    """A :class:`Reranker` over a ready-built ``sentence_transformers.CrossEncoder`` (or any
+    object whose ``predict(list of (query, text) pairs)`` returns one score per pair)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def rerank(self, query: str, hits: Sequence[ScoredChunk]) -> list[ScoredChunk]:
+        if not hits:
+            return []
+        scores = self.model.predict([(query, h.chunk.indexed_text) for h in hits])
+        rescored = [ScoredChunk(h.chunk, float(s)) for h, s in zip(hits, scores, strict=True)]
+        return sorted(rescored, key=lambda h: -h.score)
+
+
+class HybridRetriever:
+    """Dense (HNSW, quantized rescoring) and sparse (BM25) retrieval over one store, fused.
+
+    Args:
+        store: the chunks and their indexes.
+        embedder: embeds queries; must be the model the store was built with.
+        fusion: how the (sparse, dense) rankings combine, in that order; ``RRF(k=60)`` default.
+        dense: the dense search mode.
+        candidates: how many hits each retriever contributes before fusion (and the reranker
+            sees), at least ``k``.
+        reranker: applied to the fused candidates, if given.
+        sparse_enabled / dense_enabled: switch either side off (for evaluation).
+    """
+
+    def __init__(
+        self,
+        store: RetrievalStore,
+        embedder: Embedder,
+        *,
+        fusion: Fusion | None = None,
+        dense: DenseMode | None = None,
+        candidates: int = 100,
+        reranker: Reranker | None = None,
+        sparse_enabled: bool = True,
+        dense_enabled: bool = True,
+    ) -> None:
+        if candidates < 1:
+            raise ConfigurationError(f"candidates must be >= 1, got {candidates}")
+        if not (sparse_enabled or dense_enabled):
+            raise ConfigurationError("enable the sparse or the dense retriever (or both)")
+        self.store = store
+        self.embedder = embedder
+        self.fusion = fusion or RRF()
+        self.dense_mode = dense or Int8Rescored()
+        self.candidates = candidates
+        self.reranker = reranker
+        self.sparse_enabled = sparse_enabled
+        self.dense_enabled = dense_enabled
+        store.bind(embedder.fingerprint)
+
+    def embed(self, query: str) -> NDArray[np.float32]:
+        vector: NDArray[np.float32] = self.embedder.embed([query])[0]
+        return vector
+
+    def rankings(
+        self, query: str, k: int, *, vector: NDArray[np.float32] | None = None
+    ) -> list[Ranking]:
+        """The (sparse, dense) rankings of ``k`` chunk ids each (an empty one when disabled)."""
+        sparse = self.store.sparse(query, k) if self.sparse_enabled else []
+        dense: Ranking = []
+        if self.dense_enabled:
+            vec = self.embed(query) if vector is None else vector
+            dense = self.store.dense(vec, k, self.dense_mode)
+        return [sparse, dense]
+
+    def retrieve(
+        self, query: str, k: int = 10, *, vector: NDArray[np.float32] | None = None
+    ) -> list[ScoredChunk]:
+        """The best ``k`` chunks for ``query``, best first.
+
+        Scores are the fusion's (or the reranker's); with one retriever switched off, that
+        retriever's own scores (cosine or BM25).
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInputError("a retrieval query must be a non-empty string")
+        if k < 1:
+            raise InvalidInputError(f"k must be >= 1, got {k}")
+        pool = max(k, self.candidates)
+        sparse, dense = self.rankings(query, pool, vector=vector)
+        if self.sparse_enabled and self.dense_enabled:
+            fused = self.fusion.fuse([sparse, dense])
+        else:
+            fused = list(sparse if self.sparse_enabled else dense)
+        keep = fused[:pool] if self.reranker is not None else fused[:k]
+        chunks = self.store.chunks(cid for cid, _ in keep)
+        hits = [ScoredChunk(chunks[cid], score) for cid, score in keep if cid in chunks]
+        if self.reranker is not None:
+            hits = self.reranker.rerank(query, hits)[:k]
+        return hits
+
+    async def aretrieve(
+        self, query: str, k: int = 10, *, vector: NDArray[np.float32] | None = None
+    ) -> list[ScoredChunk]:
+        """:meth:`retrieve` in a worker thread."""
+        return await asyncio.to_thread(self.retrieve, query, k, vector=vector)

@@ -1,0 +1,376 @@
+"""Fine-tuning the matcher on labelled pairs: the embedder (bi-encoder) and the verifier.
+
+A cosine threshold can only separate what the embedding separates. :func:`tune_embedder` trains
+the cache's sentence-transformers model on labelled pairs, with the losses sentence-transformers
+provides: multiple-negatives ranking on the duplicates (every other pair of the batch is a
+negative) plus an online contrastive loss on all pairs (non-duplicates are the hard negatives),
+optionally wrapped in a Matryoshka loss so the tuned vectors can be truncated.
+:func:`tune_verifier` trains a cross-encoder (sentence-transformers ``CrossEncoder``, one logit)
+that reads both prompts together, starting from the same local MiniLM weights with a fresh head.
+
+Both run a plain PyTorch loop on CPU (no ``datasets``/``accelerate`` needed), show progress on
+stderr, stop gracefully at a time budget and save a model directory loadable by path:
+``SentenceTransformerEmbedder(out)`` and ``CrossEncoderVerifier.load(out)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from semcache.calibration import LabelledPair
+from semcache.errors import ConfigurationError, InvalidInputError, MissingDependencyError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "TuneConfig",
+    "TuneResult",
+    "holdout_split",
+    "tune_embedder",
+    "tune_verifier",
+]
+
+#: Written into every tuned model directory: what it was trained from and how.
+TUNING_FILE = "semcache_tuning.json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TuneConfig:
+    """How to train. Validated at construction.
+
+    Attributes:
+        epochs: passes over the pairs (the time budget may stop earlier).
+        batch_size: pairs per optimiser step.
+        learning_rate: peak AdamW learning rate (linear warm-up, then linear decay).
+        warmup: fraction of the planned steps spent warming up.
+        max_seq_length: tokens kept per text (per pair, for the verifier).
+        time_budget: seconds of training after which the loop stops and saves; ``None`` = none.
+        mnrl: embedder only: multiple-negatives ranking loss on the duplicates of each batch.
+        contrastive: embedder only: online contrastive loss on every pair of each batch.
+        matryoshka_dims: embedder only: also train these truncated sizes (e.g. ``(256, 128)``).
+        seed: shuffling and initialisation seed.
+        threads: ``torch.set_num_threads`` for the run (process-wide); ``None`` leaves it.
+        progress: a tqdm bar on stderr.
+    """
+
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    warmup: float = 0.1
+    max_seq_length: int = 128
+    time_budget: float | None = None
+    mnrl: bool = True
+    contrastive: bool = True
+    matryoshka_dims: tuple[int, ...] = ()
+    seed: int = 0
+    threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.epochs <= 100:
+            raise ConfigurationError(f"epochs must be in 1..100, got {self.epochs}")
+        if not 2 <= self.batch_size <= 4096:
+            raise ConfigurationError(f"batch_size must be in 2..4096, got {self.batch_size}")
+        if not 0.0 < self.learning_rate < 1.0:
+            raise ConfigurationError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ConfigurationError(f"warmup must be in [0, 1), got {self.warmup}")
+        if not 8 <= self.max_seq_length <= 512:
+            raise ConfigurationError(
+                f"max_seq_length must be in 8..512, got {self.max_seq_length}"
+            )
+        if self.time_budget is not None and not (
+            self.time_budget > 0 and math.isfinite(self.time_budget)
+        ):
+            raise ConfigurationError(
+                f"time_budget must be a positive number of seconds or None, got {self.time_budget}"
+            )
+        if not (self.mnrl or self.contrastive):
+            raise ConfigurationError("at least one of mnrl and contrastive must be on")
+        if any(d < 1 for d in self.matryoshka_dims):
+            raise ConfigurationError(
+                f"matryoshka_dims must be positive sizes, got {self.matryoshka_dims}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ConfigurationError(f"threads must be >= 1 or None, got {self.threads}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TuneResult:
+    """What a training run did."""
+
+    kind: str  # "embedder" or "verifier"
+    out: str
+    base: str
+    pairs: int
+    positives: int
+    steps: int
+    planned_steps: int
+    pairs_seen: int
+    seconds: float
+    stopped_by_budget: bool
+    final_loss: float
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.pairs_seen / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pairs_per_second"] = round(self.pairs_per_second, 2)
+        return data
+
+
+def holdout_split(
+    pairs: Sequence[LabelledPair], fraction: float, *, salt: str = "semcache-tune"
+) -> tuple[list[LabelledPair], list[LabelledPair]]:
+    """Split pairs into (train, held out) by a hash of their position; fixed for a given file."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigurationError(f"the held-out fraction must be in (0, 1), got {fraction}")
+    train: list[LabelledPair] = []
+    held: list[LabelledPair] = []
+    for i, pair in enumerate(pairs):
+        h = hashlib.blake2b(f"{salt}:{i}".encode(), digest_size=4).digest()
+        (held if int.from_bytes(h, "big") / 2**32 < fraction else train).append(pair)
+    return train, held
+
+
+# -- the shared loop ----------------------------------------------------------------------------
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as e:
+        raise MissingDependencyError("torch", "embeddings") from e
+    return torch
+
+
+def _check_pairs(pairs: Sequence[LabelledPair], batch_size: int) -> None:
+    if len(pairs) < batch_size:
+        raise InvalidInputError(
+            f"need at least batch_size={batch_size} labelled pairs to train, got {len(pairs)}"
+        )
+
+
+def _train(
+    params: list[torch.nn.Parameter],
+    pairs: Sequence[LabelledPair],
+    step_loss: Callable[[list[LabelledPair]], torch.Tensor],
+    config: TuneConfig,
+    desc: str,
+) -> tuple[int, int, int, float, bool, float]:
+    """AdamW with linear warm-up/decay; returns steps, planned, pairs seen, loss, budget, secs."""
+    torch = _torch()
+    from tqdm import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    per_epoch = len(pairs) // config.batch_size
+    planned = per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup * planned), planned)
+    rng = random.Random(config.seed)
+    order = list(range(len(pairs)))
+    steps = seen = 0
+    loss_avg = float("nan")
+    stopped = False
+    start = time.monotonic()
+    bar = tqdm(total=planned, desc=desc, unit="step", disable=not config.progress)
+    try:
+        for _ in range(config.epochs):
+            rng.shuffle(order)
+            for s in range(per_epoch):
+                batch = [pairs[i] for i in order[s * config.batch_size : (s + 1) * config.batch_size]]
+                loss = step_loss(batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                steps += 1
+                seen += len(batch)
+                value = float(loss.detach())
+                loss_avg = value if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * value
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_avg:.4f}", refresh=False)
+                if config.time_budget is not None and time.monotonic() - start >= config.time_budget:
+                    stopped = steps < planned
+                    break
+            if stopped:
+                break
+    finally:
+        bar.close()
+    return steps, planned, seen, loss_avg, stopped, time.monotonic() - start
+
+
+def _set_threads(config: TuneConfig) -> None:
+    if config.threads is not None:
+        _torch().set_num_threads(config.threads)
+    _torch().manual_seed(config.seed)
+
+
+def _write_record(out: Path, result: TuneResult, config: TuneConfig) -> None:
+    record = {"result": result.to_dict(), "config": asdict(config)}
+    (out / TUNING_FILE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def _base_source(base: str | None) -> str:
+    if base is not None:
+        return base
+    from semcache.embeddings import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(memo_size=0).source
+
+
+# -- the embedder -------------------------------------------------------------------------------
+
+
+def tune_embedder(
+    pairs: Sequence[LabelledPair],
+    out: str | Path,
+    *,
+    base: str | None = None,
+    config: TuneConfig | None = None,
+) -> TuneResult:
+    """Fine-tune a sentence-transformers model on labelled pairs and save it to ``out``.
+
+    Args:
+        pairs: duplicates (label ``True``) and non-duplicates, ideally hard ones.
+        out: the model directory to write (created; load it with ``SentenceTransformerEmbedder``).
+        base: a local model directory or name; the packaged all-MiniLM-L6-v2 by default.
+        config: training settings.
+    """
+    config = config or TuneConfig()
+    _check_pairs(pairs, config.batch_size)
+    _set_threads(config)
+    torch = _torch()
+    from sentence_transformers import SentenceTransformer, losses
+    from sentence_transformers.util import batch_to_device
+
+    source = _base_source(base)
+    model = SentenceTransformer(source, device="cpu", local_files_only=True)
+    model.max_seq_length = config.max_seq_length
+    dim = int(model.get_embedding_dimension())
+    dims = sorted({dim, *config.matryoshka_dims}, reverse=True)
+    if dims[0] != dim:
+        raise ConfigurationError(f"matryoshka_dims must be <= the model's dimension {dim}")
+
+    def wrap(loss: torch.nn.Module) -> torch.nn.Module:
+        return losses.MatryoshkaLoss(model, loss, matryoshka_dims=dims) if len(dims) > 1 else loss
+
+    mnrl = wrap(losses.MultipleNegativesRankingLoss(model)) if config.mnrl else None
+    contrastive = wrap(losses.OnlineContrastiveLoss(model)) if config.contrastive else None
+
+    def features(texts: list[str]) -> dict[str, Any]:
+        return dict(batch_to_device(model.preprocess(texts), model.device))
+
+    def step_loss(batch: list[LabelledPair]) -> torch.Tensor:
+        total = torch.zeros((), device=model.device)
+        if contrastive is not None:
+            labels = torch.tensor([float(p.label) for p in batch])
+            fa = features([p.text_a for p in batch])
+            fb = features([p.text_b for p in batch])
+            total = total + contrastive([fa, fb], labels)
+        positives = [p for p in batch if p.label]
+        if mnrl is not None and len(positives) >= 2:
+            fa = features([p.text_a for p in positives])
+            fb = features([p.text_b for p in positives])
+            total = total + mnrl([fa, fb], torch.zeros(len(positives)))
+        return total
+
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    steps, planned, seen, loss, stopped, secs = _train(
+        params, pairs, step_loss, config, "tuning embedder"
+    )
+    model.eval()
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    model.save(str(target))
+    result = TuneResult(
+        kind="embedder",
+        out=str(target),
+        base=source,
+        pairs=len(pairs),
+        positives=sum(p.label for p in pairs),
+        steps=steps,
+        planned_steps=planned,
+        pairs_seen=seen,
+        seconds=round(secs, 2),
+        stopped_by_budget=stopped,
+        final_loss=round(loss, 6),
+    )
+    _write_record(target, result, config)
+    return result
+
+
+# -- the verifier -------------------------------------------------------------------------------
+
+
+def tune_verifier(
+    pairs: Sequence[LabelledPair],
+    out: str | Path,
+    *,
+    base: str | None = None,
+    config: TuneConfig | None = None,
+) -> TuneResult:
+    """Train a cross-encoder verifier on labelled pairs (binary cross-entropy) and save it.
+
+    Starts from ``base`` (default: the packaged all-MiniLM-L6-v2 directory, no hub access) with a
+    fresh one-logit classification head; each pair is also shown in both orders, since the
+    verifier is asked about (new prompt, cached prompt) in either role.
+    """
+    config = config or TuneConfig()
+    _check_pairs(pairs, config.batch_size)
+    _set_threads(config)
+    torch = _torch()
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    source = _base_source(base)
+    model = CrossEncoder(
+        source, num_labels=1, max_length=config.max_seq_length, device="cpu", local_files_only=True
+    )
+    bce = BinaryCrossEntropyLoss(model)
+    flip = random.Random(config.seed + 1)
+
+    def step_loss(batch: list[LabelledPair]) -> torch.Tensor:
+        swapped = [(p.text_b, p.text_a) if flip.random() < 0.5 else (p.text_a, p.text_b)
+                   for p in batch]  # fmt: skip
+        labels = torch.tensor([float(p.label) for p in batch])
+        loss: torch.Tensor = bce([[a for a, _ in swapped], [b for _, b in swapped]], labels)
+        return loss
+
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    steps, planned, seen, loss, stopped, secs = _train(
+        params, pairs, step_loss, config, "tuning verifier"
+    )
+    model.eval()
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    model.save(str(target))
+    result = TuneResult(
+        kind="verifier",
+        out=str(target),
+        base=source,
+        pairs=len(pairs),
+        positives=sum(p.label for p in pairs),
+        steps=steps,
+        planned_steps=planned,
+        pairs_seen=seen,
+        seconds=round(secs, 2),
+        stopped_by_budget=stopped,
+        final_loss=round(loss, 6),
+    )
+    _write_record(target, result, config)
+    return result
