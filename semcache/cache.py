@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from semcache._clock import Clock, SystemClock
-from semcache.backends.base import Backend
+from semcache.backends.base import AsyncBackend, Backend, as_async
 from semcache.embeddings import Embedder
 from semcache.errors import (
     BackendError,
@@ -22,7 +22,7 @@ from semcache.errors import (
 )
 from semcache.guards import LexicalGuard
 from semcache.keys import Scope, text_key
-from semcache.models import Entry, LookupResult, NewEntry, Outcome
+from semcache.models import Candidate, Entry, LookupResult, NewEntry, Outcome
 from semcache.policy import (
     CachePolicy,
     Guard,
@@ -75,9 +75,15 @@ class SemanticCache:
             (:class:`semcache.adaptive.AdaptiveThresholds`), fed by :meth:`feedback`.
         shadow: compute would-be hits but return misses (counted as ``shadow_hits``), to project
             a hit rate while every request still reaches the LLM.
+        verifier: the last step, after the guards: confirms or vetoes candidates inside its
+            similarity band (:class:`semcache.verifier.CrossEncoderVerifier`).
 
     Lookups and stores raise :class:`SemcacheError` subclasses; the decorator turns those into
     misses (fail-open). Use as a context manager, or call :meth:`close`.
+
+    The ``a``-methods (:meth:`afind`, :meth:`alookup`, :meth:`aput`...) take the same steps with
+    the backend's async methods (:class:`AsyncBackend`; a sync backend runs in worker threads)
+    and the embedding in a worker thread. Close with :meth:`aclose` after using them.
     """
 
     def __init__(
@@ -91,15 +97,18 @@ class SemanticCache:
         clock: Clock | None = None,
         thresholds: ThresholdModel | None = None,
         shadow: bool = False,
+        verifier: Guard | None = None,
     ) -> None:
         self.embedder = embedder
         self.backend = backend
+        self.abackend: AsyncBackend = as_async(backend)
         self.policy = policy or CachePolicy()
         self.guards = (LexicalGuard(),) if guards is None else tuple(guards)
         self.telemetry = telemetry or Telemetry()
         self.clock = clock or SystemClock()
         self.thresholds = thresholds
         self.shadow = shadow
+        self.verifier = verifier
         self._counters = Counters()
         self._last_purge = self.clock.now()
         backend.bind(embedder.fingerprint)
@@ -133,23 +142,64 @@ class SemanticCache:
 
         Returns the result and the query vector (``None`` when the exact tier answered).
         """
-        threshold = self.threshold(min_similarity)
-        now = self.clock.now()
+        threshold, now = self.threshold(min_similarity), self.clock.now()
         if self.policy.exact_tier:
-            with self.telemetry.stage("exact"), _converting("exact", BackendError):
+            with self._io("exact"):
                 entry = self.backend.get_exact(q.scope_key, q.text_key, now)
             if entry is not None:
-                hit = exact_hit(entry, threshold)
-                return (shadow_miss(hit) if self.shadow else hit), vector
+                return self._exact(entry, threshold), vector
         if vector is None:
             vector = self.embed(q.text)
-        with self.telemetry.stage("search"), _converting("search", BackendError):
+        with self._io("search"):
             candidates = self.backend.search(q.scope_key, vector, self.policy.candidates, now)
+        return self._choose(q, candidates, threshold, vector), vector
+
+    async def afind(
+        self,
+        q: Query,
+        *,
+        min_similarity: float | None = None,
+        vector: NDArray[np.float32] | None = None,
+    ) -> tuple[LookupResult, NDArray[np.float32] | None]:
+        """:meth:`find`, awaiting the backend; the embedding runs in a worker thread."""
+        threshold, now = self.threshold(min_similarity), self.clock.now()
+        if self.policy.exact_tier:
+            with self._io("exact"):
+                entry = await self.abackend.aget_exact(q.scope_key, q.text_key, now)
+            if entry is not None:
+                return self._exact(entry, threshold), vector
+        if vector is None:
+            vector = await asyncio.to_thread(self.embed, q.text)
+        with self._io("search"):
+            candidates = await self.abackend.asearch(
+                q.scope_key, vector, self.policy.candidates, now
+            )
+        return self._choose(q, candidates, threshold, vector), vector
+
+    def _exact(self, entry: Entry, threshold: float) -> LookupResult:
+        """The exact tier's hit (a miss in shadow mode)."""
+        hit = exact_hit(entry, threshold)
+        return shadow_miss(hit) if self.shadow else hit
+
+    def _choose(
+        self,
+        q: Query,
+        candidates: Sequence[Candidate],
+        threshold: float,
+        vector: NDArray[np.float32],
+    ) -> LookupResult:
+        """The semantic tier's decision over the candidates (a miss in shadow mode)."""
         learned = None if self.thresholds is None else self.thresholds.for_query(q.text, vector)
-        result = choose(q.text, candidates, threshold, self.guards, learned)
+        result = choose(q.text, candidates, threshold, self.guards, learned, self.verifier)
         if result.entry is not None and self.thresholds is not None:
             self.thresholds.served(result.entry.id, vector, float(result.similarity or 0.0))
-        return (shadow_miss(result) if self.shadow else result), vector
+        return shadow_miss(result) if self.shadow else result
+
+    @contextmanager
+    def _io(self, stage: str) -> Iterator[None]:
+        """A backend call: timed as ``stage``; foreign errors become :class:`BackendError`."""
+        with self.telemetry.stage(stage), _converting(stage, BackendError):
+            yield
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -200,9 +250,46 @@ class SemanticCache:
 
         Expired entries are purged here too, at most once per ``_PURGE_EVERY`` seconds.
         """
-        now = self.clock.now()
+        new, now = self._new_entry(q, response, ttl, metadata)
         if vector is None:
             vector = self.embed(q.text)
+        with self._io("store"):
+            entry = self.backend.put(new, vector)
+            evicted = self.backend.evict(self.policy.max_entries) if self.policy.max_entries else 0
+            if self._purge_due(now):
+                self.backend.purge_expired(now)
+        self._stored(evicted)
+        return entry
+
+    async def aput(
+        self,
+        q: Query,
+        response: Any,
+        *,
+        ttl: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        vector: NDArray[np.float32] | None = None,
+    ) -> Entry:
+        """:meth:`put`, awaiting the backend; the embedding runs in a worker thread."""
+        new, now = self._new_entry(q, response, ttl, metadata)
+        if vector is None:
+            vector = await asyncio.to_thread(self.embed, q.text)
+        with self._io("store"):
+            entry = await self.abackend.aput(new, vector)
+            evicted = (
+                await self.abackend.aevict(self.policy.max_entries)
+                if self.policy.max_entries
+                else 0
+            )
+            if self._purge_due(now):
+                await self.abackend.apurge_expired(now)
+        self._stored(evicted)
+        return entry
+
+    def _new_entry(
+        self, q: Query, response: Any, ttl: float | None, metadata: Mapping[str, Any] | None
+    ) -> tuple[NewEntry, float]:
+        now = self.clock.now()
         new = NewEntry(
             scope_key=q.scope_key,
             text_key=q.text_key,
@@ -212,24 +299,36 @@ class SemanticCache:
             expires_at=expiry(now, self.policy, ttl),
             metadata=dict(metadata or {}),
         )
-        with self.telemetry.stage("store"), _converting("store", BackendError):
-            entry = self.backend.put(new, vector)
-            evicted = self.backend.evict(self.policy.max_entries) if self.policy.max_entries else 0
-            if now - self._last_purge >= _PURGE_EVERY:
-                self._last_purge = now
-                self.backend.purge_expired(now)
+        return new, now
+
+    def _purge_due(self, now: float) -> bool:
+        """Whether a store at ``now`` also purges expired entries (and note that it does)."""
+        if now - self._last_purge < _PURGE_EVERY:
+            return False
+        self._last_purge = now
+        return True
+
+    def _stored(self, evicted: int) -> None:
         self._counters.add("stores")
         self.telemetry.record_store("stored")
         if evicted:
             self._counters.add("evictions", evicted)
             self.telemetry.record_evictions(evicted)
-        return entry
 
     async def alookup(
         self, text: str, scope: Scope | None = None, *, min_similarity: float | None = None
     ) -> LookupResult:
-        """:meth:`lookup` in a worker thread."""
-        return await asyncio.to_thread(self.lookup, text, scope, min_similarity=min_similarity)
+        """:meth:`lookup`, awaiting the backend; the embedding runs in a worker thread."""
+        q = self.query(text, scope)
+        with self.telemetry.span("semcache.lookup", partition=q.scope_key) as span:
+            try:
+                result, _ = await self.afind(q, min_similarity=min_similarity)
+            except CorruptEntryError as e:
+                await self.adiscard_corrupt(e)
+                self.record_error(span, "lookup", e)
+                raise
+            await self.arecord_result(span, result)
+            return result
 
     async def astore(
         self,
@@ -239,11 +338,11 @@ class SemanticCache:
         *,
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        vector: NDArray[np.float32] | None = None,
     ) -> Entry:
-        """:meth:`store` in a worker thread."""
-        return await asyncio.to_thread(
-            self.store, text, response, scope, ttl=ttl, metadata=metadata
-        )
+        """:meth:`store`, awaiting the backend; the embedding runs in a worker thread."""
+        q = self.query(text, scope)
+        return await self.aput(q, response, ttl=ttl, metadata=metadata, vector=vector)
 
     def delete(self, entry_id: str) -> bool:
         """Delete one entry; ``True`` if it existed."""
@@ -274,6 +373,16 @@ class SemanticCache:
     def close(self) -> None:
         self.backend.close()
 
+    async def aclose(self) -> None:
+        """:meth:`close`, closing the running event loop's async connections too."""
+        await self.abackend.aclose()
+
+    async def __aenter__(self) -> SemanticCache:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     def __enter__(self) -> SemanticCache:
         return self
 
@@ -288,6 +397,18 @@ class SemanticCache:
 
     def record_result(self, span: Any, result: LookupResult) -> None:
         """Count a lookup's hit or miss, touch the served entry, record tokens saved."""
+        if (entry_id := self._count_result(span, result)) is not None:
+            with _logged("could not update LRU order"):  # best effort; the hit stands
+                self.backend.touch(entry_id, self.clock.now())
+
+    async def arecord_result(self, span: Any, result: LookupResult) -> None:
+        """:meth:`record_result`, awaiting the backend."""
+        if (entry_id := self._count_result(span, result)) is not None:
+            with _logged("could not update LRU order"):  # best effort; the hit stands
+                await self.abackend.atouch(entry_id, self.clock.now())
+
+    def _count_result(self, span: Any, result: LookupResult) -> str | None:
+        """Count and record a lookup's outcome; returns the served entry's id, if any."""
         if result.entry is not None:
             tier = result.tier.value if result.tier else None
             self._counters.add(f"hits_{tier}")
@@ -306,22 +427,19 @@ class SemanticCache:
                 similarity=result.similarity,
                 threshold=result.threshold,
             )
-            try:
-                self.backend.touch(result.entry.id, self.clock.now())
-            except SemcacheError as e:  # LRU order is best effort; the hit stands.
-                log.warning("semcache: could not update LRU order: %s", e)
-        else:
-            self._counters.add("misses")
-            if shadow_entry_id(result) is not None:
-                self._counters.add("shadow_hits")
-            self.telemetry.record_lookup(
-                span,
-                outcome=Outcome.MISS,
-                tier=None,
-                similarity=result.similarity,
-                threshold=result.threshold,
-                reason=result.reason,
-            )
+            return result.entry.id
+        self._counters.add("misses")
+        if shadow_entry_id(result) is not None:
+            self._counters.add("shadow_hits")
+        self.telemetry.record_lookup(
+            span,
+            outcome=Outcome.MISS,
+            tier=None,
+            similarity=result.similarity,
+            threshold=result.threshold,
+            reason=result.reason,
+        )
+        return None
 
     def feedback(self, target: LookupResult | str, correct: bool) -> bool:
         """Report whether a served (or, in shadow mode, would-be) hit answered the request.
@@ -349,12 +467,24 @@ class SemanticCache:
 
     def discard_corrupt(self, error: CorruptEntryError) -> None:
         """Delete the entry a :class:`CorruptEntryError` names (a later store replaces it)."""
-        if error.entry_id is None:
-            return
-        try:
-            self.backend.delete([error.entry_id])
-        except SemcacheError as e:
-            log.warning("semcache: could not delete corrupt entry %s: %s", error.entry_id, e)
+        if error.entry_id is not None:
+            with _logged(f"could not delete corrupt entry {error.entry_id}"):
+                self.backend.delete([error.entry_id])
+
+    async def adiscard_corrupt(self, error: CorruptEntryError) -> None:
+        """:meth:`discard_corrupt`, awaiting the backend."""
+        if error.entry_id is not None:
+            with _logged(f"could not delete corrupt entry {error.entry_id}"):
+                await self.abackend.adelete([error.entry_id])
+
+
+@contextmanager
+def _logged(what: str) -> Iterator[None]:
+    """Log a semcache error as a warning instead of raising it (for best-effort steps)."""
+    try:
+        yield
+    except SemcacheError as e:
+        log.warning("semcache: %s: %s", what, e)
 
 
 @contextmanager

@@ -6,13 +6,12 @@ breaks the call: it becomes a miss, the wrapped function runs, and the failure i
 ``cache_info().errors`` and recorded on the span.
 
 The steps are shared by the four shells: :meth:`_Cached.begin` (pure), :meth:`_Cached.find`
-and :meth:`_Cached.save` (blocking I/O, run in a worker thread by the async shells), and
-:meth:`_Cached.serve` (pure decoding).
+and :meth:`_Cached.save` (I/O; the async shells await their twins :meth:`_Cached.afind` and
+:meth:`_Cached.asave`), and :meth:`_Cached.serve` (pure decoding).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import inspect
@@ -235,11 +234,27 @@ class _Cached:
                     call.query, min_similarity=call.threshold
                 )
             except SemcacheError as e:
-                self._fail(span, "lookup", e)
-                call.result = None
-                call.failed = True
+                self._missed(span, call, e)
                 return
             self.cache.record_result(span, call.result)
+
+    async def afind(self, call: _Call) -> None:
+        """:meth:`find`, awaiting the cache."""
+        assert call.query is not None
+        with self.tel.span("semcache.lookup") as span:
+            try:
+                call.result, call.vector = await self.cache.afind(
+                    call.query, min_similarity=call.threshold
+                )
+            except SemcacheError as e:
+                self._missed(span, call, e)
+                return
+            await self.cache.arecord_result(span, call.result)
+
+    def _missed(self, span: Any, call: _Call, error: SemcacheError) -> None:
+        self._fail(span, "lookup", error)
+        call.result = None
+        call.failed = True
 
     def serve(self, call: _Call) -> Any:
         """The decoded hit, or ``_MISSING``. A stored value that does not decode is a miss."""
@@ -299,6 +314,31 @@ class _Cached:
     def save(self, call: _Call, response: Any, info: ResponseInfo) -> Any:
         """Store an eligible response (blocking); returns the stored JSON value or ``_MISSING``."""
         assert call.query is not None
+        stored = self.storable(call, response, info)
+        if stored is not _MISSING:
+            with self.tel.span("semcache.store") as span:
+                try:
+                    self.cache.put(call.query, stored, **self._put_options(call, info))
+                except SemcacheError as e:
+                    self._fail(span, "store", e)
+                    return _MISSING
+        return stored
+
+    async def asave(self, call: _Call, response: Any, info: ResponseInfo) -> Any:
+        """:meth:`save`, awaiting the cache."""
+        assert call.query is not None
+        stored = self.storable(call, response, info)
+        if stored is not _MISSING:
+            with self.tel.span("semcache.store") as span:
+                try:
+                    await self.cache.aput(call.query, stored, **self._put_options(call, info))
+                except SemcacheError as e:
+                    self._fail(span, "store", e)
+                    return _MISSING
+        return stored
+
+    def storable(self, call: _Call, response: Any, info: ResponseInfo) -> Any:
+        """The JSON value to store for an eligible response, else ``_MISSING`` (counted)."""
         reason = refusal_reason(info, store_tool_calls=self.store_tool_calls)
         if reason is None and not call.store:
             reason = "no_store"
@@ -306,35 +346,23 @@ class _Cached:
             self.cache.count("store_refusals")
             self.tel.record_store(reason)
             return _MISSING
-        with self.tel.span("semcache.store") as span:
-            try:
-                if self.kind == "stream":
-                    stored: Any = {
-                        "kind": "stream",
-                        "chunks": [self.codec.encode(c) for c in response],
-                    }
-                else:
-                    stored = {"kind": "value", "value": self.codec.encode(response)}
-                self.cache.put(
-                    call.query,
-                    stored,
-                    ttl=call.ttl,
-                    vector=call.vector,
-                    metadata={
-                        "model": call.model,
-                        "prompt_tokens": info.prompt_tokens,
-                        "completion_tokens": info.completion_tokens,
-                    },
-                )
-            except NotCacheableError as e:
-                self.cache.count("store_refusals")
-                self.tel.record_store("not_serialisable")
-                log.warning("semcache: response not stored: %s", e)
-                return _MISSING
-            except SemcacheError as e:
-                self._fail(span, "store", e)
-                return _MISSING
-        return stored
+        try:
+            if self.kind == "stream":
+                return {"kind": "stream", "chunks": [self.codec.encode(c) for c in response]}
+            return {"kind": "value", "value": self.codec.encode(response)}
+        except NotCacheableError as e:
+            self.cache.count("store_refusals")
+            self.tel.record_store("not_serialisable")
+            log.warning("semcache: response not stored: %s", e)
+            return _MISSING
+
+    def _put_options(self, call: _Call, info: ResponseInfo) -> dict[str, Any]:
+        metadata = {
+            "model": call.model,
+            "prompt_tokens": info.prompt_tokens,
+            "completion_tokens": info.completion_tokens,
+        }
+        return {"ttl": call.ttl, "vector": call.vector, "metadata": metadata}
 
     def release(self, call: _Call, stored: Any) -> None:
         """Report the miss and let followers go: with the stored value, or empty-handed."""
@@ -384,7 +412,7 @@ class _Cached:
         call = self.begin(args, kwargs)
         if call is None:
             return await self.fn(*args, **kwargs)
-        await asyncio.to_thread(self.find, call)
+        await self.afind(call)
         hit = self.serve(call)
         if hit is not _MISSING:
             return hit
@@ -397,7 +425,7 @@ class _Cached:
         try:
             with self.tel.stage("upstream"):
                 response = await self.fn(*args, **kwargs)
-            stored = await asyncio.to_thread(self.save, call, response, inspect_response(response))
+            stored = await self.asave(call, response, inspect_response(response))
             return response
         finally:
             self.release(call, stored)
@@ -434,7 +462,7 @@ class _Cached:
             async for chunk in self.fn(*args, **kwargs):
                 yield chunk
             return
-        await asyncio.to_thread(self.find, call)
+        await self.afind(call)
         hit = self.serve(call)
         if hit is _MISSING and (flight := self.lead(call)) is not None:
             hit = self.followed(*await flight.await_(self.coalesce_timeout))
@@ -449,7 +477,7 @@ class _Cached:
                 async for chunk in upstream:
                     chunks.append(chunk)
                     yield chunk
-            stored = await asyncio.to_thread(self.save, call, chunks, inspect_stream(chunks))
+            stored = await self.asave(call, chunks, inspect_stream(chunks))
         finally:
             self.release(call, stored)
 

@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 #: The default threshold, chosen on Quora question pairs with all-MiniLM-L6-v2 (see README).
-DEFAULT_MIN_SIMILARITY = 0.9
+DEFAULT_MIN_SIMILARITY = 0.95
 
 #: The reason of a shadow-mode miss that would have been a hit (the entry is in ``shadow``).
 SHADOW_HIT = "shadow_hit"
@@ -113,11 +113,20 @@ def choose(
     threshold: float,
     guards: Sequence[Guard] = (),
     threshold_for: Callable[[Candidate], float] | None = None,
+    verifier: Guard | None = None,
 ) -> LookupResult:
-    """Serve the most similar candidate at or above its threshold that no guard vetoes.
+    """Serve the most similar candidate that passes every step of the decision pipeline.
 
-    ``threshold`` is the floor; ``threshold_for`` (a learned model) may raise it per candidate.
-    The result's ``threshold`` is the one applied to the served (or the nearest) candidate.
+    Candidates are tried from the most similar down, each through pure steps, cheapest first:
+
+    1. **threshold floor**: below ``threshold`` nothing is served (and no later candidate is);
+    2. **learned threshold**: ``threshold_for`` (e.g. adaptive thresholds) may raise the bar;
+    3. **guards**: cheap vetoes (numbers, negation...);
+    4. **band verifier**: ``verifier`` (e.g. a cross-encoder) confirms or vetoes, and is only
+       consulted inside its similarity band, so most hits never pay for it.
+
+    The result's ``threshold`` is the one applied to the served (or the nearest) candidate; a
+    miss's ``reason`` is the last refusal (``below_learned_threshold``, ``vetoed:<reason>``).
     """
     best = max((c.similarity for c in candidates), default=None)
     reason = "no_candidates" if best is None else "below_threshold"
@@ -125,22 +134,38 @@ def choose(
     for cand in sorted(candidates, key=lambda c: -c.similarity):
         if cand.similarity < threshold:
             break
-        own = threshold if threshold_for is None else max(threshold, threshold_for(cand))
+        own = learned_threshold(cand, threshold, threshold_for)
         applied = own if applied is None else applied
-        if cand.similarity < own:
-            reason = "below_learned_threshold"
-            continue
-        veto = next((r for g in guards if (r := g(query, cand)) is not None), None)
-        if veto is None:
+        refusal = (
+            below_learned(cand, own)
+            or guard_veto(query, cand, guards)
+            or guard_veto(query, cand, () if verifier is None else (verifier,))
+        )
+        if refusal is None:
             return LookupResult(
-                entry=cand.entry,
-                tier=Tier.SEMANTIC,
-                similarity=cand.similarity,
-                threshold=own,
+                entry=cand.entry, tier=Tier.SEMANTIC, similarity=cand.similarity, threshold=own
             )
-        reason = f"vetoed:{veto}"
+        reason = refusal
     used = threshold if applied is None else applied
     return LookupResult(entry=None, tier=None, similarity=best, threshold=used, reason=reason)
+
+
+def learned_threshold(
+    cand: Candidate, floor: float, threshold_for: Callable[[Candidate], float] | None
+) -> float:
+    """Step 2: the candidate's own threshold, never below the floor."""
+    return floor if threshold_for is None else max(floor, threshold_for(cand))
+
+
+def below_learned(cand: Candidate, own: float) -> str | None:
+    """Step 2's verdict: ``below_learned_threshold`` if the candidate misses its threshold."""
+    return "below_learned_threshold" if cand.similarity < own else None
+
+
+def guard_veto(query: str, cand: Candidate, guards: Sequence[Guard]) -> str | None:
+    """Steps 3 and 4: the first veto of ``guards`` as ``vetoed:<reason>``, else ``None``."""
+    veto = next((r for g in guards if (r := g(query, cand)) is not None), None)
+    return None if veto is None else f"vetoed:{veto}"
 
 
 def shadow_miss(result: LookupResult) -> LookupResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from semcache.embeddings import ModelFingerprint
     from semcache.models import Candidate, Entry, NewEntry
 
-__all__ = ["Backend", "check_vector"]
+__all__ = ["AsyncBackend", "Backend", "ThreadedBackend", "as_async", "check_vector"]
 
 
 @runtime_checkable
@@ -62,6 +63,86 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Persist what needs persisting and release resources."""
+
+
+@runtime_checkable
+class AsyncBackend(Protocol):
+    """The :class:`Backend` methods as coroutines, for backends with native async I/O.
+
+    ``bind`` stays sync (it runs once, at construction). :meth:`aclose` closes the backend and
+    must run in the event loop that used the async methods.
+    """
+
+    async def aget_exact(self, scope_key: str, text_key: str, now: float) -> Entry | None: ...
+
+    async def asearch(
+        self, scope_key: str, vector: NDArray[np.float32], k: int, now: float
+    ) -> list[Candidate]: ...
+
+    async def aput(self, entry: NewEntry, vector: NDArray[np.float32]) -> Entry: ...
+
+    async def aget(self, entry_id: str) -> Entry | None: ...
+
+    async def atouch(self, entry_id: str, now: float) -> None: ...
+
+    async def adelete(self, entry_ids: Iterable[str]) -> int: ...
+
+    async def aevict(self, max_entries: int) -> int: ...
+
+    async def apurge_expired(self, now: float) -> int: ...
+
+    async def aclear(self, scope_key: str | None = None) -> int: ...
+
+    async def acount(self) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ThreadedBackend:
+    """:class:`AsyncBackend` over a sync :class:`Backend`: each call runs in a worker thread."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    async def aget_exact(self, scope_key: str, text_key: str, now: float) -> Entry | None:
+        return await asyncio.to_thread(self.backend.get_exact, scope_key, text_key, now)
+
+    async def asearch(
+        self, scope_key: str, vector: NDArray[np.float32], k: int, now: float
+    ) -> list[Candidate]:
+        return await asyncio.to_thread(self.backend.search, scope_key, vector, k, now)
+
+    async def aput(self, entry: NewEntry, vector: NDArray[np.float32]) -> Entry:
+        return await asyncio.to_thread(self.backend.put, entry, vector)
+
+    async def aget(self, entry_id: str) -> Entry | None:
+        return await asyncio.to_thread(self.backend.get, entry_id)
+
+    async def atouch(self, entry_id: str, now: float) -> None:
+        await asyncio.to_thread(self.backend.touch, entry_id, now)
+
+    async def adelete(self, entry_ids: Iterable[str]) -> int:
+        return await asyncio.to_thread(self.backend.delete, list(entry_ids))
+
+    async def aevict(self, max_entries: int) -> int:
+        return await asyncio.to_thread(self.backend.evict, max_entries)
+
+    async def apurge_expired(self, now: float) -> int:
+        return await asyncio.to_thread(self.backend.purge_expired, now)
+
+    async def aclear(self, scope_key: str | None = None) -> int:
+        return await asyncio.to_thread(self.backend.clear, scope_key)
+
+    async def acount(self) -> int:
+        return await asyncio.to_thread(self.backend.count)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.backend.close)
+
+
+def as_async(backend: Backend) -> AsyncBackend:
+    """The backend's own async methods if it has them, else its sync ones in worker threads."""
+    return backend if isinstance(backend, AsyncBackend) else ThreadedBackend(backend)
 
 
 def check_vector(vector: NDArray[np.float32], dim: int) -> NDArray[np.float32]:

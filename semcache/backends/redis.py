@@ -6,12 +6,16 @@ the scope and the normalised-text key as TAG fields, and the expiry time. A KNN 
 pre-filtered to one scope inside the engine. TTL is the key's own expiry; LRU order lives in a
 sorted set. Every call has a socket timeout, and a circuit breaker turns an outage into an
 immediate :class:`BackendUnavailableError`. Key names and decisions: :mod:`.redis_schema`.
+
+The async methods (:mod:`.redis_async`, a ``redis.asyncio`` client per event loop) share every
+decision with these sync ones, and the circuit breaker too.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,6 +24,7 @@ import numpy as np
 from semcache.backends import redis_schema as rs
 from semcache.backends.base import check_vector
 from semcache.backends.breaker import BreakerParams, CircuitBreaker
+from semcache.backends.redis_async import AsyncRedisMethods
 from semcache.backends.redis_connection import RedisConnection, check_url, make_client, redact
 from semcache.backends.vector_index import HnswParams
 from semcache.errors import (
@@ -40,20 +45,14 @@ __all__ = ["BreakerParams", "RedisBackend", "RedisConnection"]
 
 T = TypeVar("T")
 
-# Replace an entry atomically on its own key: drop stale fields and TTL, write, set the TTL.
-_PUT_LUA = """
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-local ttl = tonumber(ARGV[1])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1
-"""
-_BATCH = 500
 _SIZES_SECONDS = 10.0  # how long a scope's entry count steers the query plan
 
 
-class RedisBackend:
+class RedisBackend(AsyncRedisMethods):
     """Entries in Redis, searched with HNSW by the Redis Query Engine. Thread-safe.
+
+    Implements :class:`Backend` and :class:`AsyncBackend` (``aget_exact``, ``asearch``...).
+    Close with :meth:`aclose` in the event loop that used the async methods, else :meth:`close`.
 
     Args:
         url: ``redis://[[user]:password@]host:port/db``, ``rediss://`` for TLS, or ``unix://``.
@@ -62,6 +61,7 @@ class RedisBackend:
         connection: timeouts and pool size.
         breaker: when to stop calling an unreachable Redis, and for how long.
         client: a ready ``redis.Redis`` (bytes responses) instead of ``url``; not closed by us.
+        async_client: with ``client``, a ready ``redis.asyncio.Redis`` for the async methods.
     """
 
     def __init__(
@@ -73,6 +73,7 @@ class RedisBackend:
         connection: RedisConnection | None = None,
         breaker: BreakerParams | None = None,
         client: Any = None,
+        async_client: Any = None,
     ) -> None:
         try:
             import redis
@@ -98,6 +99,9 @@ class RedisBackend:
             assert url is not None
             client = make_client(url, self.connection)
         self._client = client
+        self._url = url
+        self._async_client = async_client
+        self._async: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._fingerprint: ModelFingerprint | None = None
         self._index: Any = None
@@ -123,18 +127,28 @@ class RedisBackend:
             try:
                 result = fn()
             except self._errors as e:
-                kind = rs.classify_error(e)
-                if kind == "unavailable":
-                    self._breaker.record_failure()
-                    raise BackendUnavailableError(f"{self._where}: {what} failed: {e}") from e
-                self._breaker.record_success()
-                if kind == "missing_index" and recreate and attempt == 0:
-                    self._ensure_schema()  # Redis restarted empty or the index was dropped
-                    continue
-                raise BackendError(f"{self._where}: {what} failed: {type(e).__name__}: {e}") from e
+                self._on_error(what, e, may_recreate=recreate and attempt == 0)
+                self._ensure_schema()  # Redis restarted empty or the index was dropped
+                continue
             self._breaker.record_success()
             return result
         raise AssertionError("unreachable")
+
+    def _on_error(self, what: str, error: BaseException, *, may_recreate: bool) -> None:
+        """Tell the breaker, then raise the semcache error for ``error``.
+
+        Returns (without raising) only when the index vanished and may be recreated once.
+        """
+        kind = rs.classify_error(error)
+        if kind == "unavailable":
+            self._breaker.record_failure()
+            raise BackendUnavailableError(f"{self._where}: {what} failed: {error}") from error
+        self._breaker.record_success()
+        if kind == "missing_index" and may_recreate:
+            return
+        raise BackendError(
+            f"{self._where}: {what} failed: {type(error).__name__}: {error}"
+        ) from error
 
     def _require_index(self) -> Any:
         if self._closed:
@@ -142,6 +156,24 @@ class RedisBackend:
         if self._index is None:
             raise ConfigurationError("backend is not bound to an embedder; call bind() first")
         return self._index
+
+    def _dim(self) -> int:
+        self._require_index()
+        assert self._fingerprint is not None
+        return self._fingerprint.dim
+
+    def _known_sizes(self, scope_key: str) -> tuple[int, int] | None:
+        """The scope's and the cache's entry counts, if counted in the last few seconds."""
+        cached = self._size_cache.get(scope_key)
+        if cached is not None and time.monotonic() - cached[2] < _SIZES_SECONDS:
+            return cached[0], cached[1]
+        return None
+
+    def _remember_sizes(self, scope_key: str, scope_size: int, total: int) -> tuple[int, int]:
+        if len(self._size_cache) >= 10_000:
+            self._size_cache.clear()
+        self._size_cache[scope_key] = (scope_size, total, time.monotonic())
+        return scope_size, total
 
     # -- binding -------------------------------------------------------------------------------
 
@@ -201,53 +233,29 @@ class RedisBackend:
 
     def get_exact(self, scope_key: str, text_key: str, now: float) -> Entry | None:
         self._require_index()
-        entry_id = self.keys.entry_id(scope_key, text_key)
-        entry = self.get(entry_id)
-        if entry is None or entry.expired(now):
-            return None
-        if entry.scope_key != scope_key or entry.text_key != text_key:
-            return None
-        return entry
+        entry = self.get(self.keys.entry_id(scope_key, text_key))
+        return rs.live_match(entry, scope_key, text_key, now)
 
     def search(
         self, scope_key: str, vector: NDArray[np.float32], k: int, now: float
     ) -> list[Candidate]:
         index = self._require_index()
-        assert self._fingerprint is not None
-        vec = check_vector(vector, self._fingerprint.dim)
+        vec = check_vector(vector, self._dim())
         if k <= 0:
             return []
-        scope_size, total = self._sizes(scope_key)
-        policy = rs.hybrid_policy(scope_size, total, k, self.hnsw.ef_search)
-        query = rs.vector_query(scope_key, vec, k, self.hnsw.ef_search, policy)
+        query = rs.knn_query(scope_key, vec, k, self.hnsw.ef_search, self._sizes(scope_key))
         docs = self._run("search", lambda: index.query(query))
-        out: list[Candidate] = []
-        for doc in docs:
-            if rs.PROMPT not in doc and rs.SCOPE not in doc:
-                continue  # expired while the search ran: the engine returned its id only
-            entry = rs.parse_entry(self.keys.id_of(doc["id"]), doc)
-            if entry.scope_key == scope_key and not entry.expired(now):
-                out.append(Candidate(entry, rs.similarity(doc[rs.DISTANCE])))
-        out.sort(key=lambda c: -c.similarity)
-        return out
+        return rs.candidates(self.keys, docs, scope_key, now)
 
     def _sizes(self, scope_key: str) -> tuple[int, int]:
         """Entries in the scope and in the cache, re-counted at most every few seconds."""
-        from redisvl.query import CountQuery
-        from redisvl.query.filter import Tag
-
-        now = time.monotonic()
-        cached = self._size_cache.get(scope_key)
-        if cached is not None and now - cached[2] < _SIZES_SECONDS:
-            return cached[0], cached[1]
+        if (known := self._known_sizes(scope_key)) is not None:
+            return known
         index = self._require_index()
-        query = CountQuery(Tag(rs.SCOPE) == scope_key)
+        query = rs.count_query(scope_key)
         scope_size = int(self._run("count", lambda: index.query(query)))
         total = int(self._run("count", lambda: self._client.zcard(self.keys.lru)))
-        if len(self._size_cache) >= 10_000:
-            self._size_cache.clear()
-        self._size_cache[scope_key] = (scope_size, total, now)
-        return scope_size, total
+        return self._remember_sizes(scope_key, scope_size, total)
 
     def get(self, entry_id: str) -> Entry | None:
         key = self.keys.entry_key(entry_id)
@@ -255,10 +263,8 @@ class RedisBackend:
         return rs.parse_entry(entry_id, fields) if fields else None
 
     def count(self) -> int:
-        from redisvl.query import CountQuery
-
         index = self._require_index()
-        return int(self._run("count", lambda: index.query(CountQuery())))
+        return int(self._run("count", lambda: index.query(rs.count_query())))
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -269,50 +275,33 @@ class RedisBackend:
         self, entries: Sequence[NewEntry], vectors: Sequence[NDArray[np.float32]]
     ) -> list[Entry]:
         """Store several entries in one pipelined round trip (each replaced atomically)."""
-        self._require_index()
-        assert self._fingerprint is not None
-        if len(entries) != len(vectors):
-            raise ConfigurationError(f"{len(entries)} entries but {len(vectors)} vectors")
-        dim = self._fingerprint.dim
-        rows = []
-        for entry, vector in zip(entries, vectors, strict=True):
-            fields = rs.entry_fields(entry, check_vector(vector, dim))
-            flat = [x for kv in fields.items() for x in kv]
-            rows.append((entry, self.keys.entry_id(entry.scope_key, entry.text_key), flat))
+        rows = rs.entry_rows(self.keys, entries, vectors, self._dim())
         self._run("store", lambda: self._write(rows))
-        return [
-            Entry(
-                id=entry_id,
-                scope_key=e.scope_key,
-                text_key=e.text_key,
-                prompt=e.prompt,
-                response=e.response,
-                metadata=dict(e.metadata),
-                created_at=e.created_at,
-                expires_at=e.expires_at,
-            )
-            for e, entry_id, _ in rows
-        ]
+        return rs.stored_entries(rows)
 
-    def _write(self, rows: list[tuple[NewEntry, str, list[Any]]]) -> None:
-        from redis.exceptions import NoScriptError
-
+    def _write(self, rows: list[rs.Row]) -> None:
         if self._put_sha is None:
-            self._put_sha = self._client.script_load(_PUT_LUA)
+            self._put_sha = self._client.script_load(rs.PUT_LUA)
         for attempt in (0, 1):
-            pipe = self._client.pipeline(transaction=False)
-            for entry, entry_id, flat in rows:
-                key = self.keys.entry_key(entry_id)
-                pipe.evalsha(self._put_sha, 1, key, rs.ttl_ms(entry), *flat)
-                pipe.zadd(self.keys.lru, {entry_id: entry.created_at})
-            results = pipe.execute(raise_on_error=False)
-            errors = [r for r in results if isinstance(r, Exception)]
-            if not errors:
+            pipe = self._queue_writes(self._client.pipeline(transaction=False), rows)
+            if not rs.reload_script(pipe.execute(raise_on_error=False), may_retry=attempt == 0):
                 return
-            if attempt == 0 and all(isinstance(r, NoScriptError) for r in errors):
-                self._put_sha = self._client.script_load(_PUT_LUA)  # Redis restarted
-                continue
-            raise errors[0]
+            self._put_sha = self._client.script_load(rs.PUT_LUA)  # Redis restarted
+
+    def _queue_writes(self, pipe: Any, rows: list[rs.Row]) -> Any:
+        """Queue (no I/O) the atomic replacement of each row and its LRU time on ``pipe``."""
+        for entry, entry_id, flat in rows:
+            key = self.keys.entry_key(entry_id)
+            pipe.evalsha(self._put_sha, 1, key, rs.ttl_ms(entry), *flat)
+            pipe.zadd(self.keys.lru, {entry_id: entry.created_at})
+        return pipe
+
+    def _queue_deletes(self, pipe: Any, ids: list[str]) -> Any:
+        """Queue (no I/O) the deletion of entries and of their LRU ids on ``pipe``."""
+        for entry_id in ids:
+            pipe.delete(self.keys.entry_key(entry_id))  # one key per command: cluster-safe
+        pipe.zrem(self.keys.lru, *ids)
+        return pipe
 
     def touch(self, entry_id: str, now: float) -> None:
         # XX: only entries still listed; a touched entry that was deleted is not resurrected.
@@ -320,17 +309,14 @@ class RedisBackend:
 
     def delete(self, entry_ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(entry_ids))
-        return sum(self._delete_batch(ids[i : i + _BATCH]) for i in range(0, len(ids), _BATCH))
+        return sum(self._delete_batch(ids[i : i + rs.BATCH]) for i in range(0, len(ids), rs.BATCH))
 
     def _delete_batch(self, ids: list[str]) -> int:
         if not ids:
             return 0
 
         def run() -> int:
-            pipe = self._client.pipeline(transaction=False)
-            for entry_id in ids:
-                pipe.delete(self.keys.entry_key(entry_id))  # one key per command: cluster-safe
-            pipe.zrem(self.keys.lru, *ids)
+            pipe = self._queue_deletes(self._client.pipeline(transaction=False), ids)
             return int(sum(pipe.execute()[:-1]))
 
         return self._run("delete", run)
@@ -341,29 +327,24 @@ class RedisBackend:
         The LRU list is an upper bound on the live entries (expired keys leave stale ids there,
         which are popped first, being the oldest), so the live count ends at most ``max_entries``.
         """
-        if max_entries < 0:
-            raise ConfigurationError(f"max_entries must be >= 0, got {max_entries}")
+        rs.check_max_entries(max_entries)
         lru = self.keys.lru
         deleted = 0
         while True:
-            excess = self._run("evict", lambda: int(self._client.zcard(lru))) - max_entries
-            if excess <= 0:
+            size = self._run("evict", lambda: int(self._client.zcard(lru)))
+            if (n := rs.evict_batch(size, max_entries, rs.BATCH)) == 0:
                 return deleted
-            n = min(excess, _BATCH)
-            popped = self._run("evict", lambda: self._client.zpopmin(lru, n))  # noqa: B023
+            popped = self._run("evict", lambda: self._client.zpopmin(lru, n))
             if not popped:
                 return deleted
             deleted += self._delete_batch([rs.as_text(member) for member, _ in popped])
 
     def _matching_ids(self, filter_expression: Any) -> list[str]:
-        """Up to ``_BATCH`` ids of entries matching a redisvl filter (ids only, no payload)."""
-        from redisvl.query import FilterQuery
-
+        """Up to ``rs.BATCH`` ids of entries matching a redisvl filter (ids only, no payload)."""
         index = self._require_index()
-        query = FilterQuery(filter_expression=filter_expression, num_results=_BATCH)
-        query.no_content()
+        query = rs.ids_query(filter_expression, rs.BATCH)
         result = self._run("scan", lambda: index.search(query.query, query_params=query.params))
-        return [self.keys.id_of(rs.as_text(doc.id)) for doc in result.docs]
+        return rs.result_ids(self.keys, result)
 
     def _delete_matching(self, filter_expression: Any) -> int:
         total = 0
@@ -376,9 +357,7 @@ class RedisBackend:
 
     def purge_expired(self, now: float) -> int:
         """Delete entries expired at ``now`` and drop LRU ids whose keys Redis already expired."""
-        from redisvl.query.filter import Num
-
-        total = self._delete_matching(Num(rs.EXPIRES_AT) <= now)
+        total = self._delete_matching(rs.expired_filter(now))
         self._sweep_lru()
         return total
 
@@ -386,7 +365,7 @@ class RedisBackend:
         def run() -> None:
             cursor = 0
             while True:
-                cursor, members = self._client.zscan(self.keys.lru, cursor, count=_BATCH)
+                cursor, members = self._client.zscan(self.keys.lru, cursor, count=rs.BATCH)
                 if members:
                     ids = [rs.as_text(m) for m, _ in members]
                     pipe = self._client.pipeline(transaction=False)
@@ -401,11 +380,8 @@ class RedisBackend:
         self._run("sweep", run)
 
     def clear(self, scope_key: str | None = None) -> int:
-        from redisvl.query.filter import FilterExpression, Tag
-
         self._require_index()
-        expr = FilterExpression("*") if scope_key is None else Tag(rs.SCOPE) == scope_key
-        total = self._delete_matching(expr)
+        total = self._delete_matching(rs.scope_filter(scope_key))
         if scope_key is None:
             self._run("clear", lambda: self._client.delete(self.keys.lru))
         return total
@@ -415,6 +391,7 @@ class RedisBackend:
             if self._closed:
                 return
             self._closed = True
+            self._async.clear()  # another loop's connections: aclose() there to close them
             if self._owns_client:
                 self._client.close()
 

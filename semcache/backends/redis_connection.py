@@ -9,7 +9,7 @@ from typing import Any
 
 from semcache.errors import ConfigurationError
 
-__all__ = ["RedisConnection", "check_url", "make_client", "redact"]
+__all__ = ["RedisConnection", "check_url", "make_async_client", "make_client", "redact"]
 
 _URL = re.compile(r"(?:redis|rediss|unix)://", re.IGNORECASE)
 
@@ -66,19 +66,31 @@ def check_url(url: str) -> None:
 def make_client(url: str, connection: RedisConnection) -> Any:
     """A ``redis.Redis`` (bytes responses) with timeouts and one immediate retry, no backoff."""
     import redis
-    from redis.backoff import NoBackoff
     from redis.retry import Retry
+
+    return redis.Redis.from_url(url, **_options(url, connection, Retry))
+
+
+def make_async_client(url: str, connection: RedisConnection) -> Any:
+    """A ``redis.asyncio.Redis`` with the same settings as :func:`make_client`."""
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+
+    return redis.asyncio.Redis.from_url(url, **_options(url, connection, Retry))
+
+
+def _options(url: str, connection: RedisConnection, retry: Any) -> dict[str, Any]:
+    from redis.backoff import NoBackoff
 
     extra: dict[str, Any] = {}
     if url.lower().startswith("rediss://") and connection.ssl_ca_certs:
         extra["ssl_ca_certs"] = connection.ssl_ca_certs
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=connection.socket_timeout,
-        socket_connect_timeout=connection.connect_timeout,
-        max_connections=connection.max_connections,
-        health_check_interval=connection.health_check_interval,
-        retry=Retry(NoBackoff(), 1),  # one immediate retry: a stale pooled connection
-        decode_responses=False,
+    return {
+        "socket_timeout": connection.socket_timeout,
+        "socket_connect_timeout": connection.connect_timeout,
+        "max_connections": connection.max_connections,
+        "health_check_interval": connection.health_check_interval,
+        "retry": retry(NoBackoff(), 1),  # one immediate retry: a stale pooled connection
+        "decode_responses": False,
         **extra,
-    )
+    }

@@ -16,33 +16,49 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from semcache.backends.base import check_vector
 from semcache.backends.vector_index import HnswParams
 from semcache.embeddings import ModelFingerprint
 from semcache.errors import ConfigurationError, CorruptEntryError, FingerprintMismatchError
-from semcache.models import Entry, NewEntry
+from semcache.models import Candidate, Entry, NewEntry
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 __all__ = [
+    "BATCH",
     "FORMAT",
+    "PUT_LUA",
     "RedisKeys",
     "as_text",
+    "candidates",
     "check_index_dim",
+    "check_max_entries",
     "check_meta",
     "classify_error",
+    "count_query",
     "entry_fields",
+    "entry_rows",
+    "evict_batch",
+    "expired_filter",
     "hybrid_policy",
+    "ids_query",
+    "knn_query",
+    "live_match",
     "meta_record",
     "parse_entry",
+    "reload_script",
+    "result_ids",
     "schema_dict",
+    "scope_filter",
     "similarity",
+    "stored_entries",
     "ttl_ms",
     "vector_query",
 ]
@@ -56,6 +72,18 @@ PROMPT, RESPONSE, METADATA = "prompt", "response", "metadata"
 CREATED_AT, EXPIRES_AT = "created_at", "expires_at"
 DISTANCE = "vector_distance"
 RETURN_FIELDS = [SCOPE, TEXT_KEY, PROMPT, RESPONSE, METADATA, CREATED_AT, EXPIRES_AT]
+
+#: How many ids one pipelined delete, eviction step or id scan handles.
+BATCH = 500
+
+#: Replace an entry atomically on its own key: drop stale fields and TTL, write, set the TTL.
+PUT_LUA = """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +287,139 @@ def vector_query(
         return_score=True,
         dtype="float32",
     )
+
+
+def knn_query(
+    scope_key: str,
+    vector: NDArray[np.float32],
+    k: int,
+    ef_runtime: int,
+    sizes: tuple[int, int],
+) -> Any:
+    """The KNN query of a lookup, with the cheaper plan for a scope of ``sizes`` (scope, total)."""
+    policy = hybrid_policy(sizes[0], sizes[1], k, ef_runtime)
+    return vector_query(scope_key, vector, k, ef_runtime, policy)
+
+
+def count_query(scope_key: str | None = None) -> Any:
+    """A redisvl query counting the entries of one scope, or of the whole cache."""
+    from redisvl.query import CountQuery
+    from redisvl.query.filter import Tag
+
+    return CountQuery() if scope_key is None else CountQuery(Tag(SCOPE) == scope_key)
+
+
+def ids_query(filter_expression: Any, limit: int) -> Any:
+    """A redisvl query for up to ``limit`` ids (no payload) of entries matching a filter."""
+    from redisvl.query import FilterQuery
+
+    query = FilterQuery(filter_expression=filter_expression, num_results=limit)
+    query.no_content()
+    return query
+
+
+def scope_filter(scope_key: str | None) -> Any:
+    """A redisvl filter matching one scope's entries, or every entry."""
+    from redisvl.query.filter import FilterExpression, Tag
+
+    return FilterExpression("*") if scope_key is None else Tag(SCOPE) == scope_key
+
+
+def expired_filter(now: float) -> Any:
+    """A redisvl filter matching the entries expired at ``now``."""
+    from redisvl.query.filter import Num
+
+    return Num(EXPIRES_AT) <= now
+
+
+def result_ids(keys: RedisKeys, result: Any) -> list[str]:
+    """The entry ids of a raw ``FT.SEARCH`` result."""
+    return [keys.id_of(as_text(doc.id)) for doc in result.docs]
+
+
+def live_match(entry: Entry | None, scope_key: str, text_key: str, now: float) -> Entry | None:
+    """The exact tier's answer: ``entry`` if it is live and really of this scope and text."""
+    if entry is None or entry.expired(now):
+        return None
+    if entry.scope_key != scope_key or entry.text_key != text_key:
+        return None
+    return entry
+
+
+def candidates(
+    keys: RedisKeys, docs: Iterable[Mapping[str, Any]], scope_key: str, now: float
+) -> list[Candidate]:
+    """Processed KNN results as live candidates of ``scope_key``, most similar first."""
+    out: list[Candidate] = []
+    for doc in docs:
+        if PROMPT not in doc and SCOPE not in doc:
+            continue  # expired while the search ran: the engine returned its id only
+        entry = parse_entry(keys.id_of(doc["id"]), doc)
+        if entry.scope_key == scope_key and not entry.expired(now):
+            out.append(Candidate(entry, similarity(doc[DISTANCE])))
+    out.sort(key=lambda c: -c.similarity)
+    return out
+
+
+#: One entry to write: the entry, its id, and its hash fields flattened for ``HSET``.
+Row = tuple[NewEntry, str, list[Any]]
+
+
+def entry_rows(
+    keys: RedisKeys,
+    entries: Sequence[NewEntry],
+    vectors: Sequence[NDArray[np.float32]],
+    dim: int,
+) -> list[Row]:
+    """Validate and encode entries for a pipelined write."""
+    if len(entries) != len(vectors):
+        raise ConfigurationError(f"{len(entries)} entries but {len(vectors)} vectors")
+    rows: list[Row] = []
+    for entry, vector in zip(entries, vectors, strict=True):
+        fields = entry_fields(entry, check_vector(vector, dim))
+        flat = [x for kv in fields.items() for x in kv]
+        rows.append((entry, keys.entry_id(entry.scope_key, entry.text_key), flat))
+    return rows
+
+
+def stored_entries(rows: Sequence[Row]) -> list[Entry]:
+    """The entries as stored by a successful write of ``rows``."""
+    return [
+        Entry(
+            id=entry_id,
+            scope_key=e.scope_key,
+            text_key=e.text_key,
+            prompt=e.prompt,
+            response=e.response,
+            metadata=dict(e.metadata),
+            created_at=e.created_at,
+            expires_at=e.expires_at,
+        )
+        for e, entry_id, _ in rows
+    ]
+
+
+def reload_script(results: Sequence[Any], *, may_retry: bool) -> bool:
+    """After a pipelined write: ``False`` if it succeeded, ``True`` if only the script was
+    missing (Redis restarted: load it and write again); raises the first error otherwise."""
+    from redis.exceptions import NoScriptError
+
+    errors = [r for r in results if isinstance(r, Exception)]
+    if not errors:
+        return False
+    if may_retry and all(isinstance(r, NoScriptError) for r in errors):
+        return True
+    raise errors[0]
+
+
+def check_max_entries(max_entries: int) -> None:
+    if max_entries < 0:
+        raise ConfigurationError(f"max_entries must be >= 0, got {max_entries}")
+
+
+def evict_batch(size: int, max_entries: int, batch: int) -> int:
+    """How many least-recently-used ids to pop next for a list of ``size`` (0: done)."""
+    return max(0, min(size - max_entries, batch))
 
 
 ErrorKind = Literal["unavailable", "missing_index", "error"]

@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
     p.add_argument("--pairs", type=Path, help="labelled pairs JSONL(.gz); default: bundled sample")
     p.add_argument("--requests", type=int, default=600, help="requests to replay (default 600)")
     p.add_argument("--users", type=int, default=32, help="concurrent users (default 32)")
-    p.add_argument("--min-similarity", type=float, default=None, help="threshold (default 0.9)")
+    p.add_argument("--min-similarity", type=float, default=None, help="threshold (default 0.95)")
     p.add_argument("--latency-scale", type=float, default=1.0, help="scale simulated LLM latency")
     p.add_argument("--dir", type=Path, help="cache directory to keep (default: a temporary one)")
     p.add_argument("--model", default=None, help="embedding model name or local path")
@@ -61,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
 
             def bar(items: Iterable[Any], total: int) -> Iterable[Any]:
                 bar: Iterable[Any] = tqdm(
-                    items, total=total, desc="requests", unit="req", file=sys.stderr
+                    items,
+                    total=total,
+                    desc="requests",
+                    unit="req",
+                    file=sys.stderr,
+                    mininterval=0.2 if sys.stderr.isatty() else 5.0,
                 )
                 return bar
 
