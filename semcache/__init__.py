@@ -32,8 +32,9 @@ from semcache.errors import (
 )
 from semcache.guards import LexicalGuard
 from semcache.keys import Scope, normalize_text, text_key
-from semcache.middleware import CallOptions, CallOutcome, cache_options, cached
+from semcache.middleware import cached
 from semcache.models import Candidate, Entry, LookupResult, NewEntry, Outcome, Tier
+from semcache.options import CallOptions, CallOutcome, cache_options
 from semcache.policy import DEFAULT_MIN_SIMILARITY, CachePolicy, Guard
 from semcache.requests import ChatRequest, PromptRequest, Request, RequestAdapter
 from semcache.responses import Codec, JsonCodec, ModelCodec, ResponseInfo

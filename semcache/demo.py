@@ -23,7 +23,8 @@ from typing import Any
 
 from semcache.cache import SemanticCache
 from semcache.keys import normalize_text
-from semcache.middleware import CallOutcome, cached
+from semcache.middleware import cached
+from semcache.options import CallOutcome
 
 __all__ = ["DemoReport", "Pair", "SimulatedLLM", "build_stream", "load_pairs", "run_demo"]
 

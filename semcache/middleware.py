@@ -12,12 +12,11 @@ and :meth:`_Cached.save` (I/O; the async shells await their twins :meth:`_Cached
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import aclosing, closing, contextmanager
+from contextlib import aclosing, closing
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -31,6 +30,7 @@ from semcache.errors import (
     SemcacheError,
 )
 from semcache.models import LookupResult, Outcome
+from semcache.options import CallOutcome, current_options
 from semcache.policy import check_threshold
 from semcache.requests import ChatRequest, RequestAdapter
 from semcache.responses import (
@@ -43,79 +43,11 @@ from semcache.responses import (
 )
 from semcache.stats import CacheInfo
 
-__all__ = ["CallOptions", "CallOutcome", "cache_options", "cached"]
+__all__ = ["cached"]
 
 log = logging.getLogger("semcache")
 F = TypeVar("F", bound=Callable[..., Any])
 _MISSING = object()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallOptions:
-    """Per-call settings, set with :func:`cache_options` for the calls inside a ``with`` block."""
-
-    bypass: bool = False
-    min_similarity: float | None = None
-    ttl: float | None = None
-    tenant: str | None = None
-    store: bool = True
-
-
-_DEFAULT_OPTIONS = CallOptions()
-_OPTIONS: contextvars.ContextVar[CallOptions] = contextvars.ContextVar(
-    "semcache_options",
-    default=_DEFAULT_OPTIONS,
-)
-
-
-@contextmanager
-def cache_options(
-    *,
-    bypass: bool | None = None,
-    min_similarity: float | None = None,
-    ttl: float | None = None,
-    tenant: str | None = None,
-    store: bool | None = None,
-) -> Iterator[CallOptions]:
-    """Change how cached calls behave inside the block (thread- and task-local).
-
-    Args:
-        bypass: skip the cache entirely (no lookup, no store).
-        min_similarity: a stricter or looser threshold for these calls.
-        ttl: seconds the entries stored by these calls live.
-        tenant: put these calls in this tenant's partition (overrides the adapter).
-        store: ``False`` looks up but never stores (like ``Cache-Control: no-store``).
-    """
-    if min_similarity is not None:
-        check_threshold(min_similarity)
-    current = _OPTIONS.get()
-    token = _OPTIONS.set(
-        CallOptions(
-            bypass=current.bypass if bypass is None else bypass,
-            min_similarity=current.min_similarity if min_similarity is None else min_similarity,
-            ttl=current.ttl if ttl is None else ttl,
-            tenant=current.tenant if tenant is None else tenant,
-            store=current.store if store is None else store,
-        )
-    )
-    try:
-        yield _OPTIONS.get()
-    finally:
-        _OPTIONS.reset(token)
-
-
-@dataclass(frozen=True, slots=True)
-class CallOutcome:
-    """What the cache did for one call, as passed to ``cached(on_outcome=...)``.
-
-    ``outcome`` is hit, miss, bypass or coalesced (waited for an identical in-flight call);
-    ``error`` is set when a cache failure turned the call into a miss.
-    """
-
-    outcome: Outcome
-    tier: str | None = None
-    similarity: float | None = None
-    error: bool = False
 
 
 @dataclass(slots=True)
@@ -172,7 +104,7 @@ class _Cached:
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
         """Validate and key the call; ``None`` means bypass (already counted)."""
-        opts = _OPTIONS.get()
+        opts = current_options()
         if opts.bypass:
             self._bypass("requested")
             return None
