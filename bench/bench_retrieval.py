@@ -262,7 +262,10 @@ def main() -> int:
         f"The BEIR paper reports SciFact BM25 nDCG@10 = {PUBLISHED_SCIFACT_BM25} (Elasticsearch, "
         "**test** split). Our shared data holds only the **train** qrels (809 queries), so the "
         "figures below are not the same measurement. Whole documents (title + text), no "
-        "chunking, same metric code:",
+        "chunking, same metric code. For scale: PyTerrier's published BM25 (Porter stemming) on "
+        "the SciFact test split is 0.684 "
+        "(huggingface.co/datasets/pyterrier/scifact.terrier), so stemming alone is worth about "
+        "+0.02 over the unstemmed Elasticsearch figure.",
         "",
         "| dataset | BM25 variant | nDCG@10 | Recall@100 |",
         "|---|---|---:|---:|",

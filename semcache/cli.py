@@ -14,7 +14,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Order is the order shown in --help.
-COMMANDS = ("demo", "calibrate", "eval")
+COMMANDS = ("demo", "calibrate", "eval", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:
