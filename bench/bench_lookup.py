@@ -68,21 +68,25 @@ def fill(cache: SemanticCache, stored: list[str], size: int, rng: np.random.Gene
         cache.put(q(text, SCOPE), {"kind": "value", "value": f"answer to {text}"}, vector=vec)
     scope_key = SCOPE.key()
     dim = vectors.shape[1]
-    backend = cache.backend
-    for i in tqdm(
-        range(size - len(stored)), desc=f"filling {size:,}", unit="entry", file=sys.stderr
+    todo = size - len(stored)
+    for start in tqdm(
+        range(0, todo, 10_000), desc=f"filling {size:,}", unit="10k", file=sys.stderr
     ):
-        v = rng.standard_normal(dim).astype(np.float32)
-        v /= np.linalg.norm(v)
-        backend.put(
-            NewEntry(
-                scope_key=scope_key,
-                text_key=text_key(f"filler {i}"),
-                prompt=f"filler {i}",
-                response={"kind": "value", "value": "x"},
-                created_at=0.0,
-            ),
-            v,
+        count = min(10_000, todo - start)
+        filler = rng.standard_normal((count, dim)).astype(np.float32)
+        filler /= np.linalg.norm(filler, axis=1, keepdims=True)
+        cache.backend.put_many(
+            [
+                NewEntry(
+                    scope_key=scope_key,
+                    text_key=text_key(f"filler {start + i}"),
+                    prompt=f"filler {start + i}",
+                    response={"kind": "value", "value": "x"},
+                    created_at=0.0,
+                )
+                for i in range(count)
+            ],
+            list(filler),
         )
 
 

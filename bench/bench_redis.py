@@ -131,8 +131,11 @@ def bench_embedded(data: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> 
         backend = EmbeddedBackend(Path(tmp) / "cache", autosave_seconds=1e9)
         backend.bind(ModelFingerprint(model="random", dim=dim))
         t = time.perf_counter()
-        for i in tqdm(range(n), desc=f"embedded load {n}", file=sys.stderr, mininterval=2):
-            backend.put(new_entry(i), data[i])
+        for start in tqdm(
+            range(0, n, 10_000), desc=f"embedded load {n}", unit="10k", file=sys.stderr
+        ):
+            idx = range(start, min(n, start + 10_000))
+            backend.put_many([new_entry(i) for i in idx], [data[i] for i in idx])
         load_s = time.perf_counter() - t
         backend.flush()
         disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / n

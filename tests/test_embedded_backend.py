@@ -244,3 +244,24 @@ def test_lru_eviction_keeps_recently_used(tmp_path: Path) -> None:
         assert b.evict(5) == 5
         kept = sorted(int(c.entry.prompt[1:]) for c in b.search("s", vecs[0], 10, 0.0))
         assert kept == [0, 6, 7, 8, 9]
+
+
+def test_put_many_matches_put_and_replaces_within_the_batch(tmp_path: Path) -> None:
+    vecs = _unit(np.random.default_rng(10), 6)
+    with EmbeddedBackend(tmp_path, hnsw=HnswParams(initial_capacity=2)) as b:
+        b.bind(FP)
+        b.put(_entry(0), vecs[0])  # replaced by the batch below
+        batch = [_entry(0, "s"), _entry(1, "s"), _entry(2, "t"), _entry(1, "s")]
+        stored = b.put_many(batch, [vecs[1], vecs[2], vecs[3], vecs[4]])
+        assert [e.text_key for e in stored] == ["t0", "t1", "t2", "t1"]
+        assert b.count() == 3
+        assert b.search("s", vecs[1], 1, 0.0)[0].entry.text_key == "t0"
+        assert b.search("s", vecs[4], 1, 0.0)[0].entry.id == stored[3].id
+        assert all(c.entry.id != stored[1].id for c in b.search("s", vecs[2], 5, 0.0))
+        assert b.search("t", vecs[3], 1, 0.0)[0].entry.text_key == "t2"
+        assert b.search("s", vecs[0], 5, 0.0)[0].similarity < 0.99  # the replaced vector is gone
+    with EmbeddedBackend(tmp_path) as b:
+        b.bind(FP)
+        assert b.count() == 3
+        with pytest.raises(InvalidInputError):
+            b.put_many([_entry(9)], [])

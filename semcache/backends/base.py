@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -39,6 +39,11 @@ class Backend(Protocol):
 
     def put(self, entry: NewEntry, vector: NDArray[np.float32]) -> Entry:
         """Store an entry, replacing any entry with the same scope and text key."""
+
+    def put_many(
+        self, entries: Sequence[NewEntry], vectors: Sequence[NDArray[np.float32]]
+    ) -> list[Entry]:
+        """Store many entries at once (bulk loads); each replaces as :meth:`put` does."""
 
     def get(self, entry_id: str) -> Entry | None:
         """An entry by id, or ``None``."""
