@@ -39,6 +39,19 @@ class NewEntry:
     expires_at: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
+    def stored_as(self, entry_id: str) -> Entry:
+        """The :class:`Entry` this becomes once a backend has stored it under ``entry_id``."""
+        return Entry(
+            id=entry_id,
+            scope_key=self.scope_key,
+            text_key=self.text_key,
+            prompt=self.prompt,
+            response=self.response,
+            metadata=dict(self.metadata),
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Entry:

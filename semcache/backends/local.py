@@ -360,19 +360,7 @@ class LocalBackend:
                 self._index_for(scope).add(labels, np.stack([added[i][1] for i in scope_ids]))
                 self._dirty.add(scope)
             self._maybe_autosave()
-        return [
-            Entry(
-                id=str(new_id),
-                scope_key=e.scope_key,
-                text_key=e.text_key,
-                prompt=e.prompt,
-                response=e.response,
-                metadata=dict(e.metadata),
-                created_at=e.created_at,
-                expires_at=e.expires_at,
-            )
-            for new_id, e in zip(ids, entries, strict=True)
-        ]
+        return [e.stored_as(str(new_id)) for new_id, e in zip(ids, entries, strict=True)]
 
     def touch(self, entry_id: str, now: float) -> None:
         with self._lock:

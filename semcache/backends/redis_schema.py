@@ -384,19 +384,7 @@ def entry_rows(
 
 def stored_entries(rows: Sequence[Row]) -> list[Entry]:
     """The entries as stored by a successful write of ``rows``."""
-    return [
-        Entry(
-            id=entry_id,
-            scope_key=e.scope_key,
-            text_key=e.text_key,
-            prompt=e.prompt,
-            response=e.response,
-            metadata=dict(e.metadata),
-            created_at=e.created_at,
-            expires_at=e.expires_at,
-        )
-        for e, entry_id, _ in rows
-    ]
+    return [e.stored_as(entry_id) for e, entry_id, _ in rows]
 
 
 def reload_script(results: Sequence[Any], *, may_retry: bool) -> bool:
