@@ -7,9 +7,10 @@ sentence-transformers on torch, :class:`OnnxEmbedder` fp32 and :class:`OnnxEmbed
 
 - single query: ``embed([q])`` for distinct real questions; the three embedders take turns on each
   query (rotating order), so load from other processes hits all three alike;
-- batch throughput: sentences/s embedding 512 real questions in calls of 32, 64 and 128;
-- quality: cosine to torch on real sentences, and hit/miss decisions at the default threshold on
-  real QQP pairs, compared with torch's;
+- batch throughput: sentences/s embedding 256 real questions in calls of 32, 64 and 128
+  (best of 3 rounds);
+- quality: cosine to torch on real sentences, and hit/miss decisions at 0.9 and at the default
+  threshold on real QQP pairs, compared with torch's;
 - hit path: ``SemanticCache.lookup`` of a paraphrase whose original is stored, over ``--entries``
   real Quora questions, on the embedded backend and (unless ``--no-redis``) on the Redis backend
   with a throwaway Redis Stack server. torch and ONNX fp32 share one index (same fingerprint,
@@ -55,6 +56,7 @@ SECTION = "Embedding and hit path (ONNX vs torch)"
 PLOT = ROOT / "docs" / "bench_embedding.png"
 NAMES = ("torch", "onnx fp32", "onnx int8")
 TARGET_MS = 8.0
+THRESHOLDS = (0.9, DEFAULT_MIN_SIMILARITY)
 
 
 def load_pairs() -> list[dict[str, Any]]:
@@ -113,12 +115,23 @@ def one_at_a_time(embedder: Any) -> Callable[[str], Any]:
     return lambda text: embedder.embed([text])
 
 
-def throughput(embedder: Any, texts: list[str], batch: int) -> float:
-    embedder.embed(texts[:batch])  # warm-up
-    t = time.perf_counter()
-    for start in range(0, len(texts), batch):
-        embedder.embed(texts[start : start + batch])
-    return len(texts) / (time.perf_counter() - t)
+def throughput(
+    embedders: dict[str, Any], texts: list[str], batches: Sequence[int], rounds: int
+) -> dict[tuple[str, int], float]:
+    """Best-of-``rounds`` sentences/s per (embedder, batch); embedders take turns each round."""
+    best: dict[tuple[str, int], float] = {}
+    for r in range(rounds):
+        names = list(embedders)
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            for batch in batches:
+                embedders[name].embed(texts[:batch])  # warm-up
+                t = time.perf_counter()
+                for start in range(0, len(texts), batch):
+                    embedders[name].embed(texts[start : start + batch])
+                rate = len(texts) / (time.perf_counter() - t)
+                best[(name, batch)] = max(rate, best.get((name, batch), 0.0))
+    return best
 
 
 def embed_all(embedder: Any, texts: list[str], desc: str) -> np.ndarray:
@@ -132,7 +145,8 @@ def embed_all(embedder: Any, texts: list[str], desc: str) -> np.ndarray:
 def decisions(embedder: Any, pairs: list[dict[str, Any]]) -> np.ndarray:
     a = embedder.embed([p["text_a"] for p in pairs])
     b = embedder.embed([p["text_b"] for p in pairs])
-    return np.einsum("ij,ij->i", a, b) >= DEFAULT_MIN_SIMILARITY
+    sims = np.einsum("ij,ij->i", a, b)
+    return np.stack([sims >= t for t in THRESHOLDS], axis=1)
 
 
 def fill(cache: SemanticCache, texts: list[str], vectors: np.ndarray, desc: str) -> None:
@@ -209,7 +223,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--throughput-texts", type=int, default=512)
+    parser.add_argument("--throughput-texts", type=int, default=256)
     parser.add_argument("--no-redis", action="store_true")
     parser.add_argument("--cache-dir", type=Path, default=None, help="ONNX export cache")
     args = parser.parse_args()
@@ -245,7 +259,7 @@ def main() -> None:
     }
     torch_dec = decisions(st, held_out)
     agree = {
-        n: float(np.mean(decisions(e, held_out) == torch_dec))
+        n: np.mean(decisions(e, held_out) == torch_dec, axis=0)
         for n, e in embedders.items()
         if n != "torch"
     }
@@ -258,7 +272,7 @@ def main() -> None:
 
     # Batch throughput.
     tp_texts = fresh[args.queries : args.queries + args.throughput_texts]
-    tput = {(n, b): throughput(e, tp_texts, b) for n, e in embedders.items() for b in (32, 64, 128)}
+    tput = throughput(embedders, tp_texts, (32, 64, 128), rounds=3)
 
     # Hit path at `entries` real questions.
     vectors = {
@@ -316,7 +330,7 @@ def main() -> None:
             f"{sc['torch']['p50'] / sc[n]['p50']:.1f}x",
             *(f"{tput[(n, b)]:.0f}" for b in (32, 64, 128)),
             "1" if n == "torch" else f"{cos[n].min():.7f} / {cos[n].mean():.7f}",
-            "100%" if n == "torch" else f"{agree[n] * 100:.1f}%",
+            "100%" if n == "torch" else " / ".join(f"{x * 100:.1f}%" for x in agree[n]),
         ]
         for n in NAMES
     ]
@@ -330,7 +344,7 @@ def main() -> None:
         "sent/s @64",
         "sent/s @128",
         "cosine to torch min / mean",
-        "same decision as torch",
+        "same decision as torch @" + " / @".join(f"{t:g}" for t in THRESHOLDS),
     ]
     rows_hit = []
     for where, ((hw, hc), rate) in results.items():
@@ -352,39 +366,42 @@ def main() -> None:
     embedded_p50 = percentiles(ew["onnx fp32"])["p50"]
     embedded_cpu = percentiles(ec["onnx fp32"])["p50"]
     verdict = "met" if embedded_p50 <= TARGET_MS else "NOT met in wall time"
+    lb = "/".join(f"{x:.1f}" for x in load_before)
+    la = "/".join(f"{x:.1f}" for x in load_after)
+    export_note = "exported in this run" if fp32.export.created else "export reused"
+    int8_note = "quantised in this run" if int8.export.int8_created else "int8 model reused"
     body = f"""
 Command: `python bench/bench_embedding.py --entries {args.entries} --queries {args.queries}`
-(torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; every embedder on 1 thread,
-memo off). Load average (1/5/15 min) {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}
-at the start and {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} at the end: the
-2 cores were shared with other jobs, so wall times are pessimistic. The embedders took turns on
-every query, so they shared the same conditions; CPU time (`time.process_time`, what the call cost
-this process) is given beside wall time because it barely grows under contention.
+(torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; each embedder on 1 thread,
+memo off). Load average (1/5/15 min): {lb} at the start, {la} at the end. The 2 cores were
+shared with other jobs, so wall times are pessimistic; the embedders took turns on every query,
+so they met the same conditions. CPU time (`time.process_time`: what the call cost this
+process) is shown beside wall time because it barely grows under contention.
 
-Single-query embedding of {args.queries} distinct real questions, and batch throughput on
-{len(tp_texts)} others. Quality: cosine to torch's vectors on {len(sample)} real sentences;
-hit/miss decisions at the default threshold {DEFAULT_MIN_SIMILARITY} on {len(held_out)} held-out QQP
-pairs, compared with torch's decisions.
+Single-query embedding of {args.queries} distinct real questions; batch throughput on
+{len(tp_texts)} others (best of 3 rounds, embedders taking turns). Quality: cosine to torch on
+{len(sample)} real sentences, and hit/miss decisions (similarity >= threshold) at 0.9 and at
+the default {DEFAULT_MIN_SIMILARITY} on {len(held_out)} held-out QQP pairs, compared with torch's.
 
 {table(rows_single, header_single)}
 
-Full hit path: `SemanticCache.lookup` of {len(hit_queries)} QQP paraphrases whose original is among
-{len(stored):,} stored real Quora questions (exact tier, then embed and search, default policy).
-torch and ONNX fp32 read the same index (same fingerprint; vectors written by ONNX fp32); int8 has
-its own index of int8 vectors. Target: hit path p50 <= {TARGET_MS:.0f} ms on the embedded backend
-with ONNX fp32: **{verdict}** (wall p50 {embedded_p50:.2f} ms, CPU p50 {embedded_cpu:.2f} ms).
-Lookup times below include the exact tier, embedding, search and the hit bookkeeping.
+Full hit path: `SemanticCache.lookup` of {len(hit_queries)} QQP paraphrases whose original is
+among {len(stored):,} stored real Quora questions, chosen with ONNX similarity >= threshold +
+0.01 (exact tier, then embed and search; default policy: threshold {DEFAULT_MIN_SIMILARITY} and
+the default guards, which veto a few). torch and ONNX fp32 read the same index (same
+fingerprint; vectors written by ONNX fp32); int8 has its own index of int8 vectors. Target:
+hit path p50 <= {TARGET_MS:.0f} ms on the embedded backend with ONNX fp32: **{verdict}**
+(wall p50 {embedded_p50:.2f} ms, CPU p50 {embedded_cpu:.2f} ms).
 
 {table(rows_hit, hit_header)}
 
 {" ".join(notes)}
 
-Load and export: torch model load {torch_load:.1f} s; ONNX fp32 load {fp32_load:.1f} s
-({"exported now" if fp32.export.created else "export reused"}; an export took
-{fp32.export.manifest.export_seconds:.1f} s), int8 load {int8_load:.1f} s
-({"quantised now" if int8.export.int8_created else "quantised model reused"}). The int8 model
-(dynamic, per-channel MatMul weights) is not interchangeable with torch: its fingerprint variant
-is `onnx-int8`; its quality cost is the cosine and decision columns above.
+Start-up: torch model load {torch_load:.1f} s; ONNX fp32 load {fp32_load:.1f} s ({export_note};
+the export itself took {fp32.export.manifest.export_seconds:.1f} s); int8 load {int8_load:.1f} s
+({int8_note}). The int8 model (dynamic quantisation of the MatMul weights, per channel) is not
+interchangeable with torch: its fingerprint variant is `onnx-int8`, and its quality cost is the
+cosine and decision columns above.
 
 ![embedding latency](bench_embedding.png)
 """

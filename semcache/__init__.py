@@ -11,6 +11,7 @@ from semcache.backends.breaker import BreakerParams
 from semcache.backends.redis_connection import RedisConnection
 from semcache.cache import Query, SemanticCache
 from semcache.calibration import CalibrationReport, policy_from_calibration
+from semcache.embedder_factory import default_embedder
 from semcache.embeddings import (
     DEFAULT_MODEL,
     Embedder,
@@ -34,6 +35,7 @@ from semcache.guards import LexicalGuard
 from semcache.keys import Scope, normalize_text, text_key
 from semcache.middleware import cached
 from semcache.models import Candidate, Entry, LookupResult, NewEntry, Outcome, Tier
+from semcache.onnx_embedder import OnnxEmbedder
 from semcache.options import CallOptions, CallOutcome, cache_options
 from semcache.policy import DEFAULT_MIN_SIMILARITY, CachePolicy, Guard
 from semcache.requests import ChatRequest, PromptRequest, Request, RequestAdapter
@@ -104,6 +106,7 @@ __all__ = [
     "ModelLoadError",
     "NewEntry",
     "NotCacheableError",
+    "OnnxEmbedder",
     "Outcome",
     "PromptRequest",
     "Query",
@@ -125,6 +128,7 @@ __all__ = [
     "__version__",
     "cache_options",
     "cached",
+    "default_embedder",
     "normalize_text",
     "policy_from_calibration",
     "text_key",

@@ -159,8 +159,15 @@ def _packaged_model_path() -> str | None:
     return str(path) if (path / "config.json").exists() else None
 
 
+_SAMPLE = 1 << 20  # bytes of each end of a weights file that go into a model's revision
+
+
 def _revision_of(path: Path) -> str:
-    """A short content hash of a local model directory's config and weight sizes."""
+    """A short content hash of a local model directory: its configs and its weights.
+
+    Weights are sampled (size, first and last MiB) so that a multi-GB model loads fast while two
+    fine-tunes of one base model, same size and configs, still get different revisions.
+    """
     h = hashlib.sha256()
     for name in ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer.json"):
         f = path / name
@@ -168,7 +175,12 @@ def _revision_of(path: Path) -> str:
             h.update(name.encode())
             h.update(f.read_bytes())
     for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-        h.update(f"{weights.name}:{weights.stat().st_size}".encode())
+        size = weights.stat().st_size
+        h.update(f"{weights.name}:{size}".encode())
+        with weights.open("rb") as f:
+            h.update(f.read(_SAMPLE))
+            f.seek(max(0, size - _SAMPLE))
+            h.update(f.read(_SAMPLE))
     return h.hexdigest()[:12]
 
 

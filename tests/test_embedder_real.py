@@ -118,3 +118,20 @@ def test_real_model_cache_hits_paraphrases_not_unrelated(
         assert hit.similarity > 0.9
         assert not cache.lookup("How can I delete my account?", scope).hit
         assert not cache.lookup("How do I reset my password?", Scope(model="gpt-4o")).hit
+
+
+def test_retrained_weights_change_the_fingerprint(
+    st_embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(st_embedder.source, copy)
+    before = SentenceTransformerEmbedder(str(copy)).fingerprint
+    weights = next(copy.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-8:] = bytes(8)  # same size, same configs, different weights
+    weights.write_bytes(bytes(data))
+    from semcache.embeddings import _revision_of
+
+    assert _revision_of(copy) != before.revision

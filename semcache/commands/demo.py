@@ -40,16 +40,15 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from tqdm import tqdm
 
-    from semcache import CachePolicy, EmbeddedBackend, SemanticCache, SentenceTransformerEmbedder
+    from semcache import CachePolicy, EmbeddedBackend, SemanticCache, default_embedder
     from semcache.demo import SimulatedLLM, build_stream, load_pairs, run_demo
 
     pairs = load_pairs(args.pairs)
     stream, cluster, negatives = build_stream(pairs, args.requests, seed=args.seed)
     print(f"loading the embedding model ({args.model or 'all-MiniLM-L6-v2'}) ...", file=sys.stderr)
-    # One torch thread per call: the demo's 32 user threads share 2 cores.
-    embedder = SentenceTransformerEmbedder(
-        **({"model": args.model} if args.model else {}), torch_threads=1
-    )
+    # ONNX Runtime when it exports and agrees with torch, else torch; one thread per call
+    # either way: the demo's user threads share the machine's cores.
+    embedder = default_embedder(**({"model": args.model} if args.model else {}), threads=1)
     policy = CachePolicy(
         **({"min_similarity": args.min_similarity} if args.min_similarity is not None else {})
     )
@@ -87,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         "",
         f"semcache demo: {report.requests} questions from {len(pairs)} labelled Quora pairs, "
-        f"{args.users} concurrent users, min_similarity={report.threshold}",
+        f"{args.users} concurrent users, min_similarity={report.threshold}, "
+        f"embedder: {embedder.fingerprint.model} on {embedder.backend}",
         "",
         f"  hit rate            {report.hit_rate:6.1%}  ({hits} served from cache, "
         f"{report.upstream_calls} LLM calls)",
