@@ -21,11 +21,14 @@ from semcache.errors import InvalidInputError
 __all__ = ["Scope", "canonical_json", "normalize_text", "text_key"]
 
 _WS = re.compile(r"\s+")
+_END = re.compile(r"[\s?!.]+$")
 
 
 def normalize_text(text: str) -> str:
-    """The form compared by the exact tier: NFKC, case-folded, whitespace collapsed and trimmed."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    """The form compared by the exact tier: NFKC, case-folded, whitespace collapsed, trimmed,
+    and trailing ``?``, ``!`` and ``.`` dropped (punctuation elsewhere is kept)."""
+    folded = _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    return _END.sub("", folded) or folded
 
 
 def text_key(text: str) -> str:

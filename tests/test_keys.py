@@ -9,7 +9,9 @@ def test_normalize_text_folds_case_space_and_unicode() -> None:
     assert normalize_text("  Hello\t\nWORLD  ") == "hello world"
     assert normalize_text("ｆｕｌｌ width") == "full width"
     assert text_key("What is  RAG?") == text_key("what is rag?")
-    assert text_key("what is rag?") != text_key("what is rag")
+    assert text_key("what is rag?") == text_key("What is RAG")
+    assert text_key("what is rag, really") != text_key("what is rag really")
+    assert normalize_text("???") == "???"  # all punctuation: kept, never empty
 
 
 def test_scope_key_is_stable_and_canonical() -> None:
