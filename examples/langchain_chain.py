@@ -19,9 +19,9 @@ from langchain_core.language_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
-from semcache_langchain import CachedRetriever, SemanticLLMCache, SemcacheRetriever
 
 from semcache import EmbeddedBackend, SemanticCache, SentenceTransformerEmbedder
+from semcache_langchain import CachedRetriever, SemanticLLMCache, SemcacheRetriever
 
 DOCS = [
     Document(page_content="The Eiffel Tower is in Paris, the capital of France.", id="paris"),
@@ -58,7 +58,7 @@ def main(path: Path) -> None:
         | model
         | StrOutputParser()
     )
-    for question in ("Where is the Eiffel Tower?", "In which city is the Eiffel Tower located?"):
+    for question in ("Where is the Eiffel Tower?", "Where is the Eiffel Tower located?"):
         print(f"Q: {question}\nA: {chain.invoke(question)}")
     info = cache.info()
     print(
