@@ -177,10 +177,10 @@ def _revision_of(path: Path) -> str:
     for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
         size = weights.stat().st_size
         h.update(f"{weights.name}:{size}".encode())
-        with weights.open("rb") as f:
-            h.update(f.read(_SAMPLE))
-            f.seek(max(0, size - _SAMPLE))
-            h.update(f.read(_SAMPLE))
+        with weights.open("rb") as blob:
+            h.update(blob.read(_SAMPLE))
+            blob.seek(max(0, size - _SAMPLE))
+            h.update(blob.read(_SAMPLE))
     return h.hexdigest()[:12]
 
 

@@ -57,6 +57,8 @@ class TuneConfig:
         mnrl: embedder only: multiple-negatives ranking loss on the duplicates of each batch.
         contrastive: embedder only: online contrastive loss on every pair of each batch.
         matryoshka_dims: embedder only: also train these truncated sizes (e.g. ``(256, 128)``).
+        freeze_embeddings: keep the word-embedding table fixed (half of MiniLM's weights): a
+            much cheaper optimiser step on CPU, and rare words keep their pretrained vectors.
         seed: shuffling and initialisation seed.
         threads: ``torch.set_num_threads`` for the run (process-wide); ``None`` leaves it.
         progress: a tqdm bar on stderr.
@@ -71,6 +73,7 @@ class TuneConfig:
     mnrl: bool = True
     contrastive: bool = True
     matryoshka_dims: tuple[int, ...] = ()
+    freeze_embeddings: bool = True
     seed: int = 0
     threads: int | None = None
     progress: bool = True
@@ -85,9 +88,7 @@ class TuneConfig:
         if not 0.0 <= self.warmup < 1.0:
             raise ConfigurationError(f"warmup must be in [0, 1), got {self.warmup}")
         if not 8 <= self.max_seq_length <= 512:
-            raise ConfigurationError(
-                f"max_seq_length must be in 8..512, got {self.max_seq_length}"
-            )
+            raise ConfigurationError(f"max_seq_length must be in 8..512, got {self.max_seq_length}")
         if self.time_budget is not None and not (
             self.time_budget > 0 and math.isfinite(self.time_budget)
         ):
@@ -170,14 +171,15 @@ def _train(
     desc: str,
 ) -> tuple[int, int, int, float, bool, float]:
     """AdamW with linear warm-up/decay; returns steps, planned, pairs seen, loss, budget, secs."""
-    torch = _torch()
+    th = _torch()
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     per_epoch = len(pairs) // config.batch_size
     planned = per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup * planned), planned)
+    optimizer = th.optim.AdamW(params, lr=config.learning_rate)
+    warm = int(config.warmup * planned)
+    schedule = get_linear_schedule_with_warmup(optimizer, warm, planned)  # type: ignore[no-untyped-call]
     rng = random.Random(config.seed)
     order = list(range(len(pairs)))
     steps = seen = 0
@@ -189,10 +191,12 @@ def _train(
         for _ in range(config.epochs):
             rng.shuffle(order)
             for s in range(per_epoch):
-                batch = [pairs[i] for i in order[s * config.batch_size : (s + 1) * config.batch_size]]
+                batch = [
+                    pairs[i] for i in order[s * config.batch_size : (s + 1) * config.batch_size]
+                ]
                 loss = step_loss(batch)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                loss.backward()  # type: ignore[no-untyped-call]
+                th.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -202,7 +206,10 @@ def _train(
                 loss_avg = value if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * value
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_avg:.4f}", refresh=False)
-                if config.time_budget is not None and time.monotonic() - start >= config.time_budget:
+                if (
+                    config.time_budget is not None
+                    and time.monotonic() - start >= config.time_budget
+                ):
                     stopped = steps < planned
                     break
             if stopped:
@@ -210,6 +217,17 @@ def _train(
     finally:
         bar.close()
     return steps, planned, seen, loss_avg, stopped, time.monotonic() - start
+
+
+def _trainable(model: torch.nn.Module, config: TuneConfig) -> list[torch.nn.Parameter]:
+    """The parameters to train: all but the word embeddings when ``freeze_embeddings``."""
+    params = []
+    for name, p in model.named_parameters():
+        if config.freeze_embeddings and "word_embeddings" in name:
+            p.requires_grad_(False)
+        if p.requires_grad:
+            params.append(p)
+    return params
 
 
 def _set_threads(config: TuneConfig) -> None:
@@ -252,43 +270,50 @@ def tune_embedder(
     config = config or TuneConfig()
     _check_pairs(pairs, config.batch_size)
     _set_threads(config)
-    torch = _torch()
-    from sentence_transformers import SentenceTransformer, losses
+    th = _torch()
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import (
+        MultipleNegativesRankingLoss,
+        OnlineContrastiveLoss,
+    )
     from sentence_transformers.util import batch_to_device
 
     source = _base_source(base)
     model = SentenceTransformer(source, device="cpu", local_files_only=True)
     model.max_seq_length = config.max_seq_length
-    dim = int(model.get_embedding_dimension())
+    dim = int(model.get_embedding_dimension() or 0)
     dims = sorted({dim, *config.matryoshka_dims}, reverse=True)
     if dims[0] != dim:
         raise ConfigurationError(f"matryoshka_dims must be <= the model's dimension {dim}")
 
-    def wrap(loss: torch.nn.Module) -> torch.nn.Module:
-        return losses.MatryoshkaLoss(model, loss, matryoshka_dims=dims) if len(dims) > 1 else loss
+    mnrl = MultipleNegativesRankingLoss(model) if config.mnrl else None
+    contrastive = OnlineContrastiveLoss(model) if config.contrastive else None
 
-    mnrl = wrap(losses.MultipleNegativesRankingLoss(model)) if config.mnrl else None
-    contrastive = wrap(losses.OnlineContrastiveLoss(model)) if config.contrastive else None
-
-    def features(texts: list[str]) -> dict[str, Any]:
-        return dict(batch_to_device(model.preprocess(texts), model.device))
+    def embed(texts: list[str]) -> torch.Tensor:
+        feats = batch_to_device(model.preprocess(texts), model.device)
+        out: torch.Tensor = model(feats)["sentence_embedding"]
+        return out
 
     def step_loss(batch: list[LabelledPair]) -> torch.Tensor:
-        total = torch.zeros((), device=model.device)
-        if contrastive is not None:
-            labels = torch.tensor([float(p.label) for p in batch])
-            fa = features([p.text_a for p in batch])
-            fb = features([p.text_b for p in batch])
-            total = total + contrastive([fa, fb], labels)
-        positives = [p for p in batch if p.label]
-        if mnrl is not None and len(positives) >= 2:
-            fa = features([p.text_a for p in positives])
-            fb = features([p.text_b for p in positives])
-            total = total + mnrl([fa, fb], torch.zeros(len(positives)))
+        # One forward pass per side; every loss (and every Matryoshka size) reuses it, as
+        # MatryoshkaLoss does with its embedding cache.
+        ea = embed([p.text_a for p in batch])
+        eb = embed([p.text_b for p in batch])
+        labels = th.tensor([float(p.label) for p in batch])
+        pos = labels.bool()
+        total: torch.Tensor = th.zeros(())
+        for d in dims:
+            a, b = ea[:, :d], eb[:, :d]
+            if contrastive is not None:
+                total = total + contrastive.compute_loss_from_embeddings([a, b], labels)
+            if mnrl is not None and int(pos.sum()) >= 2:
+                total = total + mnrl.compute_loss_from_embeddings(
+                    [a[pos], b[pos]], th.zeros(int(pos.sum()))
+                )
         return total
 
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = _trainable(model, config)
     steps, planned, seen, loss, stopped, secs = _train(
         params, pairs, step_loss, config, "tuning embedder"
     )
@@ -332,7 +357,7 @@ def tune_verifier(
     config = config or TuneConfig()
     _check_pairs(pairs, config.batch_size)
     _set_threads(config)
-    torch = _torch()
+    th = _torch()
     from sentence_transformers import CrossEncoder
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
@@ -346,12 +371,12 @@ def tune_verifier(
     def step_loss(batch: list[LabelledPair]) -> torch.Tensor:
         swapped = [(p.text_b, p.text_a) if flip.random() < 0.5 else (p.text_a, p.text_b)
                    for p in batch]  # fmt: skip
-        labels = torch.tensor([float(p.label) for p in batch])
+        labels = th.tensor([float(p.label) for p in batch])
         loss: torch.Tensor = bce([[a for a, _ in swapped], [b for _, b in swapped]], labels)
         return loss
 
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = _trainable(model, config)
     steps, planned, seen, loss, stopped, secs = _train(
         params, pairs, step_loss, config, "tuning verifier"
     )

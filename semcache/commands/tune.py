@@ -1,4 +1,4 @@
-"""``semcache tune PAIRS --out DIR``: fine-tune the embedder (or train a verifier) on labelled pairs.
+"""``semcache tune PAIRS --out DIR``: fine-tune the embedder, or train a verifier, on pairs.
 
 A held-out part of the pairs (by a hash of each pair's position) is never trained on; the
 calibration curve on it is reported before and after, and written beside the model as
@@ -123,7 +123,9 @@ def best_recall_at(report: CalibrationReport, precision: float) -> tuple[float, 
 
 def _summary(before: CalibrationReport, after: CalibrationReport, what: str) -> str:
     lines = [f"held out: {before.pairs} pairs, {before.positives} duplicates"]
-    lines.append(f"{'precision >=':>12}  {'before: t':>9} {'recall':>6}  {what + ': t':>12} {'recall':>6}")
+    lines.append(
+        f"{'precision >=':>12}  {'before: t':>9} {'recall':>6}  {what + ': t':>12} {'recall':>6}"
+    )
     for target in (0.8, 0.9, 0.95, 0.98):
         cells = []
         for report in (before, after):

@@ -1,0 +1,646 @@
+"""Tuned matcher and verifier on QQP and PAWS: train on the tune halves, measure on the others.
+
+    python bench/bench_tuning.py train embedder --budget 2100
+    python bench/bench_tuning.py train verifier --budget 2100
+    python bench/bench_tuning.py report
+
+The split is the calibration bench's (bench/_pairs_cache.py ``PairSet.split``: a hash of each
+pair's position, 50/50). ``train`` fits on the QQP tune half plus the PAWS tune half (its
+non-paraphrases are the hard negatives) and writes the model to bench/.cache/tuned-<kind>
+(never committed). ``report`` measures, on the measure halves only: the calibration curves of the
+untuned and tuned embedders, the verifier on its own and behind a similarity band, the PAWS
+false-hit rate at the default settings, the delta = 1% question, and the hit-path latency with
+and without the verifier. It writes the "Tuned matcher and verifier" section of
+docs/BENCHMARKS.md and docs/tuning_*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+from _pairs_cache import CACHE, SOURCES, PairSet, load
+from _report import ROOT
+from tqdm import tqdm
+
+from semcache.calibration import LabelledPair, read_pairs
+
+DOCS = ROOT / "docs"
+MODELS = {"embedder": CACHE / "tuned-embedder", "verifier": CACHE / "tuned-verifier"}
+
+
+def halves(name: str) -> tuple[list[LabelledPair], list[LabelledPair]]:
+    """(tune, measure) pairs of a data set, split exactly as the calibration bench splits them."""
+    pairs = read_pairs(SOURCES[name])
+    empty = np.empty((0, 0), dtype=np.float32)
+    ps = PairSet(name, pairs, np.arange(len(pairs)), empty, empty, np.empty(0, dtype=bool))
+    tune = ps.split()
+    return (
+        [p for p, t in zip(pairs, tune, strict=True) if t],
+        [p for p, t in zip(pairs, tune, strict=True) if not t],
+    )
+
+
+def training_pairs(qqp_limit: int | None) -> list[LabelledPair]:
+    """QQP tune half (optionally a seeded sample) + PAWS tune half, shuffled."""
+    qqp, _ = halves("qqp")
+    paws, _ = halves("paws")
+    rng = random.Random(0)
+    if qqp_limit is not None and qqp_limit < len(qqp):
+        qqp = rng.sample(qqp, qqp_limit)
+    pairs = qqp + paws
+    rng.shuffle(pairs)
+    return pairs
+
+
+def train(kind: str, budget: float, qqp_limit: int | None, seq: int, threads: int) -> None:
+    from semcache.tuning import TuneConfig, tune_embedder, tune_verifier
+
+    pairs = training_pairs(qqp_limit)
+    print(f"training the {kind} on {len(pairs)} pairs ({sum(p.label for p in pairs)} positive)",
+          file=sys.stderr)  # fmt: skip
+    config = TuneConfig(
+        epochs=1,
+        batch_size=32,
+        max_seq_length=seq,
+        time_budget=budget,
+        threads=threads,
+        matryoshka_dims=(256, 128) if kind == "embedder" else (),
+    )
+    fit = tune_embedder if kind == "embedder" else tune_verifier
+    result = fit(pairs, MODELS[kind], config=config)
+    print(json.dumps(result.to_dict(), indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("kind", choices=sorted(MODELS))
+    t.add_argument("--budget", type=float, default=2100.0, help="seconds of training")
+    t.add_argument("--qqp-limit", type=int, default=None, help="sample of the QQP tune half")
+    t.add_argument("--max-seq-length", type=int, default=128)
+    t.add_argument("--threads", type=int, default=1)
+    r = sub.add_parser("report")
+    r.add_argument("--qqp-limit", type=int, default=20000, help="the calibration bench's sample")
+    r.add_argument("--paws-limit", type=int, default=None)
+    r.add_argument("--latency-only", action="store_true", help="re-measure latency, re-render")
+    r.add_argument("--models", type=Path, default=CACHE, help="where tuned-embedder/verifier are")
+    args = parser.parse_args()
+    if args.stage == "train":
+        train(args.kind, args.budget, args.qqp_limit, args.max_seq_length, args.threads)
+    else:
+        MODELS.update({k: args.models / v.name for k, v in MODELS.items()})
+        if args.latency_only:
+            relatency()
+        else:
+            report(args.qqp_limit, args.paws_limit)
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+PRECISION = 0.95
+DEFAULT_FLOOR = 0.9  # semcache.policy.DEFAULT_MIN_SIMILARITY
+TITLES = {"qqp": "QQP", "paws": "PAWS-Wiki"}
+
+
+@dataclass
+class Measured:
+    """One data set's measure half: labels, guard vetoes, similarities and verifier scores."""
+
+    name: str
+    pairs: list[LabelledPair]
+    labels: np.ndarray
+    veto: np.ndarray
+    base: np.ndarray
+    tuned: np.ndarray
+    score: np.ndarray
+    ps: PairSet  # the whole set, untuned vectors (the adaptive model is fit on its tune half)
+
+
+def measure_half(name: str, limit: int | None, tuned_embedder, verifier) -> Measured:
+    from semcache.commands.eval_cache import vetoed
+    from semcache.embeddings import SentenceTransformerEmbedder
+    from semcache.guards import LexicalGuard
+
+    ps = load(name, SentenceTransformerEmbedder(batch_size=64, memo_size=0), limit=limit)
+    meas = ~ps.split()
+    pairs = [p for p, m in zip(ps.pairs, meas, strict=True) if m]
+    models = "".join((MODELS[k] / "semcache_tuning.json").read_text() for k in sorted(MODELS))
+    tag = f"{name}_{len(pairs)}_{hashlib.blake2b(models.encode(), digest_size=6).hexdigest()}"
+    path = CACHE / f"tuning_measure_{tag}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            tuned, score = z["tuned"], z["score"]
+    else:
+        from semcache.commands.eval_cache import embed_pairs
+
+        a, b = embed_pairs(tuned_embedder, pairs, batch=128)
+        tuned = np.einsum("ij,ij->i", a, b)
+        # the replay stores text_a and looks text_b up: the verifier sees (query, cached)
+        score = np.empty(len(pairs), dtype=np.float32)
+        step = 256
+        for s in tqdm(range(0, len(pairs), step), desc=f"verifier {name}", unit="chunk"):
+            chunk = pairs[s : s + step]
+            score[s : s + len(chunk)] = verifier.score([(p.text_b, p.text_a) for p in chunk])
+        np.savez(path, tuned=tuned, score=score)
+    return Measured(
+        name=name,
+        pairs=pairs,
+        labels=ps.labels[meas],
+        veto=vetoed([LexicalGuard()], pairs),
+        base=ps.similarity[meas],
+        tuned=tuned,
+        score=score,
+        ps=ps,
+    )
+
+
+def rates(served: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    from semcache.calibration import clopper_pearson_upper
+
+    hits = int(served.sum())
+    false = int((served & ~labels).sum())
+    return {
+        "hits": hits,
+        "false": false,
+        "hit_rate": hits / len(labels),
+        "precision": 1 - false / hits if hits else 1.0,
+        "recall": (hits - false) / max(int(labels.sum()), 1),
+        "fh_rate": false / hits if hits else 0.0,
+        "fh_upper": clopper_pearson_upper(false, hits),
+    }
+
+
+def curve(score: np.ndarray, eligible: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Precision and recall of serving eligible pairs with score >= each distinct score."""
+    s = np.where(eligible, score, -np.inf)
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], labels[order]
+    keep = np.isfinite(s)
+    s, y = s[keep], y[keep]
+    tp, fp = np.cumsum(y), np.cumsum(~y)
+    last = np.append(s[1:] != s[:-1], True)
+    tp, fp, s = tp[last], fp[last], s[last]
+    return s, tp / np.maximum(tp + fp, 1), tp / max(int(labels.sum()), 1), tp + fp
+
+
+def best_at(score, eligible, labels, precision=PRECISION) -> tuple[float, float, int] | None:
+    """(cut, recall, hits) with the most recall at >= precision (and >= 20 hits), or None."""
+    cut, prec, rec, hits = curve(score, eligible, labels)
+    ok = (prec >= precision) & (hits >= 20)
+    if not ok.any():
+        return None
+    i = int(np.argmax(np.where(ok, rec, -1)))
+    return float(cut[i]), float(rec[i]), int(hits[i])
+
+
+def pipeline(m: Measured, sims: np.ndarray, floor: float, high: float, min_score: float,
+             blend: float = 0.0) -> np.ndarray:  # fmt: skip
+    """What choose() serves: floor -> guard -> band verifier (one candidate per lookup)."""
+    decision = (1 - blend) * m.score + blend * sims  # VerifierBand.decision
+    return (sims >= floor) & ~m.veto & ((sims >= high) | (decision >= min_score))
+
+
+def delta_check(score: np.ndarray, eligible: np.ndarray, labels: np.ndarray,
+                delta: float = 0.01) -> dict[str, object]:  # fmt: skip
+    """Lowest cut whose 95% upper bound is <= delta on half A (even positions), applied to B."""
+    from semcache.calibration import lowest_safe_threshold
+
+    a = np.arange(len(labels)) % 2 == 0
+    s = np.where(eligible, score, -np.inf)
+    pick = a & eligible
+    t = lowest_safe_threshold(s[pick], labels[pick], delta) if pick.any() else None
+    whole = lowest_safe_threshold(s[eligible], labels[eligible], delta) if eligible.any() else None
+    out: dict[str, object] = {"cut_on_a": t, "cut_on_all": whole}
+    if t is not None:
+        out["on_b"] = rates((s >= t)[~a], labels[~a])
+    if whole is not None:
+        out["on_all"] = rates(s >= whole, labels)
+    # how clean the most confident hits are: false hits among the top 200 by score
+    top = np.argsort(-s, kind="stable")[:200]
+    out["false_in_top200"] = int((~labels[top]).sum())
+    return out
+
+
+def adaptive_with_verifier(m: Measured, delta: float = 0.01) -> dict[str, object]:
+    """AdaptiveThresholds (k=8, fit on the tune half at delta) + guard + the verifier on
+    candidates within ``verify_margin`` of their threshold, replayed through a real cache."""
+    from semcache.adaptive import AdaptiveConfig, AdaptiveThresholds, kmeans_centroids
+    from semcache.backends import MemoryBackend
+    from semcache.cache import SemanticCache
+    from semcache.commands.eval_cache import replay
+    from semcache.embeddings import SentenceTransformerEmbedder
+    from semcache.guards import LexicalGuard
+    from semcache.policy import CachePolicy
+
+    tune = m.ps.split()
+    meas = ~tune
+    verdict = {(p.text_b, p.text_a): float(x) for p, x in zip(m.pairs, m.score, strict=True)}
+
+    def confirms(query: str, cand) -> bool:  # the verifier's own verdicts, precomputed
+        return verdict.get((query, cand.entry.prompt), 0.0) >= 0.5
+
+    embedder = SentenceTransformerEmbedder(memo_size=0)
+    out: dict[str, object] = {}
+    for margin in (0.05, 0.1):
+        cents = kmeans_centroids(m.ps.b[tune], 8, seed=0)
+        model = AdaptiveThresholds(
+            AdaptiveConfig(delta=delta, initial_threshold=1.0, verify_margin=margin),
+            centroids=cents,
+            verifier=confirms,
+        ).fit(m.ps.b[tune], m.ps.similarity[tune], m.ps.labels[tune])
+        floor = max(-1.0, min(model.thresholds()) - margin)  # the verifier sees both sides
+        with SemanticCache(
+            embedder=embedder,
+            backend=MemoryBackend(),
+            policy=CachePolicy(min_similarity=floor, max_entries=None, candidates=1),
+            guards=[LexicalGuard()],
+            thresholds=model,
+        ) as cache:
+            r = replay(cache, m.pairs, m.ps.a[meas], m.ps.b[meas], name=f"margin {margin}")
+        out[f"margin {margin}"] = {
+            "hits": r.hits, "false": r.false_hits, "hit_rate": r.hit_rate, "recall": r.recall,
+            "fh_rate": r.false_hit_rate, "fh_upper": r.false_hit_upper, "verified": model.verified,
+        }  # fmt: skip
+    return out
+
+
+def latency(verifier, pairs: list[LabelledPair], band) -> dict[str, float]:
+    """p50/p95 of real lookups (embed, search, guards, verifier) on hits, without/with it."""
+    import time
+
+    from semcache.backends import MemoryBackend
+    from semcache.cache import SemanticCache
+    from semcache.embeddings import SentenceTransformerEmbedder
+    from semcache.keys import Scope
+    from semcache.policy import CachePolicy
+    from semcache.verifier import CrossEncoderVerifier
+
+    embedder = SentenceTransformerEmbedder(memo_size=0)
+    banded = CrossEncoderVerifier(verifier.model, band=band)
+    out: dict[str, float] = {}
+    timings: dict[str, list[float]] = {"off": [], "on": []}
+    hit_ids: set[int] = set()
+    for mode in ("off", "on", "off", "on"):  # interleaved twice against drifting machine load
+        with SemanticCache(
+            embedder=embedder,
+            backend=MemoryBackend(),
+            policy=CachePolicy(min_similarity=DEFAULT_FLOOR, exact_tier=False),
+            verifier=banded if mode == "on" else None,
+        ) as cache:
+            for i, p in enumerate(pairs):
+                cache.store(p.text_a, i, Scope(namespace=f"p{i}"))
+            for i, p in enumerate(pairs):
+                start = time.perf_counter()
+                r = cache.lookup(p.text_b, Scope(namespace=f"p{i}"))
+                elapsed = (time.perf_counter() - start) * 1000
+                if mode == "off" and r.hit:
+                    hit_ids.add(i)
+                if i in hit_ids:
+                    timings[mode].append(elapsed)
+    for mode, xs in timings.items():
+        arr = np.asarray(xs)
+        out[f"{mode}_p50"] = float(np.percentile(arr, 50))
+        out[f"{mode}_p95"] = float(np.percentile(arr, 95))
+    out["hits"] = len(hit_ids)
+    st = banded.stats()
+    out["verified_share"] = st.calls / max(st.calls + st.above_band, 1)
+    out["verifier_p50"] = st.latency_p50_ms
+    out["verifier_p95"] = st.latency_p95_ms
+    return out
+
+
+def plot(m: Measured, path: Path, extra: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    everything = np.ones(len(m.labels), dtype=bool)
+    lines = {
+        "untuned MiniLM, static threshold": (m.base, everything),
+        "tuned MiniLM, static threshold": (m.tuned, everything),
+        "cross-encoder verifier alone": (m.score, everything),
+        **{k: (v[0], v[1]) for k, v in extra.items()},
+    }
+    for label, (score, eligible) in lines.items():
+        _, prec, rec, _ = curve(score, eligible, m.labels)
+        ax.plot(rec, prec, label=label)
+    ax.axhline(PRECISION, color="k", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("recall (hits on duplicates / duplicates)")
+    ax.set_ylabel("precision (1 - false-hit rate)")
+    ax.set_ylim(0.3, 1.01)
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"{TITLES[m.name]} measure half ({len(m.labels):,} pairs, never trained on)",
+                 fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(qqp_limit: int | None, paws_limit: int | None) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from semcache.embeddings import SentenceTransformerEmbedder
+    from semcache.verifier import CrossEncoderVerifier, VerifierBand
+
+    tuned_embedder = SentenceTransformerEmbedder(str(MODELS["embedder"]), memo_size=0,
+                                                 batch_size=64)  # fmt: skip
+    verifier = CrossEncoderVerifier.load(MODELS["verifier"])
+    sets = {
+        "qqp": measure_half("qqp", qqp_limit, tuned_embedder, verifier),
+        "paws": measure_half("paws", paws_limit, tuned_embedder, verifier),
+    }
+    summary: dict[str, object] = {}
+    for name, m in sets.items():
+        summary[name] = evaluate(m)
+    bands = {"default band": VerifierBand(), "band to 1.0": VerifierBand(high=1.0)}
+    summary["latency"] = {
+        name: {"band": str(b), **latency(verifier, sets["qqp"].pairs[:400], b)}
+        for name, b in bands.items()
+    }
+    summary["runs"] = {
+        k: json.loads((MODELS[k] / "semcache_tuning.json").read_text())["result"]
+        for k in sorted(MODELS)
+    }
+    (CACHE / "tuning_summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    print(json.dumps(summary, indent=1, default=float))
+    write_doc(summary)
+
+
+def relatency() -> None:
+    """Re-measure the hit-path latency with the saved summary's other figures; re-render."""
+    import torch
+
+    torch.set_num_threads(1)
+    from semcache.verifier import CrossEncoderVerifier, VerifierBand
+
+    summary = json.loads((CACHE / "tuning_summary.json").read_text())
+    verifier = CrossEncoderVerifier.load(MODELS["verifier"])
+    _, qqp = halves("qqp")
+    bands = {"default band": VerifierBand(), "band to 1.0": VerifierBand(high=1.0)}
+    summary["latency"] = {
+        name: {"band": str(b), **latency(verifier, qqp[:400], b)} for name, b in bands.items()
+    }
+    (CACHE / "tuning_summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    write_doc(summary)
+
+
+def evaluate(m: Measured) -> dict[str, object]:
+    """The figures of one measure half (printed as JSON; the doc section is written from them)."""
+    from semcache.verifier import VerifierBand
+
+    everything = np.ones(len(m.labels), dtype=bool)
+    out: dict[str, object] = {"pairs": len(m.labels), "positives": int(m.labels.sum())}
+    blended = (m.tuned + m.score) / 2  # VerifierBand(blend=0.5) over the tuned embedder
+    for key, score in (("untuned", m.base), ("tuned", m.tuned), ("verifier_alone", m.score),
+                       ("blend", blended)):  # fmt: skip
+        out[f"best_{key}"] = best_at(score, everything, m.labels)
+        out[f"best_{key}_guard"] = best_at(score, ~m.veto, m.labels)
+    # static thresholds, untuned and tuned
+    for key, sims in (("untuned", m.base), ("tuned", m.tuned)):
+        out[f"static_{key}"] = {f"{t:.3f}": rates(sims >= t, m.labels)
+                                for t in (0.8, 0.85, 0.9, 0.95, 0.98)}  # fmt: skip
+    # pipelines: floor -> guard -> band verifier, over a grid
+    grid = []
+    for emb, sims in (("untuned", m.base), ("tuned", m.tuned)):
+        for floor in (0.6, 0.7, 0.8, 0.9):
+            for high in (0.95, 0.98, 0.99, 1.0):
+                for blend in (0.0, 0.5):
+                    eligible = (sims >= floor) & ~m.veto
+                    decision = (1 - blend) * m.score + blend * sims
+                    best = best_at(np.where(sims >= high, 2.0, decision), eligible, m.labels)
+                    share = float((eligible & (sims < high)).sum() / max(eligible.sum(), 1))
+                    grid.append({"embedder": emb, "floor": floor, "high": high, "blend": blend,
+                                 "best": best, "verified_share_of_eligible": share})  # fmt: skip
+    out["grid"] = grid
+    # the default settings: threshold 0.9 + lexical guard, without and with the verifier
+    out["default_no_verifier"] = rates((m.base >= DEFAULT_FLOOR) & ~m.veto, m.labels)
+    for high in (0.97, 0.99, 1.0):
+        for blend, ms in ((0.0, 0.5), (0.0, 0.8), (0.5, 0.75), (0.5, 0.8)):
+            out[f"default_verifier_{high}_{blend}_{ms}"] = rates(
+                pipeline(m, m.base, DEFAULT_FLOOR, high, ms, blend), m.labels
+            )
+    band = VerifierBand()  # the defaults
+    out["default_band"] = {"low": band.low, "high": band.high, "min_score": band.min_score}
+    # delta = 1%: choose the cut on one half of the measure pairs, check it on the other
+    families = {
+        "untuned static": (m.base, everything),
+        "untuned static + guard": (m.base, ~m.veto),
+        "tuned static + guard": (m.tuned, ~m.veto),
+        "verifier alone": (m.score, everything),
+        "untuned >= 0.7 + guard + verifier": (m.score, (m.base >= 0.7) & ~m.veto),
+        "tuned >= 0.7 + guard + verifier": (m.score, (m.tuned >= 0.7) & ~m.veto),
+        "tuned >= 0.7 + guard + blended verifier": (blended, (m.tuned >= 0.7) & ~m.veto),
+        "untuned >= 0.9 + guard + verifier": (m.score, (m.base >= 0.9) & ~m.veto),
+    }
+    out["delta"] = {k: delta_check(sc, el, m.labels) for k, (sc, el) in families.items()}
+    out["adaptive_verifier"] = adaptive_with_verifier(m)
+    plot(m, DOCS / f"tuning_{m.name}.png", {
+        "untuned >= 0.7 + guard + verifier (band to 1.0)": (m.score, (m.base >= 0.7) & ~m.veto),
+        "tuned >= 0.7 + guard + verifier (band to 1.0)": (m.score, (m.tuned >= 0.7) & ~m.veto),
+        "verifier blended with tuned cosine (0.5)": (blended, everything),
+    })  # fmt: skip
+    return out
+
+
+# -- the BENCHMARKS.md section ------------------------------------------------------------------
+
+# Written after reading the figures of the run committed with it; re-check after a re-run.
+FINDINGS = """**What the tables show (honestly).**
+- **Training was short**: 35 minutes per model on one thread of the shared machine (~9 pairs/s),
+  so each model saw ~19,000 of the 28,113 tune pairs (69% of one epoch) before the time budget
+  stopped it; both losses were still falling (verifier 0.69 -> 0.50).
+- **The tuned embedder is better at every threshold.** QQP at 0.9: precision 0.784 -> 0.853
+  and recall 0.42 -> 0.52; PAWS at 0.95: precision 0.478 -> 0.682. Nothing changes in the hit
+  path's cost.
+- **Precision >= 0.95 on QQP**: the untuned model's best static threshold reaches it with a
+  single hit (recall 0.0003; none with 20 hits or more). Tuned: recall 0.034 (>100x); the
+  verifier alone 0.024; the verifier's probability averaged with the tuned cosine (VerifierBand
+  blend 0.5) 0.073; the best pipeline (tuned floor, band to 0.99, blend 0.5) 0.092. The "10x
+  the baseline" target is met, but only because the baseline is essentially zero: in absolute
+  terms 3-9% of duplicates are served at 95% precision. QQP's label noise sits near that
+  ceiling: 13 of the untuned model's 200 most similar pairs are labelled non-duplicates.
+- **PAWS false-hit rate at the default settings is NOT halved (target missed).** 0.540 without
+  the verifier, 0.517 with the default band, 0.413 at best (band to 0.99, min_score 0.8, at a
+  large loss of hits), -24%. The verifier saw ~2,800 PAWS pairs and did not learn word order
+  (it scores "fly from Paris to London" / "from London to Paris" at 0.81); the tuned embedder
+  did more for PAWS than the verifier.
+- **Latency**: the verifier call costs about as much as a whole lookup (one MiniLM-L6 forward
+  pass on the pair), so the p50 ratio follows the share of hits in the band: 1.97x with the
+  default band (72% of these hits verified), 2.07x with the band up to 1.0. Within 2x only
+  narrowly, at the default band.
+- **delta = 1% is infeasible on both sets** for every policy here, static, verifier or
+  adaptive: no cut is certified even on half A, since the 200 top-scored QQP pairs of every
+  policy hold 7-19 pairs labelled non-duplicate (3.5-9.5%). Adaptive thresholds + verifier
+  (k=8, fit at delta = 1%) serve 8-17% of QQP lookups at a 11-16% false-hit rate: the
+  verifier's verdicts, learned as observations, are more lenient than the labels and pull the
+  thresholds down. The best static threshold meeting 1% does not exist either (issue 6's
+  finding stands), so there is no hit rate to compare.
+- Operating points in the "best recall" tables are read off the measure half for every row
+  alike (optimistic for all rows equally); the delta rows choose on half A and check on B.
+"""
+
+
+def _recall(best: object) -> str:
+    if best is None:
+        return "none reaches it"
+    cut, recall, hits = best  # type: ignore[misc]
+    return f"{recall:.4f} ({hits} hits, cut {cut:.4f})"
+
+
+def _row(name: str, r: dict) -> str:
+    return (
+        f"| {name} | {r['hits']} | {r['hit_rate']:.4f} | {r['recall']:.4f} | {r['false']} | "
+        f"{r['fh_rate']:.4f} | {r['fh_upper']:.4f} |"
+    )
+
+
+HEAD = (
+    "| policy | hits | hit rate | recall | false hits | false-hit rate | upper (95%) |\n"
+    "|---|---:|---:|---:|---:|---:|---:|\n"
+)
+
+
+def write_doc(summary: dict) -> None:
+    from _report import write_section
+
+    parts = [
+        "Commands (CPU, one torch thread each, run side by side on the shared 2-core machine):\n\n"
+        "```\npython bench/bench_tuning.py train embedder --budget 2100\n"
+        "python bench/bench_tuning.py train verifier --budget 2100\n"
+        "python bench/bench_tuning.py report\n```\n\n"
+        "Training data: the *tune* halves of the calibration bench's fixed split (a hash of each "
+        "pair's position) of all QQP pairs and of PAWS-Wiki dev (its non-paraphrases are the "
+        "hard negatives). Everything below is measured on the *measure* halves (the QQP half of "
+        "the calibration bench's 20,000-pair sample, and PAWS), never trained on. Plots: "
+        "`docs/tuning_qqp.png`, `docs/tuning_paws.png` (precision against recall).\n\n" + FINDINGS
+    ]
+    runs = summary.get("runs", {})
+    if runs:
+        parts.append(
+            "\n**Training runs.**\n\n| model | pairs | steps (planned) | pairs seen | "
+            "minutes | pairs/s | budget stop |\n|---|---:|---:|---:|---:|---:|---|\n"
+        )
+        for kind, r in runs.items():
+            parts.append(
+                f"| {kind} | {r['pairs']} | {r['steps']} ({r['planned_steps']}) | "
+                f"{r['pairs_seen']} | {r['seconds'] / 60:.1f} | {r['pairs_per_second']:.1f} | "
+                f"{r['stopped_by_budget']} |\n"
+            )
+    for name in ("qqp", "paws"):
+        m = summary[name]
+        parts.append(
+            f"\n### {TITLES[name]} measure half ({m['pairs']:,} pairs, "
+            f"{m['positives']:,} positive)\n\n"
+        )
+        parts.append(
+            f"Best recall at precision >= {PRECISION} (the operating point is read off "
+            "the measure half for every row alike, at least 20 hits):\n\n"
+            "| matcher | recall at precision >= 0.95 |\n|---|---|\n"
+        )
+        for key, label in (
+            ("untuned", "untuned MiniLM, static threshold"),
+            ("untuned_guard", "untuned + lexical guard"),
+            ("tuned", "tuned MiniLM, static threshold"),
+            ("tuned_guard", "tuned + lexical guard"),
+            ("verifier_alone", "cross-encoder verifier on every pair"),
+            ("verifier_alone_guard", "verifier + lexical guard"),
+            ("blend", "verifier blended with the tuned cosine (blend 0.5)"),
+            ("blend_guard", "blended + lexical guard"),
+        ):
+            parts.append(f"| {label} | {_recall(m['best_' + key])} |\n")
+        grid = sorted((g for g in m["grid"] if g["best"] is not None), key=lambda g: -g["best"][1])[
+            :6
+        ]
+        if grid:
+            parts.append(
+                "\nPipelines (floor -> lexical guard -> verifier on [floor, high)), "
+                "the six with the most recall at precision >= 0.95:\n\n"
+                "| embedder | floor | band high | blend | recall (hits, min_score) | "
+                "share of candidates verified |\n|---|---:|---:|---:|---|---:|\n"
+            )
+            for g in grid:
+                parts.append(
+                    f"| {g['embedder']} | {g['floor']} | {g['high']} | {g.get('blend', 0.0)} | "
+                    f"{_recall(g['best'])} | {g['verified_share_of_eligible']:.2f} |\n"
+                )
+        parts.append(
+            "\nStatic thresholds before and after tuning the embedder (no guard):\n\n"
+            "| threshold | untuned precision | untuned recall | tuned precision | "
+            "tuned recall |\n|---:|---:|---:|---:|---:|\n"
+        )
+        for t, u in m["static_untuned"].items():
+            v = m["static_tuned"][t]
+            parts.append(
+                f"| {t} | {u['precision']:.4f} | {u['recall']:.4f} | "
+                f"{v['precision']:.4f} | {v['recall']:.4f} |\n"
+            )
+        parts.append(
+            "\nThe default settings (min_similarity 0.9 + lexical guard, untuned "
+            "MiniLM), without and with the verifier (band [0.9, high), min_score):\n\n"
+            + HEAD
+            + _row("0.9 + guard", m["default_no_verifier"])
+            + "\n"
+        )
+        for key, r in m.items():
+            if key.startswith("default_verifier_"):
+                _, _, high, blend, ms = key.split("_")
+                name = f"0.9 + guard + verifier high {high}, blend {blend}, min_score {ms}"
+                parts.append(_row(name, r) + "\n")
+        parts.append(
+            "\ndelta = 1% (one-sided 95% Clopper-Pearson upper bound on the false-hit "
+            "rate): the lowest cut certified on half A of the measure pairs (even "
+            "positions), applied to half B; and the cut certified on the whole half:\n\n"
+            "| policy | cut on A | B: hits / false / upper | whole half: hit rate "
+            "(upper) | false among the 200 top-scored |\n|---|---:|---|---|---:|\n"
+        )
+        for pol, d in m["delta"].items():
+            b = d.get("on_b")
+            w = d.get("on_all")
+            cut = "none" if d["cut_on_a"] is None else f"{d['cut_on_a']:.4f}"
+            bs = "-" if b is None else f"{b['hits']} / {b['false']} / {b['fh_upper']:.4f}"
+            ws = "none" if w is None else f"{w['hit_rate']:.4f} ({w['fh_upper']:.4f})"
+            parts.append(f"| {pol} | {cut} | {bs} | {ws} | {d['false_in_top200']} |\n")
+        parts.append(
+            "\nAdaptive thresholds (k=8 regions fit on the tune half at delta = 1%) + "
+            "guard + the verifier deciding candidates within `verify_margin` of their "
+            "threshold (replayed through a real cache on the whole measure half):\n\n" + HEAD
+        )
+        for name, r in m["adaptive_verifier"].items():
+            parts.append(_row(f"adaptive + verifier, {name} ({r['verified']} verified)", r) + "\n")
+    parts.append(
+        "\n### Hit-path latency\n\nReal lookups (embed the query, search, lexical guard, "
+        "verifier) through a `SemanticCache` with the untuned MiniLM and threshold 0.9, on the "
+        "QQP measure pairs (of the first 400) that hit without the verifier; one torch thread, "
+        "two interleaved rounds per configuration, on the shared machine:\n\n"
+        "| band | hits timed | p50 ms without / with | p95 ms without / with | p50 ratio | "
+        "share verified | verifier call p50 ms |\n|---|---:|---|---|---:|---:|---:|\n"
+    )
+    for lat in summary["latency"].values():
+        parts.append(
+            f"| {lat['band']} | {lat['hits']} | {lat['off_p50']:.2f} / {lat['on_p50']:.2f} | "
+            f"{lat['off_p95']:.2f} / {lat['on_p95']:.2f} | {lat['on_p50'] / lat['off_p50']:.2f}x "
+            f"| {lat['verified_share']:.0%} | {lat['verifier_p50']:.2f} |\n"
+        )
+    write_section("Tuned matcher and verifier", "".join(parts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""A cross-encoder that confirms or vetoes near-threshold hits.
+
+A bi-encoder compares two prompts through one vector each; a cross-encoder reads both prompts
+together and sees word order, swapped roles and small edits that the vectors average away. It is
+too slow to score every candidate, so :class:`CrossEncoderVerifier` only scores candidates whose
+similarity falls inside its band: above the band a hit is served as is, inside it the verifier's
+probability must reach ``min_score``, below it the candidate is refused.
+
+Pass it as ``SemanticCache(verifier=...)`` (the last step of :func:`semcache.policy.choose`), or
+give :meth:`CrossEncoderVerifier.confirms` to :class:`semcache.adaptive.AdaptiveThresholds` as
+its verifier. Train one with ``semcache tune --verifier`` (:func:`semcache.tuning.tune_verifier`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from semcache.errors import ConfigurationError, MissingDependencyError, ModelLoadError
+from semcache.models import Candidate
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = ["CrossEncoderVerifier", "VerifierBand", "VerifierStats"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifierBand:
+    """Which candidates the verifier scores, and the score a hit needs.
+
+    Attributes:
+        low: candidates below this cosine similarity are refused (``below_band``).
+        high: candidates at or above it are served without the verifier.
+        min_score: the decision score (0..1) a candidate inside ``[low, high)`` needs.
+        blend: weight of the candidate's cosine similarity in the decision score,
+            ``(1 - blend) * probability + blend * similarity``; ``0`` trusts the cross-encoder
+            alone. The two judges err differently, so a blend ranks better than either.
+    """
+
+    low: float = 0.8
+    high: float = 0.97
+    min_score: float = 0.5
+    blend: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.low <= self.high <= 1.0:
+            raise ConfigurationError(
+                f"the band needs -1 <= low <= high <= 1 (cosine similarity), "
+                f"got low={self.low}, high={self.high}"
+            )
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ConfigurationError(f"min_score is a probability in [0, 1], got {self.min_score}")
+        if not 0.0 <= self.blend < 1.0:
+            raise ConfigurationError(f"blend is a weight in [0, 1), got {self.blend}")
+
+    def decision(self, probability: float, similarity: float) -> float:
+        """The score compared with ``min_score``."""
+        return (1.0 - self.blend) * probability + self.blend * similarity
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifierStats:
+    """How often the verifier ran and how long it took (latencies of recent calls)."""
+
+    calls: int
+    confirmed: int
+    vetoed: int
+    above_band: int
+    below_band: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+
+
+class CrossEncoderVerifier:
+    """Confirms or vetoes a semantic hit inside a similarity band with a cross-encoder.
+
+    Implements :class:`semcache.policy.Guard` (returns a veto reason or ``None``). Thread-safe.
+
+    Args:
+        model: a loaded ``sentence_transformers.CrossEncoder`` with one output (a logit).
+        band: which candidates are scored, and the score they need.
+        symmetric: score both orders (query, cached) and (cached, query) and average (2x cost).
+        latency_window: how many recent call latencies :meth:`stats` summarises.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        band: VerifierBand | None = None,
+        symmetric: bool = False,
+        latency_window: int = 10_000,
+    ) -> None:
+        if latency_window < 1:
+            raise ConfigurationError(f"latency_window must be >= 1, got {latency_window}")
+        self.model = model
+        self.band = band or VerifierBand()
+        self.symmetric = symmetric
+        self._lock = threading.Lock()
+        self._latencies: deque[float] = deque(maxlen=latency_window)
+        self._counts = {"calls": 0, "confirmed": 0, "vetoed": 0, "above": 0, "below": 0}
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        band: VerifierBand | None = None,
+        symmetric: bool = False,
+        max_length: int = 128,
+        torch_threads: int | None = None,
+    ) -> CrossEncoderVerifier:
+        """Load a verifier saved by ``semcache tune --verifier`` (a CrossEncoder directory)."""
+        try:
+            import torch
+            from sentence_transformers import CrossEncoder
+        except ImportError as e:
+            raise MissingDependencyError("sentence-transformers", "embeddings") from e
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+        if not Path(path).is_dir():
+            raise ModelLoadError(f"no verifier model directory at {path}")
+        try:
+            model = CrossEncoder(
+                str(path), max_length=max_length, device="cpu", local_files_only=True
+            )
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot load the verifier at {path}: {e}") from e
+        if model.num_labels != 1:
+            raise ModelLoadError(
+                f"{path}: a verifier has one output, this model has {model.num_labels}"
+            )
+        model.eval()
+        return cls(model, band=band, symmetric=symmetric)
+
+    # -- scoring ----------------------------------------------------------------------------------
+
+    def score(
+        self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 64
+    ) -> NDArray[np.float32]:
+        """The probability (0..1) that each (query, cached prompt) pair may share an answer."""
+        if not pairs:
+            return np.empty(0, dtype=np.float32)
+        items = list(pairs)
+        out = self._predict(items, batch_size)
+        if self.symmetric:
+            back = self._predict([(b, a) for a, b in items], batch_size)
+            out = ((out + back) / 2).astype(np.float32)
+        return out
+
+    def _predict(self, items: list[tuple[str, str]], batch_size: int) -> NDArray[np.float32]:
+        """Sigmoid of the logits: ``CrossEncoder.predict`` without its per-call overhead."""
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        out = np.empty(len(items), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                features = batch_to_device(self.model.preprocess(chunk), self.model.device)
+                logits = self.model(features)["scores"].view(-1)
+                out[start : start + len(chunk)] = torch.sigmoid(logits.float()).cpu().numpy()
+        return out
+
+    def confirms(self, query: str, candidate: Candidate) -> bool:
+        """Whether the decision score of ``query`` and the candidate reaches ``min_score``.
+
+        The band's ``low``/``high`` are not applied here (the adaptive thresholds' hook)."""
+        start = time.perf_counter()
+        prob = float(self.score([(query, candidate.entry.prompt)])[0])
+        ok = self.band.decision(prob, candidate.similarity) >= self.band.min_score
+        with self._lock:
+            self._latencies.append(time.perf_counter() - start)
+            self._counts["calls"] += 1
+            self._counts["confirmed" if ok else "vetoed"] += 1
+        return ok
+
+    def __call__(self, query: str, candidate: Candidate) -> str | None:
+        """The pipeline step: ``None`` to serve, ``"verifier"`` or ``"below_band"`` to refuse."""
+        s = candidate.similarity
+        if s >= self.band.high:
+            self._count("above")
+            return None
+        if s < self.band.low:
+            self._count("below")
+            return "below_band"
+        return None if self.confirms(query, candidate) else "verifier"
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def stats(self) -> VerifierStats:
+        """Counters since creation and the p50/p95 latency of recent verifier calls."""
+        with self._lock:
+            lat = np.asarray(self._latencies, dtype=np.float64) * 1000
+            c = dict(self._counts)
+        p50, p95 = (float(np.percentile(lat, q)) for q in (50, 95)) if lat.size else (0.0, 0.0)
+        return VerifierStats(
+            calls=c["calls"],
+            confirmed=c["confirmed"],
+            vetoed=c["vetoed"],
+            above_band=c["above"],
+            below_band=c["below"],
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
+        )

@@ -1,0 +1,88 @@
+"""Tuning end to end on a small slice of QQP: train, save, reload, report before/after."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semcache import SentenceTransformerEmbedder
+from semcache.calibration import LabelledPair, pair_similarities, read_pairs
+from semcache.cli import main
+from semcache.errors import ConfigurationError, InvalidInputError
+from semcache.tuning import TUNING_FILE, TuneConfig, holdout_split, tune_embedder
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ConfigurationError, match="epochs"):
+        TuneConfig(epochs=0)
+    with pytest.raises(ConfigurationError, match="time_budget"):
+        TuneConfig(time_budget=-1)
+    with pytest.raises(ConfigurationError, match="mnrl and contrastive"):
+        TuneConfig(mnrl=False, contrastive=False)
+
+
+def test_holdout_split_is_fixed_and_disjoint() -> None:
+    pairs = [LabelledPair(f"a{i}", f"b{i}", i % 2 == 0) for i in range(1000)]
+    train, held = holdout_split(pairs, 0.2)
+    assert (train, held) == holdout_split(pairs, 0.2)
+    assert len(train) + len(held) == 1000
+    assert 150 < len(held) < 250
+    assert not {p.text_a for p in train} & {p.text_a for p in held}
+
+
+def test_too_few_pairs_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="at least batch_size"):
+        tune_embedder([LabelledPair("a", "b", True)], tmp_path, config=TuneConfig())
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_tune_cli_end_to_end_and_reload(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tuned"
+    pairs = shared_data / "qqp" / "pairs.jsonl.gz"
+    code = main(
+        ["tune", str(pairs), "--out", str(out), "--limit", "200", "--batch-size", "32",
+         "--max-seq-length", "32", "--matryoshka", "128", "--threads", "1", "--no-plot"]
+    )  # fmt: skip
+    assert code == 0
+    record = json.loads((out / TUNING_FILE).read_text())
+    assert record["result"]["steps"] == record["result"]["planned_steps"] > 0
+    assert record["result"]["pairs"] < 200  # the held-out part was not trained on
+    summary = capsys.readouterr().out
+    assert "held out" in summary
+    assert "precision" in summary
+    before = json.loads((out / "before.calibration.json").read_text())
+    after = json.loads((out / "after.calibration.json").read_text())
+    assert before["pairs"] == after["pairs"] == 200 - record["result"]["pairs"]
+
+    # The saved model reloads by path and gives the same similarities as the report's.
+    held = holdout_split(read_pairs(pairs, limit=200), 0.2)[1]
+    first = pair_similarities(SentenceTransformerEmbedder(str(out), memo_size=0), held)
+    second = pair_similarities(SentenceTransformerEmbedder(str(out), memo_size=0), held)
+    np.testing.assert_allclose(first, second, rtol=0, atol=1e-6)
+    base = pair_similarities(SentenceTransformerEmbedder(memo_size=0), held)
+    assert not np.allclose(first, base, atol=1e-4)  # training changed the model
+    labels = np.array([p.label for p in held])
+    hits = next(pt for pt in after["points"] if abs(pt["threshold"] - 0.9) < 1e-9)
+    assert hits["hits"] == int((first >= 0.9).sum())
+    assert hits["false_hits"] == int(((first >= 0.9) & ~labels).sum())
+    # Matryoshka: the first 128 dimensions load as a truncated embedder.
+    small = SentenceTransformerEmbedder(str(out), truncate_dim=128, memo_size=0)
+    assert small.embed(["a question"]).shape == (1, 128)
+
+
+@pytest.mark.model
+def test_time_budget_stops_gracefully(shared_data: Path, tmp_path: Path) -> None:
+    pairs = read_pairs(shared_data / "qqp" / "pairs.jsonl.gz", limit=320)
+    config = TuneConfig(
+        batch_size=16, max_seq_length=32, time_budget=0.01, threads=1, progress=False
+    )
+    result = tune_embedder(pairs, tmp_path / "m", config=config)
+    assert result.stopped_by_budget
+    assert result.steps == 1 < result.planned_steps == 20
+    assert (tmp_path / "m" / "config.json").is_file()
