@@ -36,6 +36,7 @@ from _report import ROOT, percentiles, write_section
 from tqdm import tqdm
 
 from semcache import (
+    DEFAULT_MIN_SIMILARITY,
     EmbeddedBackend,
     NewEntry,
     Scope,
@@ -161,7 +162,9 @@ def main() -> None:
 
     lines = [
         "Command: `python bench/bench_lookup.py` (torch on 1 thread). Embedded backend, default",
-        "HNSW (M=16, ef_construction=200, ef_search=64), default threshold 0.9, all-MiniLM-L6-v2.",
+        "HNSW (M=16, ef_construction=200, ef_search=64), default threshold "
+        f"{DEFAULT_MIN_SIMILARITY} and lexical guard,",
+        "all-MiniLM-L6-v2 on torch (the ONNX path: see the embedding section).",
         "Each timed query is a different text, so the embedder's memo never helps.",
         "The cache holds 2,000 real Quora questions plus random unit vectors up to the size.",
         "",
