@@ -312,30 +312,7 @@ def tune_embedder(
                 )
         return total
 
-    model.train()
-    params = _trainable(model, config)
-    steps, planned, seen, loss, stopped, secs = _train(
-        params, pairs, step_loss, config, "tuning embedder"
-    )
-    model.eval()
-    target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
-    model.save(str(target))
-    result = TuneResult(
-        kind="embedder",
-        out=str(target),
-        base=source,
-        pairs=len(pairs),
-        positives=sum(p.label for p in pairs),
-        steps=steps,
-        planned_steps=planned,
-        pairs_seen=seen,
-        seconds=round(secs, 2),
-        stopped_by_budget=stopped,
-        final_loss=round(loss, 6),
-    )
-    _write_record(target, result, config)
-    return result
+    return _fit_and_save("embedder", model, source, pairs, step_loss, config, out)
 
 
 # -- the verifier -------------------------------------------------------------------------------
@@ -375,17 +352,30 @@ def tune_verifier(
         loss: torch.Tensor = bce([[a for a, _ in swapped], [b for _, b in swapped]], labels)
         return loss
 
+    return _fit_and_save("verifier", model, source, pairs, step_loss, config, out)
+
+
+def _fit_and_save(
+    kind: str,
+    model: Any,
+    source: str,
+    pairs: Sequence[LabelledPair],
+    step_loss: Callable[[list[LabelledPair]], Any],
+    config: TuneConfig,
+    out: str | Path,
+) -> TuneResult:
+    """Train ``model`` with ``step_loss``, save it to ``out`` with a record of the run."""
     model.train()
     params = _trainable(model, config)
     steps, planned, seen, loss, stopped, secs = _train(
-        params, pairs, step_loss, config, "tuning verifier"
+        params, pairs, step_loss, config, f"tuning {kind}"
     )
     model.eval()
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     model.save(str(target))
     result = TuneResult(
-        kind="verifier",
+        kind=kind,
         out=str(target),
         base=source,
         pairs=len(pairs),

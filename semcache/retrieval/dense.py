@@ -10,6 +10,7 @@ were fitted on. They are saved as JSON beside the vectors.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -39,6 +40,8 @@ from semcache.retrieval.quantization import (
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
+
+log = logging.getLogger("semcache")
 
 __all__ = ["DenseConfig", "DenseIndexes"]
 
@@ -206,8 +209,8 @@ class DenseIndexes:
                 index = HnswIndex(vectors.shape[1], self.config.hnsw, path)
                 if index.labels() == set(slots.tolist()):
                     return index
-            except (RuntimeError, ValueError, OSError):
-                pass  # unreadable or stale snapshot: rebuilt below
+            except (RuntimeError, ValueError, OSError) as e:
+                log.info("semcache: rebuilding %s (snapshot unreadable: %s)", path, e)
         index = HnswIndex(vectors.shape[1], self.config.hnsw)
         if len(slots):
             index.add(slots, vectors)
