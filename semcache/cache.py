@@ -174,7 +174,11 @@ class SemanticCache:
             candidates = await self.abackend.asearch(
                 q.scope_key, vector, self.policy.candidates, now
             )
-        return self._choose(q, candidates, threshold, vector), vector
+        if self.verifier is None:
+            return self._choose(q, candidates, threshold, vector), vector
+        # A verifier runs a model: keep it off the event loop.
+        result = await asyncio.to_thread(self._choose, q, candidates, threshold, vector)
+        return result, vector
 
     def _exact(self, entry: Entry, threshold: float) -> LookupResult:
         """The exact tier's hit (a miss in shadow mode)."""
