@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +36,41 @@ class PairSet:
         return np.einsum("ij,ij->i", self.a, self.b)
 
     def split(self) -> np.ndarray:
-        """A fixed 50/50 split by a hash of the pair's line number: True = tune, False = measure."""
+        """A fixed 50/50 split of whole groups: True = tune, False = measure.
+
+        Pairs that share a sentence (directly or through other pairs) are one group and land on
+        the same side, so nothing measured was seen in tuning: PAWS reuses each source sentence
+        in up to 12 pairs, and QQP repeats popular questions.
+        """
+        keys = groups(self.name)
         return np.array(
             [
-                hashlib.blake2b(f"{self.name}:{i}".encode(), digest_size=1).digest()[0] & 1 == 0
+                hashlib.blake2b(f"{self.name}:{keys[i]}".encode(), digest_size=1).digest()[0] & 1
+                == 0
                 for i in self.index
             ]
         )
+
+
+@cache
+def groups(name: str) -> tuple[str, ...]:
+    """Per line of the source file, a stable key of its group (connected by shared sentences)."""
+    pairs = read_pairs(SOURCES[name])
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        root = x
+        while parent.setdefault(root, root) != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for p in pairs:
+        a, b = find(p.text_a), find(p.text_b)
+        if a != b:
+            parent[max(a, b)] = min(a, b)  # the root is the group's smallest sentence
+    return tuple(find(p.text_a) for p in pairs)
 
 
 def load(name: str, embedder: Embedder, *, limit: int | None = None, seed: int = 0) -> PairSet:

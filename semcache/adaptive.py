@@ -4,12 +4,21 @@ A static threshold is one number for the whole embedding space, but how close tw
 to share an answer varies from topic to topic (and from entry to entry). :class:`AdaptiveThresholds`
 keeps labelled observations ``(similarity, correct)``, from explicit feedback (a thumbs-down, a
 regenerate), from an optional verifier on near-threshold hits, or from labelled pairs given to
-:meth:`AdaptiveThresholds.fit`, and per *region* of the embedding space (the nearest of a few
-centroids) serves a candidate only at or above the lowest similarity whose one-sided
-Clopper-Pearson upper bound on the false-hit rate is ``<= delta`` in that region. A region without
-enough evidence falls back to the threshold learned over all regions; an entry that was served
-wrongly is not served again at that similarity or below (the per-entry idea of vCache, Schroeder
-et al. 2025, implemented here from the paper's description).
+:meth:`AdaptiveThresholds.fit`, and splits them by *region* of the embedding space (the nearest of a
+few centroids). The thresholds are solved together:
+
+1. the pooled threshold: the lowest similarity whose one-sided Clopper-Pearson upper bound on
+   the false-hit rate of all observations at or above it is ``<= delta`` (what a calibrated
+   static threshold is);
+2. a region whose *own* observations certify a lower threshold under the same bound uses it;
+3. every other region shares the lowest threshold ``>=`` the pooled one at which the bound over
+   everything served (the lowered regions included) is still ``<= delta``.
+
+So no region is served below the static threshold unless its own evidence certifies it, and the
+bound holds over all observations together. Without enough evidence for any threshold, regions
+keep ``initial_threshold`` (and stay above every false hit seen). An entry that was served wrongly
+is not served again at that similarity or below (the per-entry idea of vCache, Schroeder et al.
+2025, implemented here from the paper's description).
 
 Plug it into a cache with ``SemanticCache(thresholds=AdaptiveThresholds(...))``; the policy's
 ``min_similarity`` stays the floor below which nothing is served, and ``cache.feedback(...)``
@@ -108,7 +117,6 @@ class AdaptiveConfig:
 class _Region:
     sims: list[float]
     correct: list[bool]
-    threshold: float | None = None  # cached; None = recompute
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +153,7 @@ class AdaptiveThresholds:
         self._verifier = verifier
         k = 1 if centroids is None else len(centroids)
         self._regions = [_Region([], []) for _ in range(k)]
-        self._global: float | None = None
+        self._solved: tuple[float | None, list[float]] | None = None  # None = stale
         self._table = _AllowanceTable(self.config.delta, self.config.confidence)
         self._entry_floor: OrderedDict[str, float] = OrderedDict()
         self._pending: OrderedDict[str, _Served] = OrderedDict()
@@ -168,35 +176,78 @@ class AdaptiveThresholds:
             )
         return int(np.argmax(self._centroids @ vector))
 
-    def _learned(self, sims: list[float], correct: list[bool], fallback: float) -> float:
-        t = lowest_safe_threshold(sims, correct, self.config.delta, table=self._table)
-        if t is not None:
-            return t
-        # Not enough evidence to certify any threshold here: keep the fallback, but stay above
-        # every false hit seen (an observed false hit at s is evidence against serving at s).
-        false = [s for s, ok in zip(sims, correct, strict=True) if not ok]
-        return max(fallback, math.nextafter(max(false), math.inf)) if false else fallback
+    def _uncertified(self, sims: NDArray[np.float64], ok: NDArray[np.bool_]) -> float:
+        """No threshold certified: ``initial_threshold``, kept above every false hit seen."""
+        fallback = self.config.initial_threshold
+        false = sims[~ok]
+        if false.size == 0:
+            return fallback
+        return max(fallback, math.nextafter(float(false.max()), math.inf))
 
-    def global_threshold(self) -> float:
-        """The threshold learned from all regions together (the fallback of sparse regions)."""
+    def _solve(self) -> tuple[float | None, list[float]]:
+        """(pooled threshold, per-region thresholds), as the module docstring describes."""
+        k = len(self._regions)
+        region = np.concatenate(
+            [np.full(len(r.sims), i, dtype=np.int64) for i, r in enumerate(self._regions)]
+        )
+        sims = np.fromiter((s for r in self._regions for s in r.sims), dtype=np.float64)
+        ok = np.fromiter((c for r in self._regions for c in r.correct), dtype=bool)
+        pooled = lowest_safe_threshold(sims, ok, self.config.delta, table=self._table)
+        own = np.full(k, math.inf)
+        for i in range(k):
+            mine = region == i
+            t = lowest_safe_threshold(sims[mine], ok[mine], self.config.delta, table=self._table)
+            own[i] = math.inf if t is None else t
+        ceiling = self._uncertified(sims, ok) if pooled is None else pooled
+        lowered = own < ceiling
+        fixed = lowered[region] & (sims >= own[region])
+        rest = ~lowered[region]
+        shared = self._shared(
+            sims[rest], ok[rest], int(fixed.sum()), int((fixed & ~ok).sum()), ceiling
+        )
+        if shared is None:
+            shared = max(ceiling, self._uncertified(sims[rest], ok[rest]))
+        return pooled, [float(own[i]) if lowered[i] else shared for i in range(k)]
+
+    def _shared(
+        self,
+        sims: NDArray[np.float64],
+        ok: NDArray[np.bool_],
+        fixed_hits: int,
+        fixed_false: int,
+        floor: float,
+    ) -> float | None:
+        """The lowest cut ``>= floor`` over ``sims`` whose bound, with the fixed hits, holds."""
+        keep = sims >= floor
+        sims, ok = sims[keep], ok[keep]
+        if sims.size == 0:
+            return None
+        order = np.argsort(-sims, kind="stable")
+        sims, ok = sims[order], ok[order]
+        hits = fixed_hits + np.arange(1, sims.size + 1)
+        false = fixed_false + np.cumsum(~ok)
+        last = np.append(sims[1:] != sims[:-1], True)  # cut only between distinct values
+        allowed = self._table.upto(fixed_hits + sims.size)[hits]
+        idx = np.flatnonzero(last & (false <= allowed))
+        return None if idx.size == 0 else float(sims[idx[-1]])
+
+    def _current(self) -> tuple[float | None, list[float]]:
         with self._lock:
-            if self._global is None:
-                sims = [s for r in self._regions for s in r.sims]
-                ok = [c for r in self._regions for c in r.correct]
-                self._global = self._learned(sims, ok, self.config.initial_threshold)
-            return self._global
+            if self._solved is None:
+                self._solved = self._solve()
+            return self._solved
+
+    def global_threshold(self) -> float | None:
+        """The pooled threshold (a calibrated static threshold); ``None`` if none is certified."""
+        return self._current()[0]
 
     def threshold(self, region: int) -> float:
         """The threshold a candidate in ``region`` must reach."""
-        with self._lock:
-            r = self._regions[region]
-            if r.threshold is None:
-                r.threshold = self._learned(r.sims, r.correct, self.global_threshold())
-            return r.threshold
+        return self._current()[1][region]
 
     def thresholds(self) -> list[float]:
         """The current threshold of every region."""
-        return [self.threshold(i) for i in range(self.regions)]
+        return list(self._current()[1])
 
     # -- learning -----------------------------------------------------------------------------
 
@@ -208,10 +259,7 @@ class AdaptiveThresholds:
             r.correct.append(bool(correct))
             if len(r.sims) > self.config.window:
                 del r.sims[0], r.correct[0]
-            r.threshold = None
-            self._global = None
-            for other in self._regions:  # sparse regions fall back on the global threshold
-                other.threshold = None
+            self._solved = None
 
     def fit(
         self,
@@ -232,8 +280,7 @@ class AdaptiveThresholds:
                 r.correct.append(bool(ok))
             for r in self._regions:
                 del r.sims[: -self.config.window], r.correct[: -self.config.window]
-                r.threshold = None
-            self._global = None
+            self._solved = None
         return self
 
     def feedback(self, entry_id: str, correct: bool) -> bool:

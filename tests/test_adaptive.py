@@ -14,7 +14,7 @@ from semcache import (
     SemanticCache,
 )
 from semcache.adaptive import AdaptiveConfig, AdaptiveThresholds, kmeans_centroids
-from semcache.calibration import clopper_pearson, lowest_safe_threshold
+from semcache.calibration import clopper_pearson, clopper_pearson_upper, lowest_safe_threshold
 from semcache.policy import shadow_entry_id
 from semcache.testing import HashingEmbedder
 
@@ -64,6 +64,31 @@ def test_fitted_per_region_thresholds_meet_the_bound_and_beat_one_global_thresho
     served_static = sims >= static
     assert false / served.sum() <= delta
     assert served.sum() > 1.2 * served_static.sum()  # the region that allows it is served lower
+
+
+def test_no_region_goes_below_the_pooled_threshold_without_its_own_evidence() -> None:
+    rng = np.random.default_rng(11)
+    delta = 0.05
+    vectors, sims, ok = _stream(rng, 8_000)
+    # a third region with a handful of observations, all correct, at low similarity
+    sparse = np.zeros((12, DIM), dtype=np.float32)
+    sparse[:, 2] = 1.0
+    vectors = np.vstack([vectors, sparse])
+    sims = np.concatenate([sims, np.full(12, 0.7)])
+    ok = np.concatenate([ok, np.ones(12, dtype=bool)])
+    centroids = np.eye(DIM, dtype=np.float32)[:3]
+    adaptive = AdaptiveThresholds(AdaptiveConfig(delta=delta), centroids=centroids)
+    adaptive.fit(vectors, sims, ok)
+    pooled = adaptive.global_threshold()
+    assert pooled == lowest_safe_threshold(sims, ok, delta)  # the calibrated static threshold
+    t0, t1, t2 = adaptive.thresholds()
+    region = np.argmax(vectors @ centroids.T, axis=1)
+    assert t0 == lowest_safe_threshold(sims[region == 0], ok[region == 0], delta) < pooled
+    assert t1 >= pooled
+    assert t2 >= pooled  # 12 clean observations certify nothing at 5%
+    served = sims >= np.array([t0, t1, t2])[region]
+    upper = clopper_pearson_upper(int((served & ~ok).sum()), int(served.sum()))
+    assert upper <= delta  # the (one-sided) bound holds over everything served together
 
 
 def test_online_feedback_with_a_verifier_lowers_thresholds_within_the_bound() -> None:

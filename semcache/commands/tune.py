@@ -48,7 +48,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", default=None, help="base model directory (default: MiniLM)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--learning-rate", type=float, default=2e-5)
+    p.add_argument(
+        "--learning-rate", type=float, default=None, help="peak rate (2e-5 embedder, 7e-5 verifier)"
+    )
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--time-budget", type=float, default=None, help="seconds of training")
     p.add_argument("--matryoshka", default="", help="extra sizes to train, e.g. 256,128")
