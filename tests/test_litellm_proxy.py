@@ -16,11 +16,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -229,6 +229,19 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
     pytest.fail(f"the proxy did not start in 120 s:\n{log.read_text()[-4000:]}")
 
 
+T = TypeVar("T")
+
+
+def _eventually(get: Callable[[], T], done: Callable[[T], bool], seconds: float = 10.0) -> T:
+    """``get()`` until ``done`` says so or ``seconds`` pass: LiteLLM stores after it responds."""
+    deadline = time.monotonic() + seconds
+    value = get()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = get()
+    return value
+
+
 def chat(proxy: Proxy, question: str, *, key: str = "alpha", **body: Any) -> httpx.Response:
     response = httpx.post(
         f"{proxy.url}/v1/chat/completions",
@@ -330,11 +343,10 @@ def test_streamed_answer_is_stored(proxy: Proxy, upstream: Upstream) -> None:
     assert headers["x-semcache"].startswith("miss")
     streamed = _streamed_text(chunks)
     calls = upstream.count()
-    deadline = time.monotonic() + 10  # LiteLLM writes a streamed answer after the last chunk
-    while True:
-        later = chat(proxy, "At sea level, what is the boiling point of water?")
-        if later.headers["x-semcache"].startswith("hit") or time.monotonic() > deadline:
-            break
+    later = _eventually(  # LiteLLM writes a streamed answer after the last chunk
+        lambda: chat(proxy, "At sea level, what is the boiling point of water?"),
+        lambda r: r.headers["x-semcache"].startswith("hit"),
+    )
     assert later.headers["x-semcache"].startswith("hit")
     assert answer(later) == streamed
     assert upstream.count() == calls
@@ -357,18 +369,24 @@ def test_cache_controls(proxy: Proxy, upstream: Upstream) -> None:
         .headers["x-semcache"]
         .startswith("miss")
     )
-    assert (
-        chat(proxy, question, cache={"namespace": "other-app"})
-        .headers["x-semcache"]
-        .startswith("hit")
+    hit = _eventually(
+        lambda: chat(proxy, question, cache={"namespace": "other-app"}),
+        lambda r: r.headers["x-semcache"].startswith("hit"),
     )
+    assert hit.headers["x-semcache"].startswith("hit")
 
     chat(proxy, "What is the chemical symbol for iron?", cache={"ttl": 120})
-    with sqlite3.connect(f"file:{proxy.store / 'entries.sqlite3'}?mode=ro", uri=True) as db:
-        row = db.execute(
-            "SELECT expires_at - created_at FROM entries WHERE prompt = ?",
-            ("What is the chemical symbol for iron?",),
-        ).fetchone()
+
+    def ttl_row() -> tuple[float] | None:
+        uri = f"file:{proxy.store / 'entries.sqlite3'}?mode=ro"
+        with sqlite3.connect(uri, uri=True) as db:
+            row: tuple[float] | None = db.execute(
+                "SELECT expires_at - created_at FROM entries WHERE prompt = ?",
+                ("What is the chemical symbol for iron?",),
+            ).fetchone()
+        return row
+
+    row = _eventually(ttl_row, lambda r: r is not None)
     assert row is not None
     assert row[0] == pytest.approx(120)
 
