@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semcache.calibration import LabelledPair, read_pairs
+from semcache.calibration import LabelledPair, pair_groups, read_pairs
 from semcache.embeddings import Embedder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,22 +55,7 @@ class PairSet:
 @cache
 def groups(name: str) -> tuple[str, ...]:
     """Per line of the source file, a stable key of its group (connected by shared sentences)."""
-    pairs = read_pairs(SOURCES[name])
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        root = x
-        while parent.setdefault(root, root) != root:
-            root = parent[root]
-        while parent[x] != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
-
-    for p in pairs:
-        a, b = find(p.text_a), find(p.text_b)
-        if a != b:
-            parent[max(a, b)] = min(a, b)  # the root is the group's smallest sentence
-    return tuple(find(p.text_a) for p in pairs)
+    return tuple(pair_groups(read_pairs(SOURCES[name])))
 
 
 def load(name: str, embedder: Embedder, *, limit: int | None = None, seed: int = 0) -> PairSet:

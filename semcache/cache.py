@@ -363,6 +363,21 @@ class SemanticCache:
         with _converting("purge", BackendError):
             return self.backend.purge_expired(self.clock.now())
 
+    async def adelete(self, entry_id: str) -> bool:
+        """:meth:`delete`, awaiting the backend."""
+        with _converting("delete", BackendError):
+            return await self.abackend.adelete([entry_id]) > 0
+
+    async def aclear(self, scope: Scope | None = None) -> int:
+        """:meth:`clear`, awaiting the backend."""
+        with _converting("clear", BackendError):
+            return await self.abackend.aclear(None if scope is None else scope.key())
+
+    async def apurge_expired(self) -> int:
+        """:meth:`purge_expired`, awaiting the backend."""
+        with _converting("purge", BackendError):
+            return await self.abackend.apurge_expired(self.clock.now())
+
     def info(self) -> CacheInfo:
         """Counters since creation (or :meth:`reset_stats`) and the entry count."""
         try:

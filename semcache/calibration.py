@@ -42,6 +42,7 @@ __all__ = [
     "clopper_pearson_upper",
     "lowest_safe_threshold",
     "max_false_allowed",
+    "pair_groups",
     "policy_from_calibration",
     "read_pairs",
     "sweep",
@@ -208,6 +209,30 @@ class LabelledPair:
     text_a: str
     text_b: str
     label: bool
+
+
+def pair_groups(pairs: Sequence[LabelledPair]) -> list[str]:
+    """Per pair, a key shared by every pair it is connected to through a common text.
+
+    Pairs that share a text, directly or through other pairs, get the same key (the group's
+    smallest text), so a split by key never puts one sentence on both sides: PAWS reuses each
+    source sentence in many pairs, and QQP repeats popular questions.
+    """
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        root = x
+        while parent.setdefault(root, root) != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for p in pairs:
+        a, b = find(p.text_a), find(p.text_b)
+        if a != b:
+            parent[max(a, b)] = min(a, b)  # the root is the group's smallest text
+    return [find(p.text_a) for p in pairs]
 
 
 def _open_text(path: Path) -> io.TextIOBase:

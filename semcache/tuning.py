@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semcache.calibration import LabelledPair
+from semcache.calibration import LabelledPair, pair_groups
 from semcache.errors import ConfigurationError, InvalidInputError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -140,13 +140,17 @@ class TuneResult:
 def holdout_split(
     pairs: Sequence[LabelledPair], fraction: float, *, salt: str = "semcache-tune"
 ) -> tuple[list[LabelledPair], list[LabelledPair]]:
-    """Split pairs into (train, held out) by a hash of their position; fixed for a given file."""
+    """Split pairs into (train, held out) by a hash of their group (:func:`pair_groups`).
+
+    Pairs sharing a text land on the same side, so no held-out text was trained on; the split
+    is fixed for a given set of pairs, whatever their order.
+    """
     if not 0.0 < fraction < 1.0:
         raise ConfigurationError(f"the held-out fraction must be in (0, 1), got {fraction}")
     train: list[LabelledPair] = []
     held: list[LabelledPair] = []
-    for i, pair in enumerate(pairs):
-        h = hashlib.blake2b(f"{salt}:{i}".encode(), digest_size=4).digest()
+    for pair, key in zip(pairs, pair_groups(pairs), strict=True):
+        h = hashlib.blake2b(f"{salt}:{key}".encode(), digest_size=4).digest()
         (held if int.from_bytes(h, "big") / 2**32 < fraction else train).append(pair)
     return train, held
 
@@ -335,8 +339,8 @@ def tune_verifier(
     """Train a cross-encoder verifier on labelled pairs (binary cross-entropy) and save it.
 
     Starts from ``base`` (default: the packaged all-MiniLM-L6-v2 directory, no hub access) with a
-    fresh one-logit classification head; each pair is also shown in both orders, since the
-    verifier is asked about (new prompt, cached prompt) in either role.
+    fresh one-logit classification head; each time a pair is drawn its two texts are swapped at
+    random, since the verifier is asked about (new prompt, cached prompt) in either role.
     """
     config = config or TuneConfig()
     _check_pairs(pairs, config.batch_size)

@@ -173,6 +173,22 @@ async def test_async_and_sync_lookups_agree(cache: SemanticCache) -> None:
         assert (a.hit, a.tier, a.similarity) == (s.hit, s.tier, s.similarity)
 
 
+async def test_async_admin_matches_sync(cache: SemanticCache, clock: ManualClock) -> None:
+    other = Scope(model="gpt-4o-mini")
+    kept = await cache.astore("kept question", "k", other)
+    gone = await cache.astore("deleted question", "d", GPT)
+    await cache.astore("short lived question", "s", GPT, ttl=1)
+    assert await cache.adelete(gone.id) is True
+    assert await cache.adelete(gone.id) is False
+    clock.advance(5)
+    assert await cache.apurge_expired() == 1
+    await cache.astore("cleared question", "c", GPT)
+    assert await cache.aclear(GPT) == 1
+    assert (await cache.alookup("kept question", other)).entry == kept
+    assert await cache.aclear() == 1
+    assert cache.info().entries == 0
+
+
 def test_writes_purge_expired_entries(cache: SemanticCache, clock: ManualClock) -> None:
     for i in range(5):
         cache.store(f"stale question {i}", "a", GPT, ttl=1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from semcache import SentenceTransformerEmbedder
-from semcache.calibration import LabelledPair, pair_similarities, read_pairs
+from semcache.calibration import LabelledPair, pair_groups, pair_similarities, read_pairs
 from semcache.cli import main
 from semcache.errors import ConfigurationError, InvalidInputError
 from semcache.tuning import TUNING_FILE, TuneConfig, holdout_split, tune_embedder
@@ -31,6 +31,27 @@ def test_holdout_split_is_fixed_and_disjoint() -> None:
     assert len(train) + len(held) == 1000
     assert 150 < len(held) < 250
     assert not {p.text_a for p in train} & {p.text_a for p in held}
+
+
+def test_holdout_split_keeps_shared_texts_on_one_side() -> None:
+    # PAWS-style: each source sentence reappears in several pairs, some chained through others
+    pairs = [LabelledPair(f"s{i}", f"s{i} v{j}", j % 2 == 0) for i in range(300) for j in range(4)]
+    pairs += [LabelledPair(f"s{i} v0", f"s{i + 1}", False) for i in range(0, 300, 3)]
+    order = list(reversed(pairs))
+    train, held = holdout_split(pairs, 0.3)
+    assert 0 < len(held) < len(pairs)
+    seen = {t for p in train for t in (p.text_a, p.text_b)}
+    assert not seen & {t for p in held for t in (p.text_a, p.text_b)}
+    # the same split whatever the order of the pairs
+    train2, held2 = holdout_split(order, 0.3)
+    assert set(held2) == set(held)
+    assert set(train2) == set(train)
+
+
+def test_pair_groups_follow_chains() -> None:
+    pairs = [LabelledPair("b", "c", True), LabelledPair("x", "y", False),
+             LabelledPair("a", "c", False), LabelledPair("y", "z", True)]  # fmt: skip
+    assert pair_groups(pairs) == ["a", "x", "a", "x"]
 
 
 def test_too_few_pairs_is_refused(tmp_path: Path) -> None:

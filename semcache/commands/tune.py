@@ -1,8 +1,9 @@
 """``semcache tune PAIRS --out DIR``: fine-tune the embedder, or train a verifier, on pairs.
 
-A held-out part of the pairs (by a hash of each pair's position) is never trained on; the
-calibration curve on it is reported before and after, and written beside the model as
-``before.calibration.json`` / ``after.calibration.json`` (and ``.png``).
+A held-out part of the pairs is never trained on. It is split by groups of pairs that share a
+text, so no held-out sentence is seen in training. The calibration curve on it is reported
+before and after, and written beside the model as ``before.calibration.json`` /
+``after.calibration.json`` (and ``.png``).
 """
 
 from __future__ import annotations
