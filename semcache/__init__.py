@@ -10,7 +10,7 @@ from semcache.backends import Backend, EmbeddedBackend, HnswParams, MemoryBacken
 from semcache.backends.breaker import BreakerParams
 from semcache.backends.redis_connection import RedisConnection
 from semcache.cache import Query, SemanticCache
-from semcache.calibration import CalibrationReport, policy_from_calibration
+from semcache.calibration import CalibrationReport, band_from_calibration, policy_from_calibration
 from semcache.embedder_factory import default_embedder
 from semcache.embeddings import (
     DEFAULT_MODEL,
@@ -55,6 +55,7 @@ from semcache.retrieval import (
 )
 from semcache.stats import CacheInfo
 from semcache.telemetry import Telemetry, TokenPrice
+from semcache.verifier import CrossEncoderVerifier, VerifierBand, VerifierStats
 
 __version__ = "0.1.0"
 
@@ -81,6 +82,7 @@ __all__ = [
     "Codec",
     "ConfigurationError",
     "CorruptEntryError",
+    "CrossEncoderVerifier",
     "Document",
     "EmbeddedBackend",
     "EmbeddedRetrievalStore",
@@ -124,8 +126,11 @@ __all__ = [
     "Telemetry",
     "Tier",
     "TokenPrice",
+    "VerifierBand",
+    "VerifierStats",
     "WeightedFusion",
     "__version__",
+    "band_from_calibration",
     "cache_options",
     "cached",
     "default_embedder",

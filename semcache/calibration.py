@@ -25,6 +25,7 @@ import numpy as np
 
 from semcache.errors import ConfigurationError, FingerprintMismatchError, InvalidInputError
 from semcache.policy import CachePolicy
+from semcache.verifier import VerifierBand
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -35,6 +36,7 @@ __all__ = [
     "CalibrationReport",
     "LabelledPair",
     "ThresholdPoint",
+    "band_from_calibration",
     "betainc",
     "binomial_cdf",
     "calibrate",
@@ -453,11 +455,12 @@ def policy_from_calibration(
         overrides: other :class:`CachePolicy` fields.
     """
     report = CalibrationReport.read(path)
-    if report.recommended is None:
+    if _is_verifier_report(report):
         raise ConfigurationError(
-            f"{path}: no threshold met the false-hit bound delta={report.delta}; "
-            "calibrate on more pairs or accept a larger delta"
+            f"{path} calibrates a verifier's probability, not a cosine similarity; "
+            "use band_from_calibration"
         )
+    recommended = _recommended(report, path)
     if embedder is not None and report.model:
         want, have = report.model.get("model"), embedder.fingerprint.model
         if want != have or report.model.get("dim") != embedder.fingerprint.dim:
@@ -465,4 +468,43 @@ def policy_from_calibration(
                 f"{path} was calibrated with {want!r} ({report.model.get('dim')}-d); "
                 f"this embedder is {have!r} ({embedder.fingerprint.dim}-d)"
             )
-    return CachePolicy(min_similarity=report.recommended, **overrides)
+    return CachePolicy(min_similarity=recommended, **overrides)
+
+
+def band_from_calibration(path: str | Path, **overrides: Any) -> VerifierBand:
+    """A :class:`VerifierBand` whose ``min_score`` is a verifier report's recommended score.
+
+    The report is the ``after.calibration.json`` that ``semcache tune --verifier`` writes: the
+    verifier's probability on held-out pairs, swept like a threshold. It was measured on every
+    held-out pair, not only those inside the band, so check it on your traffic (shadow mode).
+
+    Args:
+        path: a verifier's calibration report.
+        overrides: the other :class:`VerifierBand` fields (``low``, ``high``); ``blend`` must
+            stay 0, since the report calibrates the probability alone.
+    """
+    report = CalibrationReport.read(path)
+    if not _is_verifier_report(report):
+        raise ConfigurationError(
+            f"{path} calibrates a cosine similarity, not a verifier's probability; "
+            "use policy_from_calibration"
+        )
+    if overrides.get("blend", 0.0):
+        raise ConfigurationError(
+            "the report calibrates the verifier's probability alone; a blended score needs "
+            "its own calibration (blend must be 0)"
+        )
+    return VerifierBand(min_score=_recommended(report, path), **overrides)
+
+
+def _is_verifier_report(report: CalibrationReport) -> bool:
+    return report.model.get("kind") == "cross-encoder"
+
+
+def _recommended(report: CalibrationReport, path: str | Path) -> float:
+    if report.recommended is None:
+        raise ConfigurationError(
+            f"{path}: no threshold met the false-hit bound delta={report.delta}; "
+            "calibrate on more pairs or accept a larger delta"
+        )
+    return report.recommended

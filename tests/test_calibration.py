@@ -14,6 +14,7 @@ from scipy import stats
 from semcache import CachePolicy, ConfigurationError, InvalidInputError
 from semcache.calibration import (
     CalibrationReport,
+    band_from_calibration,
     betainc,
     binomial_cdf,
     calibrate,
@@ -26,6 +27,7 @@ from semcache.calibration import (
     sweep,
 )
 from semcache.testing import HashingEmbedder
+from semcache.verifier import VerifierBand
 
 CASES = [(0, 1), (0, 10), (1, 10), (3, 10), (9, 10), (0, 300), (5, 1000), (40, 20000), (499, 500)]
 
@@ -132,6 +134,30 @@ def test_policy_from_calibration_refuses_no_recommendation_and_other_models(tmp_
         policy_from_calibration(path, embedder=HashingEmbedder())
     with pytest.raises(InvalidInputError):
         CalibrationReport.read(tmp_path / "missing.json")
+
+
+def test_band_from_calibration_takes_a_verifier_report_only(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    probs = np.concatenate([rng.uniform(0.7, 1.0, 3000), rng.uniform(0.0, 0.6, 3000)])
+    labels = np.concatenate([np.ones(3000, bool), np.zeros(3000, bool)])
+    verifier = {"model": "models/verifier", "kind": "cross-encoder"}
+    report = calibrate(probs, labels, delta=0.01, thresholds=[0.5, 0.6, 0.8], model=verifier)
+    path = tmp_path / "after.calibration.json"
+    report.write(path)
+    assert report.recommended == 0.6  # negatives stop below 0.6
+    assert band_from_calibration(path, high=1.0) == VerifierBand(min_score=0.6, high=1.0)
+    with pytest.raises(ConfigurationError, match="blend must be 0"):
+        band_from_calibration(path, blend=0.5)
+    # a verifier's probabilities are not cosine similarities, and the other way round
+    with pytest.raises(ConfigurationError, match="use band_from_calibration"):
+        policy_from_calibration(path)
+    cosine = tmp_path / "cosine.json"
+    calibrate(probs, labels, model={"model": "m", "dim": 8}).write(cosine)
+    with pytest.raises(ConfigurationError, match="use policy_from_calibration"):
+        band_from_calibration(cosine)
+    calibrate([0.99, 0.98], [False, True], model=verifier).write(path)
+    with pytest.raises(ConfigurationError, match="no threshold met"):
+        band_from_calibration(path)
 
 
 def test_read_pairs_jsonl_gz_and_paws_tsv(tmp_path: Path, shared_data: Path) -> None:

@@ -68,7 +68,8 @@ def test_tune_cli_end_to_end_and_reload(
     pairs = shared_data / "qqp" / "pairs.jsonl.gz"
     code = main(
         ["tune", str(pairs), "--out", str(out), "--limit", "200", "--batch-size", "32",
-         "--max-seq-length", "32", "--matryoshka", "128", "--threads", "1", "--no-plot"]
+         "--max-seq-length", "32", "--matryoshka", "128", "--threads", "1", "--no-plot",
+         "--delta", "0.2"]
     )  # fmt: skip
     assert code == 0
     record = json.loads((out / TUNING_FILE).read_text())
@@ -80,6 +81,8 @@ def test_tune_cli_end_to_end_and_reload(
     before = json.loads((out / "before.calibration.json").read_text())
     after = json.loads((out / "after.calibration.json").read_text())
     assert before["pairs"] == after["pairs"] == 200 - record["result"]["pairs"]
+    assert before["delta"] == after["delta"] == 0.2
+    assert "certified at delta=0.2 (tuned)" in summary
 
     # The saved model reloads by path and gives the same similarities as the report's.
     held = holdout_split(read_pairs(pairs, limit=200), 0.2)[1]

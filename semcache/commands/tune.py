@@ -56,6 +56,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--time-budget", type=float, default=None, help="seconds of training")
     p.add_argument("--matryoshka", default="", help="extra sizes to train, e.g. 256,128")
     p.add_argument("--holdout", type=float, default=0.2, help="fraction held out (0.2)")
+    p.add_argument(
+        "--delta", type=float, default=0.01, help="false-hit bound of the reports (default 0.01)"
+    )
     p.add_argument("--limit", type=int, default=None, help="use the first N pairs of each file")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
@@ -70,6 +73,7 @@ def run_tune(
     base: str | None = None,
     config: TuneConfig | None = None,
     holdout: float = 0.2,
+    delta: float = 0.01,
     plot: bool = True,
 ) -> tuple[TuneResult, CalibrationReport, CalibrationReport]:
     """Train on all but a held-out part; return the run and the before/after reports."""
@@ -85,6 +89,7 @@ def run_tune(
         pair_similarities(original, held),
         labels,
         source=f"held out ({len(held)} pairs), before",
+        delta=delta,
         model=original.fingerprint.to_dict(),
     )
     if verifier:
@@ -96,6 +101,7 @@ def run_tune(
             labels,
             thresholds=SCORE_THRESHOLDS,
             source=f"held out ({len(held)} pairs), verifier score",
+            delta=delta,
             model={"model": str(out), "kind": "cross-encoder"},
         )
     else:
@@ -104,6 +110,7 @@ def run_tune(
             pair_similarities(tuned, held),
             labels,
             source=f"held out ({len(held)} pairs), tuned",
+            delta=delta,
             model=tuned.fingerprint.to_dict(),
         )
     for name, report in (("before", before), ("after", after)):
@@ -135,6 +142,9 @@ def _summary(before: CalibrationReport, after: CalibrationReport, what: str) -> 
             got = best_recall_at(report, target)
             cells.append("        -      -" if got is None else f"{got[0]:9.4f} {got[1]:6.3f}")
         lines.append(f"{target:12.2f}  {cells[0]}  {cells[1]:>19}")
+    for name, report in (("before", before), (what, after)):
+        t = "none" if report.recommended is None else f"{report.recommended:.4f}"
+        lines.append(f"certified at delta={report.delta:g} ({name}): {t}")
     return "\n".join(lines)
 
 
@@ -157,6 +167,7 @@ def _main(args: argparse.Namespace) -> int:
         base=args.model,
         config=config,
         holdout=args.holdout,
+        delta=args.delta,
         plot=not args.no_plot,
     )
     print(json.dumps(result.to_dict(), indent=1), file=sys.stderr)
