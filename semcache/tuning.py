@@ -152,6 +152,11 @@ def holdout_split(
     for pair, key in zip(pairs, pair_groups(pairs), strict=True):
         h = hashlib.blake2b(f"{salt}:{key}".encode(), digest_size=4).digest()
         (held if int.from_bytes(h, "big") / 2**32 < fraction else train).append(pair)
+    if not train or not held:
+        raise InvalidInputError(
+            f"cannot hold out {fraction:g} of {len(pairs)} pairs: they form too few groups of "
+            "pairs sharing a text (each group stays on one side); add pairs with other texts"
+        )
     return train, held
 
 

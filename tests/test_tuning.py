@@ -48,6 +48,12 @@ def test_holdout_split_keeps_shared_texts_on_one_side() -> None:
     assert set(train2) == set(train)
 
 
+def test_holdout_split_refuses_pairs_that_are_all_one_group() -> None:
+    star = [LabelledPair("hub question", f"spoke {i}", i % 2 == 0) for i in range(100)]
+    with pytest.raises(InvalidInputError, match="too few groups"):
+        holdout_split(star, 0.2)
+
+
 def test_pair_groups_follow_chains() -> None:
     pairs = [LabelledPair("b", "c", True), LabelledPair("x", "y", False),
              LabelledPair("a", "c", False), LabelledPair("y", "z", True)]  # fmt: skip
