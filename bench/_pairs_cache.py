@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semcache.calibration import LabelledPair, pair_groups, read_pairs
-from semcache.embeddings import Embedder
+from semcache.embedders.base import Embedder
+from semcache.measure.pairs import LabelledPair, pair_groups, read_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

@@ -36,17 +36,19 @@ import numpy as np
 from _pairs_cache import SOURCES, PairSet, load
 from _report import ROOT, write_section
 
-from semcache.calibration import calibrate, clopper_pearson, lowest_safe_threshold, read_pairs
-from semcache.calibration_plot import plot_report
-from semcache.commands.eval_cache import (
+from semcache.embedders.base import Embedder
+from semcache.matching.bounds import clopper_pearson, lowest_safe_threshold
+from semcache.matching.guards import LexicalGuard
+from semcache.measure.calibration import calibrate
+from semcache.measure.pairs import read_pairs
+from semcache.measure.plot import plot_report
+from semcache.measure.replay import (
     ReplayResult,
     make_cache,
     replay,
     tune_adaptive,
     vetoed,
 )
-from semcache.embeddings import Embedder
-from semcache.guards import LexicalGuard
 
 DOCS = ROOT / "docs"
 

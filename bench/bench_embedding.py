@@ -49,7 +49,7 @@ from semcache import (
     SemanticCache,
     SentenceTransformerEmbedder,
 )
-from semcache.onnx_embedder import OnnxEmbedder
+from semcache.embedders.onnx import OnnxEmbedder
 
 QQP = ROOT.parent / "shared" / "data" / "qqp" / "pairs.jsonl.gz"
 SECTION = "Embedding and hit path (ONNX vs torch)"

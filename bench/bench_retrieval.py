@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import ROOT, write_section
 
 from semcache import SentenceTransformerEmbedder
-from semcache.retrieval.beir import BeirDataset, load_beir
+from semcache.measure.beir import BeirDataset, load_beir
+from semcache.measure.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
+from semcache.measure.retrieval import EvalSettings, RetrievalEval, evaluate
 from semcache.retrieval.bm25 import Bm25Index, Bm25Params
-from semcache.retrieval.evaluation import EvalSettings, RetrievalEval, evaluate
 from semcache.retrieval.fusion import RRF, Fusion, Ranking, WeightedFusion, ZScore
-from semcache.retrieval.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
 
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = ("beir-scifact", "msmarco-trecdl-subset-5k")
@@ -62,9 +62,9 @@ def redis_layouts(ds: BeirDataset, embedder: SentenceTransformerEmbedder, url: s
     """Table rows: each Redis layout's quality, latency and memory on this dataset."""
     import redis
 
+    from semcache.measure.retrieval import to_documents
     from semcache.retrieval import ChunkingConfig, Float32Search, Indexer, Int8Rescored
     from semcache.retrieval.chunking import RecursiveSplitter
-    from semcache.retrieval.evaluation import to_documents
     from semcache.retrieval.redis_store import RedisRetrievalStore
     from semcache.retrieval.vector_cache import VectorCache
 
@@ -150,9 +150,9 @@ def fusion_study(ds: BeirDataset, embedder: SentenceTransformerEmbedder) -> dict
     """Per fusion setting: nDCG@10 and its paired difference to the best single retriever."""
     import tempfile
 
+    from semcache.measure.retrieval import to_documents
     from semcache.retrieval import Indexer, Int8Rescored
     from semcache.retrieval.chunking import RecursiveSplitter
-    from semcache.retrieval.evaluation import to_documents
     from semcache.retrieval.store import EmbeddedRetrievalStore
     from semcache.retrieval.vector_cache import VectorCache
 

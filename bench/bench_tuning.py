@@ -35,7 +35,7 @@ from _pairs_cache import CACHE, SOURCES, PairSet, load
 from _report import ROOT
 from tqdm import tqdm
 
-from semcache.calibration import LabelledPair, read_pairs
+from semcache.measure.pairs import LabelledPair, read_pairs
 from semcache.policy import DEFAULT_MIN_SIMILARITY
 
 DOCS = ROOT / "docs"
@@ -77,7 +77,7 @@ def train(
     epochs: int,
     base: Path | None,
 ) -> None:
-    from semcache.tuning import TuneConfig, tune_embedder, tune_verifier
+    from semcache.measure.tuning import TuneConfig, tune_embedder, tune_verifier
 
     pairs = training_pairs(qqp_limit, paws_repeat)
     print(f"training the {kind} on {len(pairs)} pairs ({sum(p.label for p in pairs)} positive)",
@@ -162,9 +162,9 @@ class Measured:
 
 
 def measure_half(name: str, limit: int | None, tuned_embedder, verifier) -> Measured:
-    from semcache.commands.eval_cache import vetoed
-    from semcache.embeddings import SentenceTransformerEmbedder
-    from semcache.guards import LexicalGuard
+    from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
+    from semcache.matching.guards import LexicalGuard
+    from semcache.measure.replay import vetoed
 
     ps = load(name, SentenceTransformerEmbedder(batch_size=64, memo_size=0), limit=limit)
     meas = ~ps.split()
@@ -176,7 +176,7 @@ def measure_half(name: str, limit: int | None, tuned_embedder, verifier) -> Meas
         with np.load(path, allow_pickle=False) as z:
             tuned, score = z["tuned"], z["score"]
     else:
-        from semcache.commands.eval_cache import embed_pairs
+        from semcache.measure.replay import embed_pairs
 
         a, b = embed_pairs(tuned_embedder, pairs, batch=128)
         tuned = np.einsum("ij,ij->i", a, b)
@@ -200,7 +200,7 @@ def measure_half(name: str, limit: int | None, tuned_embedder, verifier) -> Meas
 
 
 def rates(served: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    from semcache.calibration import clopper_pearson_upper
+    from semcache.matching.bounds import clopper_pearson_upper
 
     hits = int(served.sum())
     false = int((served & ~labels).sum())
@@ -256,7 +256,7 @@ def pipelines(m: Measured):
 def certified_at(score, eligible, labels, precision=PRECISION) -> tuple[float, float, int] | None:
     """(cut, recall, hits) of the lowest cut whose one-sided 95% Clopper-Pearson upper bound on
     the false-hit rate is <= 1 - precision (what ``semcache calibrate`` certifies), or None."""
-    from semcache.calibration import lowest_safe_threshold
+    from semcache.matching.bounds import lowest_safe_threshold
 
     if not eligible.any():
         return None
@@ -321,7 +321,7 @@ def pipeline(m: Measured, sims: np.ndarray, floor: float, high: float, min_score
 def delta_check(score: np.ndarray, eligible: np.ndarray, labels: np.ndarray,
                 delta: float = 0.01) -> dict[str, object]:  # fmt: skip
     """Lowest cut whose 95% upper bound is <= delta on half A (even positions), applied to B."""
-    from semcache.calibration import lowest_safe_threshold
+    from semcache.matching.bounds import lowest_safe_threshold
 
     a = np.arange(len(labels)) % 2 == 0
     s = np.where(eligible, score, -np.inf)
@@ -342,12 +342,12 @@ def delta_check(score: np.ndarray, eligible: np.ndarray, labels: np.ndarray,
 def adaptive_with_verifier(m: Measured, delta: float = 0.01) -> dict[str, object]:
     """AdaptiveThresholds (k=8, fit on the tune half at delta) + guard + the verifier on
     candidates within ``verify_margin`` of their threshold, replayed through a real cache."""
-    from semcache.adaptive import AdaptiveConfig, AdaptiveThresholds, kmeans_centroids
     from semcache.backends import MemoryBackend
     from semcache.cache import SemanticCache
-    from semcache.commands.eval_cache import replay
-    from semcache.embeddings import SentenceTransformerEmbedder
-    from semcache.guards import LexicalGuard
+    from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
+    from semcache.matching.adaptive import AdaptiveConfig, AdaptiveThresholds, kmeans_centroids
+    from semcache.matching.guards import LexicalGuard
+    from semcache.measure.replay import replay
     from semcache.policy import CachePolicy
 
     tune = m.ps.split()
@@ -388,10 +388,10 @@ def latency(verifier, pairs: list[LabelledPair], band) -> dict[str, float]:
 
     from semcache.backends import MemoryBackend
     from semcache.cache import SemanticCache
-    from semcache.embeddings import SentenceTransformerEmbedder
+    from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
     from semcache.keys import Scope
+    from semcache.matching.verifier import CrossEncoderVerifier
     from semcache.policy import CachePolicy
-    from semcache.verifier import CrossEncoderVerifier
 
     embedder = SentenceTransformerEmbedder(memo_size=0)
     banded = CrossEncoderVerifier(verifier.model, band=band)
@@ -462,8 +462,8 @@ def report(qqp_limit: int | None, paws_limit: int | None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from semcache.embeddings import SentenceTransformerEmbedder
-    from semcache.verifier import CrossEncoderVerifier, VerifierBand
+    from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
+    from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand
 
     tuned_embedder = SentenceTransformerEmbedder(str(MODELS["embedder"]), memo_size=0,
                                                  batch_size=64)  # fmt: skip
@@ -494,7 +494,7 @@ def relatency() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from semcache.verifier import CrossEncoderVerifier, VerifierBand
+    from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand
 
     summary = json.loads((CACHE / "tuning_summary.json").read_text())
     verifier = CrossEncoderVerifier.load(MODELS["verifier"])
@@ -509,7 +509,7 @@ def relatency() -> None:
 
 def evaluate(m: Measured) -> dict[str, object]:
     """The figures of one measure half (printed as JSON; the doc section is written from them)."""
-    from semcache.verifier import VerifierBand
+    from semcache.matching.verifier import VerifierBand
 
     everything = np.ones(len(m.labels), dtype=bool)
     out: dict[str, object] = {"pairs": len(m.labels), "positives": int(m.labels.sum())}

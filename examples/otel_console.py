@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
 from semcache import CachePolicy, MemoryBackend, Scope, SemanticCache, Telemetry
-from semcache.guards import LexicalGuard
+from semcache.matching.guards import LexicalGuard
 from semcache.telemetry import TokenPrice
 from semcache.testing import HashingEmbedder
 

@@ -5,19 +5,14 @@ need them, when they are built.
 """
 
 from semcache._clock import Clock, ManualClock, SystemClock
-from semcache.adaptive import AdaptiveConfig, AdaptiveThresholds
 from semcache.backends import Backend, EmbeddedBackend, HnswParams, MemoryBackend, RedisBackend
 from semcache.backends.breaker import BreakerParams
-from semcache.backends.redis_connection import RedisConnection
+from semcache.backends.redis.connection import RedisConnection
 from semcache.cache import Query, SemanticCache
-from semcache.calibration import CalibrationReport, band_from_calibration, policy_from_calibration
-from semcache.embedder_factory import default_embedder
-from semcache.embeddings import (
-    DEFAULT_MODEL,
-    Embedder,
-    ModelFingerprint,
-    SentenceTransformerEmbedder,
-)
+from semcache.embedders.base import DEFAULT_MODEL, Embedder
+from semcache.embedders.default import default_embedder
+from semcache.embedders.onnx import OnnxEmbedder
+from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
 from semcache.errors import (
     BackendError,
     BackendUnavailableError,
@@ -31,15 +26,29 @@ from semcache.errors import (
     NotCacheableError,
     SemcacheError,
 )
-from semcache.guards import LexicalGuard
 from semcache.keys import Scope, normalize_text, text_key
-from semcache.middleware import cached
-from semcache.models import Candidate, Entry, LookupResult, NewEntry, Outcome, Tier
-from semcache.onnx_embedder import OnnxEmbedder
-from semcache.options import CallOptions, CallOutcome, cache_options
+from semcache.llm.decorator import cached
+from semcache.llm.options import CallOptions, CallOutcome, cache_options
+from semcache.llm.requests import ChatRequest, PromptRequest, Request, RequestAdapter
+from semcache.llm.responses import Codec, JsonCodec, ModelCodec, ResponseInfo
+from semcache.matching.adaptive import AdaptiveConfig, AdaptiveThresholds
+from semcache.matching.guards import LexicalGuard
+from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand, VerifierStats
+from semcache.measure.calibration import (
+    CalibrationReport,
+    band_from_calibration,
+    policy_from_calibration,
+)
+from semcache.models import (
+    Candidate,
+    Entry,
+    LookupResult,
+    ModelFingerprint,
+    NewEntry,
+    Outcome,
+    Tier,
+)
 from semcache.policy import DEFAULT_MIN_SIMILARITY, CachePolicy, Guard
-from semcache.requests import ChatRequest, PromptRequest, Request, RequestAdapter
-from semcache.responses import Codec, JsonCodec, ModelCodec, ResponseInfo
 from semcache.retrieval import (
     RRF,
     BinaryRescored,
@@ -55,7 +64,6 @@ from semcache.retrieval import (
 )
 from semcache.stats import CacheInfo
 from semcache.telemetry import Telemetry, TokenPrice
-from semcache.verifier import CrossEncoderVerifier, VerifierBand, VerifierStats
 
 __version__ = "0.1.0"
 

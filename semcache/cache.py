@@ -13,15 +13,15 @@ import numpy as np
 
 from semcache._clock import Clock, SystemClock
 from semcache.backends.base import AsyncBackend, Backend, as_async
-from semcache.embeddings import Embedder
+from semcache.embedders.base import Embedder
 from semcache.errors import (
     BackendError,
     CorruptEntryError,
     EmbeddingError,
     SemcacheError,
 )
-from semcache.guards import LexicalGuard
 from semcache.keys import Scope, text_key
+from semcache.matching.guards import LexicalGuard
 from semcache.models import Candidate, Entry, LookupResult, NewEntry, Outcome
 from semcache.policy import (
     CachePolicy,
@@ -40,7 +40,7 @@ from semcache.telemetry import Telemetry
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from semcache.adaptive import ThresholdModel
+    from semcache.matching.adaptive import ThresholdModel
 
 __all__ = ["Query", "SemanticCache"]
 
@@ -72,11 +72,11 @@ class SemanticCache:
         telemetry: OpenTelemetry spans and metrics; a default no-op-until-SDK instance if omitted.
         clock: time source for TTL and LRU.
         thresholds: a learned per-candidate threshold above the policy's floor
-            (:class:`semcache.adaptive.AdaptiveThresholds`), fed by :meth:`feedback`.
+            (:class:`semcache.matching.adaptive.AdaptiveThresholds`), fed by :meth:`feedback`.
         shadow: compute would-be hits but return misses (counted as ``shadow_hits``), to project
             a hit rate while every request still reaches the LLM.
         verifier: the last step, after the guards: confirms or vetoes candidates inside its
-            similarity band (:class:`semcache.verifier.CrossEncoderVerifier`).
+            similarity band (:class:`semcache.matching.verifier.CrossEncoderVerifier`).
 
     Lookups and stores raise :class:`SemcacheError` subclasses; the decorator turns those into
     misses (fail-open). Use as a context manager, or call :meth:`close`.

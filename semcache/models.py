@@ -7,7 +7,68 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Candidate", "Entry", "LookupResult", "NewEntry", "Outcome", "Tier"]
+from semcache.errors import FingerprintMismatchError
+
+__all__ = [
+    "Candidate",
+    "Entry",
+    "LookupResult",
+    "ModelFingerprint",
+    "NewEntry",
+    "Outcome",
+    "Tier",
+    "check_fingerprint",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelFingerprint:
+    """What makes two vectors comparable: the model, its revision, output size and normalisation."""
+
+    model: str
+    dim: int
+    normalized: bool = True
+    revision: str = ""
+    variant: str = ""
+
+    def key(self) -> str:
+        """A stable string stored beside an index and compared on open."""
+        parts = [self.model, self.revision, str(self.dim), "norm" if self.normalized else "raw"]
+        if self.variant:
+            parts.append(self.variant)
+        return "|".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "dim": self.dim,
+            "normalized": self.normalized,
+            "revision": self.revision,
+            "variant": self.variant,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelFingerprint:
+        return cls(
+            model=str(data["model"]),
+            dim=int(data["dim"]),
+            normalized=bool(data.get("normalized", True)),
+            revision=str(data.get("revision", "")),
+            variant=str(data.get("variant", "")),
+        )
+
+
+def check_fingerprint(
+    stored: ModelFingerprint | None, given: ModelFingerprint, where: str, remedy: str
+) -> None:
+    """The one fingerprint check: raise unless ``stored`` is unset or the same model as ``given``.
+
+    ``where`` names the store in the message; ``remedy`` says what to do instead.
+    """
+    if stored is not None and stored.key() != given.key():
+        raise FingerprintMismatchError(
+            f"{where} was built with {stored.key()!r}, not {given.key()!r}: {remedy}"
+        )
 
 
 class Tier(StrEnum):

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semcache._clock import ManualClock
-from semcache.embeddings import ModelFingerprint, normalize_rows
+from semcache.embedders.base import normalize_rows
 from semcache.errors import InvalidInputError
+from semcache.models import ModelFingerprint
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

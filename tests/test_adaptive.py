@@ -13,8 +13,8 @@ from semcache import (
     MemoryBackend,
     SemanticCache,
 )
-from semcache.adaptive import AdaptiveConfig, AdaptiveThresholds, kmeans_centroids
-from semcache.calibration import clopper_pearson, clopper_pearson_upper, lowest_safe_threshold
+from semcache.matching.adaptive import AdaptiveConfig, AdaptiveThresholds, kmeans_centroids
+from semcache.matching.bounds import clopper_pearson, clopper_pearson_upper, lowest_safe_threshold
 from semcache.policy import shadow_entry_id
 from semcache.testing import HashingEmbedder
 

@@ -12,22 +12,24 @@ import pytest
 from scipy import stats
 
 from semcache import CachePolicy, ConfigurationError, InvalidInputError
-from semcache.calibration import (
-    CalibrationReport,
-    band_from_calibration,
+from semcache.matching.bounds import (
     betainc,
     binomial_cdf,
-    calibrate,
     clopper_pearson,
     clopper_pearson_upper,
     lowest_safe_threshold,
     max_false_allowed,
+)
+from semcache.matching.verifier import VerifierBand
+from semcache.measure.calibration import (
+    CalibrationReport,
+    band_from_calibration,
+    calibrate,
     policy_from_calibration,
-    read_pairs,
     sweep,
 )
+from semcache.measure.pairs import read_pairs
 from semcache.testing import HashingEmbedder
-from semcache.verifier import VerifierBand
 
 CASES = [(0, 1), (0, 10), (1, 10), (3, 10), (9, 10), (0, 300), (5, 1000), (40, 20000), (499, 500)]
 
@@ -182,7 +184,7 @@ def test_read_pairs_jsonl_gz_and_paws_tsv(tmp_path: Path, shared_data: Path) -> 
 
 def test_calibrate_cli_writes_report_and_plot(tmp_path: Path) -> None:
     from semcache.cli import main
-    from semcache.commands.calibrate import run_calibration
+    from semcache.cli.calibrate import run_calibration
 
     rows = [
         {"text_a": f"how do i cook rice number {i}", "text_b": f"how to cook rice number {i}",
@@ -207,8 +209,8 @@ def test_calibrate_cli_writes_report_and_plot(tmp_path: Path) -> None:
 
 
 def test_eval_cache_replay_counts_hits_and_false_hits_through_a_real_cache() -> None:
-    from semcache.calibration import LabelledPair
-    from semcache.commands.eval_cache import embed_pairs, make_cache, replay, tune_split
+    from semcache.measure.pairs import LabelledPair
+    from semcache.measure.replay import embed_pairs, make_cache, replay, tune_split
 
     pairs = [
         LabelledPair("how do i cook white rice", "how do i cook white rice fast", True),

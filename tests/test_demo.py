@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from semcache.demo import build_stream, load_pairs
+from semcache.measure.demo import build_stream, load_pairs
 
 pytestmark = pytest.mark.model
 

@@ -132,6 +132,6 @@ def test_retrained_weights_change_the_fingerprint(
     data = bytearray(weights.read_bytes())
     data[-8:] = bytes(8)  # same size, same configs, different weights
     weights.write_bytes(bytes(data))
-    from semcache.embeddings import _revision_of
+    from semcache.embedders.sentence_transformers import _revision_of
 
     assert _revision_of(copy) != before.revision

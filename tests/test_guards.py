@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from semcache import CachePolicy, Candidate, Entry, MemoryBackend, SemanticCache
-from semcache.guards import LexicalGuard, negations, numbers
+from semcache.matching.guards import LexicalGuard, negations, numbers
 from semcache.testing import HashingEmbedder
 
 

@@ -27,10 +27,10 @@ from semcache import (
     SemanticCache,
     SentenceTransformerEmbedder,
 )
-from semcache.embedder_factory import default_embedder
-from semcache.onnx_embedder import FP32_MIN_COSINE, OnnxEmbedder
-from semcache.onnx_export import FP32_FILE, ensure_export
-from semcache.pooling import POOLING_MODES, PoolingSpec, pool, read_pooling
+from semcache.embedders.default import default_embedder
+from semcache.embedders.export import FP32_FILE, ensure_export
+from semcache.embedders.onnx import FP32_MIN_COSINE, OnnxEmbedder
+from semcache.embedders.pooling import POOLING_MODES, PoolingSpec, pool, read_pooling
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.model
@@ -198,7 +198,7 @@ def test_warm_start_imports_neither_torch_nor_transformers(
 ) -> None:
     code = (
         "import sys\n"
-        "from semcache.onnx_embedder import OnnxEmbedder\n"
+        "from semcache.embedders.onnx import OnnxEmbedder\n"
         f"e = OnnxEmbedder(cache_dir={str(onnx_cache)!r}, intra_op_threads=1)\n"
         "v = e.embed(['is the export reused?'])\n"
         "assert not e.export.created and v.shape == (1, 384)\n"

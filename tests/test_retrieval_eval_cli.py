@@ -10,7 +10,7 @@ import pytest
 
 from semcache.cli import main
 from semcache.errors import ConfigurationError
-from semcache.retrieval.beir import load_beir
+from semcache.measure.beir import load_beir
 
 
 def _tiny_beir(shared: Path, out: Path, n_queries: int = 6, distractors: int = 14) -> Path:

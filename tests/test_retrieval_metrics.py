@@ -7,8 +7,8 @@ import math
 import pytest
 
 from semcache.errors import InvalidInputError
-from semcache.retrieval.evaluation import to_documents
-from semcache.retrieval.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
+from semcache.measure.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
+from semcache.measure.retrieval import to_documents
 
 
 def test_ndcg_binary_relevance() -> None:

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from semcache import SentenceTransformerEmbedder
-from semcache.calibration import LabelledPair, pair_groups, pair_similarities, read_pairs
 from semcache.cli import main
 from semcache.errors import ConfigurationError, InvalidInputError
-from semcache.tuning import TUNING_FILE, TuneConfig, holdout_split, tune_embedder
+from semcache.measure.calibration import pair_similarities
+from semcache.measure.pairs import LabelledPair, pair_groups, read_pairs
+from semcache.measure.tuning import TUNING_FILE, TuneConfig, holdout_split, tune_embedder
 
 
 def test_config_is_validated() -> None:

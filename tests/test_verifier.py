@@ -10,13 +10,13 @@ import pytest
 from semcache import SentenceTransformerEmbedder
 from semcache.backends import MemoryBackend
 from semcache.cache import SemanticCache
-from semcache.calibration import LabelledPair
 from semcache.errors import ConfigurationError
-from semcache.guards import LexicalGuard
+from semcache.matching.guards import LexicalGuard
+from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand
+from semcache.measure.pairs import LabelledPair
+from semcache.measure.tuning import TuneConfig, tune_verifier
 from semcache.models import Candidate, Entry
 from semcache.policy import CachePolicy, choose
-from semcache.tuning import TuneConfig, tune_verifier
-from semcache.verifier import CrossEncoderVerifier, VerifierBand
 
 # Hand-written pairs: paraphrases (True) and hard negatives with the same words in another
 # order or one role swapped (False), the PAWS pattern.

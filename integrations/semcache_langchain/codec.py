@@ -10,7 +10,7 @@ from langchain_core.messages import message_to_dict, messages_from_dict
 from langchain_core.outputs import ChatGeneration, Generation
 
 from semcache.errors import CorruptEntryError
-from semcache.responses import JsonCodec
+from semcache.llm.responses import JsonCodec
 
 __all__ = [
     "documents_from_json",

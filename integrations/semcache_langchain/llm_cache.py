@@ -12,8 +12,8 @@ from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from semcache.cache import SemanticCache
 from semcache.errors import InvalidInputError, NotCacheableError
 from semcache.keys import Scope
+from semcache.llm.requests import ChatRequest
 from semcache.policy import check_threshold
-from semcache.requests import ChatRequest
 from semcache_langchain import failopen
 from semcache_langchain.codec import generations_from_json, generations_to_json
 
@@ -45,7 +45,7 @@ def plan_prompt(prompt: str, llm_string: str, namespace: str = "") -> tuple[str,
 
     Text-LLM prompts are looked up as they are. For chat models LangChain passes the messages
     serialised as JSON: the last human message is looked up and the system messages and earlier
-    turns go in the scope (:class:`semcache.requests.ChatRequest`, the decorator's convention).
+    turns go in the scope (:class:`semcache.llm.requests.ChatRequest`, the decorator's convention).
     A conversation ending in anything else (a tool result, say) only hits on an exact repeat.
     """
     base = Scope(model=llm_string, namespace=namespace)

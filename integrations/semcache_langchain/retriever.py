@@ -21,7 +21,7 @@ from semcache.retrieval.documents import Document as SourceDocument
 from semcache.retrieval.retriever import HybridRetriever
 
 if TYPE_CHECKING:
-    from semcache.embeddings import Embedder
+    from semcache.embedders.base import Embedder
 
 __all__ = ["SEARCH_TYPES", "SemcacheRetriever"]
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from semcache.cache import SemanticCache
 from semcache.errors import SemcacheError
-from semcache.responses import inspect_response, refusal_reason
+from semcache.llm.responses import inspect_response, refusal_reason
 from semcache_litellm.outcomes import CallOutcome, OutcomeLog
 from semcache_litellm.request import plan_request
 from semcache_litellm.settings import LiteLLMCacheSettings

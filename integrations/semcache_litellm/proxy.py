@@ -55,8 +55,9 @@ def build_semantic_cache(settings: LiteLLMCacheSettings) -> SemanticCache:
                 f"{settings.factory} returned a {type(cache).__name__}, not a SemanticCache"
             )
         return cache
-    from semcache.backends.local import EmbeddedBackend
-    from semcache.embeddings import DEFAULT_MODEL, SentenceTransformerEmbedder
+    from semcache.backends.embedded import EmbeddedBackend
+    from semcache.embedders.base import DEFAULT_MODEL
+    from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
 
     assert settings.path is not None  # checked by the settings
     return SemanticCache(

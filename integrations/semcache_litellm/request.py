@@ -14,7 +14,7 @@ from typing import Any
 
 from semcache.errors import InvalidInputError
 from semcache.keys import Scope
-from semcache.requests import ChatRequest, PromptRequest, Request
+from semcache.llm.requests import ChatRequest, PromptRequest, Request
 from semcache_litellm.settings import LiteLLMCacheSettings
 
 __all__ = ["GENERATION_PARAMS", "plan_request", "tenant_of"]
@@ -129,7 +129,7 @@ def plan_request(kwargs: Mapping[str, Any], settings: LiteLLMCacheSettings) -> R
     """What to look up (or store) for one LiteLLM call; ``bypass`` says why not, if not.
 
     Chat calls embed the last user message; the system messages, earlier turns, tools and
-    :data:`GENERATION_PARAMS` go in the scope (via :class:`semcache.requests.ChatRequest`, the
+    :data:`GENERATION_PARAMS` go in the scope (via :class:`semcache.llm.requests.ChatRequest`, the
     decorator's convention), with the tenant and the namespaces. Calls whose last message is
     not the user's (tool results, assistant prefill) are bypassed: their answer depends on
     more than the question.

@@ -13,8 +13,7 @@ from semcache.errors import InvalidInputError
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from semcache.embeddings import ModelFingerprint
-    from semcache.models import Candidate, Entry, NewEntry
+    from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry
 
 __all__ = ["AsyncBackend", "Backend", "ThreadedBackend", "as_async", "check_vector"]
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-    from semcache.embeddings import ModelFingerprint
+    from semcache.models import ModelFingerprint
     from semcache.retrieval.documents import Chunk, Document
 
 __all__ = [

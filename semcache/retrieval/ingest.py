@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from semcache.embeddings import Embedder
+from semcache.embedders.base import Embedder
 from semcache.errors import ConfigurationError
 from semcache.retrieval.base import RetrievalStore
 from semcache.retrieval.chunking import RecursiveSplitter

@@ -21,13 +21,13 @@ import numpy as np
 
 from semcache.backends.base import check_vector
 from semcache.backends.vector_index import HnswParams
-from semcache.embeddings import ModelFingerprint
 from semcache.errors import (
     BackendError,
     ConfigurationError,
     FingerprintMismatchError,
     InvalidInputError,
 )
+from semcache.models import ModelFingerprint
 from semcache.retrieval.base import (
     BinaryRescored,
     DenseMode,

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from semcache.embeddings import Embedder
+from semcache.embedders.base import Embedder
 from semcache.errors import ConfigurationError, InvalidInputError
 from semcache.retrieval.base import DenseMode, Int8Rescored, RetrievalStore
 from semcache.retrieval.documents import ScoredChunk

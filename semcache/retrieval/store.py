@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from semcache.backends.base import check_vector
-from semcache.embeddings import ModelFingerprint
 from semcache.errors import (
     BackendError,
     ConfigurationError,
     FingerprintMismatchError,
     InvalidInputError,
 )
+from semcache.models import ModelFingerprint
 from semcache.retrieval.base import DenseMode, MemoryUse
 from semcache.retrieval.bm25 import Bm25Index, Bm25Params
 from semcache.retrieval.dense import DenseConfig, DenseIndexes

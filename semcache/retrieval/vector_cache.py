@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from semcache.embeddings import ModelFingerprint
+from semcache.models import ModelFingerprint
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

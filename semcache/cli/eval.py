@@ -21,4 +21,4 @@ def register(subparsers: Any) -> None:
     )
     targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
     for name in TARGETS:
-        importlib.import_module(f"semcache.commands.eval_{name}").register(targets)
+        importlib.import_module(f"semcache.cli.eval_{name}").register(targets)

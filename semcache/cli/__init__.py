@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"semcache.commands.{name}")
+        module = importlib.import_module(f"semcache.cli.{name}")
         module.register(sub)
     return parser
 

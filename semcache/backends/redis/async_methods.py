@@ -16,9 +16,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from semcache.backends import redis_schema as rs
 from semcache.backends.base import check_vector
-from semcache.backends.redis_connection import make_async_client
+from semcache.backends.redis import schema as rs
+from semcache.backends.redis.connection import make_async_client
 from semcache.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from semcache.backends.breaker import CircuitBreaker
-    from semcache.backends.redis_connection import RedisConnection
+    from semcache.backends.redis.connection import RedisConnection
     from semcache.backends.vector_index import HnswParams
     from semcache.models import Candidate, Entry, NewEntry
 

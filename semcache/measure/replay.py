@@ -1,4 +1,4 @@
-"""``semcache eval cache PAIRS``: replay labelled pairs through a real cache, store then look up.
+"""Replay labelled pairs through a real cache, store then look up (``semcache eval cache``).
 
 Each pair gets its own scope: ``text_a`` is stored, ``text_b`` is looked up, so a hit can only be
 the pair's partner and its label says whether serving it was right. Pairs are split 50/50 by a
@@ -9,30 +9,21 @@ cache; the latency reported is that of the cache decision (exact tier, search, c
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from semcache.adaptive import AdaptiveConfig, AdaptiveThresholds, kmeans_centroids
 from semcache.backends import MemoryBackend
 from semcache.cache import SemanticCache
-from semcache.calibration import (
-    LabelledPair,
-    clopper_pearson,
-    clopper_pearson_upper,
-    lowest_safe_threshold,
-    read_pairs,
-)
-from semcache.embeddings import Embedder
+from semcache.embedders.base import Embedder
 from semcache.keys import Scope
+from semcache.matching.adaptive import AdaptiveConfig, AdaptiveThresholds, kmeans_centroids
+from semcache.matching.bounds import clopper_pearson, clopper_pearson_upper, lowest_safe_threshold
+from semcache.measure.pairs import LabelledPair
 from semcache.models import Candidate, Entry
 from semcache.policy import CachePolicy, Guard, shadow_entry_id
 
@@ -43,7 +34,6 @@ __all__ = [
     "ReplayResult",
     "embed_pairs",
     "make_cache",
-    "register",
     "replay",
     "tune_adaptive",
     "tune_split",
@@ -207,57 +197,3 @@ def make_cache(
         thresholds=model,
         shadow=shadow,
     )
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "cache",
-        help="replay labelled pairs (store then look up): hit rate, false-hit rate, latency",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("pairs", type=Path, help="labelled pairs (JSONL text_a/text_b/label or TSV)")
-    p.add_argument("--model", default=None, help="model name or local directory (default MiniLM)")
-    p.add_argument("--delta", type=float, default=0.01, help="false-hit bound to tune for")
-    p.add_argument("--threshold", type=float, default=None, help="static threshold (else tuned)")
-    p.add_argument("--regions", type=int, default=8, help="adaptive regions (k-means centroids)")
-    p.add_argument("--no-adaptive", action="store_true", help="replay the static policy only")
-    p.add_argument("--feedback", action="store_true", help="give labels as feedback on hits")
-    p.add_argument("--guard", action="store_true", help="add the lexical guard")
-    p.add_argument("--limit", type=int, default=None, help="use the first N pairs")
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from semcache.embeddings import DEFAULT_MODEL, SentenceTransformerEmbedder
-    from semcache.guards import LexicalGuard
-
-    embedder = SentenceTransformerEmbedder(args.model or DEFAULT_MODEL, memo_size=0)
-    pairs = read_pairs(args.pairs, limit=args.limit)
-    a, b = embed_pairs(embedder, pairs)
-    split = tune_split(len(pairs))
-    tune = [p for p, t in zip(pairs, split, strict=True) if t]
-    measure = [p for p, t in zip(pairs, split, strict=True) if not t]
-    guards: list[Guard] = [LexicalGuard()] if args.guard else []
-    labels = np.array([p.label for p in tune], dtype=bool)
-    sims = np.einsum("ij,ij->i", a[split], b[split])
-    sims[vetoed(guards, tune)] = -1.0  # a vetoed pair is never served: tune without it
-    static = args.threshold if args.threshold is not None else tune_static(sims, labels, args.delta)
-    caches = {f"static {static:.4f}": make_cache(embedder, static, guards=guards)}
-    if not args.no_adaptive:
-        model = tune_adaptive(b[split], sims, labels, delta=args.delta, regions=args.regions)
-        caches[f"adaptive k={model.regions}"] = make_cache(
-            embedder, static, guards=guards, model=model
-        )
-    results = []
-    print(f"tune {len(tune)} pairs, measure {len(measure)} pairs, delta {args.delta:g}")
-    for name, cache in caches.items():
-        with cache:
-            r = replay(cache, measure, a[~split], b[~split], name=name, feedback=args.feedback)
-        results.append(r)
-        print(r.line())
-    if args.json is not None:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
-        print(f"results: {args.json}", file=sys.stderr)
-    return 0

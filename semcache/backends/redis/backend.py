@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from semcache.backends import redis_schema as rs
 from semcache.backends.base import check_vector
 from semcache.backends.breaker import BreakerParams, CircuitBreaker
-from semcache.backends.redis_async import AsyncRedisMethods
-from semcache.backends.redis_connection import RedisConnection, check_url, make_client, redact
+from semcache.backends.redis import schema as rs
+from semcache.backends.redis.async_methods import AsyncRedisMethods
+from semcache.backends.redis.connection import RedisConnection, check_url, make_client, redact
 from semcache.backends.vector_index import HnswParams
 from semcache.errors import (
     BackendError,
@@ -39,7 +39,7 @@ from semcache.models import Candidate, Entry, NewEntry
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from semcache.embeddings import ModelFingerprint
+    from semcache.models import ModelFingerprint
 
 __all__ = ["BreakerParams", "RedisBackend", "RedisConnection"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from semcache.calibration import CalibrationReport
 from semcache.errors import MissingDependencyError
+from semcache.measure.calibration import CalibrationReport
 
 __all__ = ["plot_report"]
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semcache.embeddings import Embedder
+from semcache.embedders.base import Embedder
+from semcache.measure.beir import BeirDataset
+from semcache.measure.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
 from semcache.retrieval.base import BinaryRescored, Float32Search, Int8Rescored, MemoryUse
-from semcache.retrieval.beir import BeirDataset
 from semcache.retrieval.chunking import ChunkingConfig, RecursiveSplitter
 from semcache.retrieval.fusion import RRF, Fusion, MinMax, Ranking, WeightedFusion
 from semcache.retrieval.ingest import Indexer
-from semcache.retrieval.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
 from semcache.retrieval.store import EmbeddedRetrievalStore, EmbeddedStoreConfig
 from semcache.retrieval.vector_cache import VectorCache
 

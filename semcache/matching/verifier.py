@@ -7,8 +7,10 @@ similarity falls inside its band: above the band a hit is served as is, inside i
 probability must reach ``min_score``, below it the candidate is refused.
 
 Pass it as ``SemanticCache(verifier=...)`` (the last step of :func:`semcache.policy.choose`), or
-give :meth:`CrossEncoderVerifier.confirms` to :class:`semcache.adaptive.AdaptiveThresholds` as
-its verifier. Train one with ``semcache tune --verifier`` (:func:`semcache.tuning.tune_verifier`).
+give :meth:`CrossEncoderVerifier.confirms` to
+:class:`~semcache.matching.adaptive.AdaptiveThresholds`
+as its verifier. Train one with ``semcache tune --verifier``
+(:func:`semcache.measure.tuning.tune_verifier`).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from semcache import CachePolicy, EmbeddedBackend, SemanticCache, default_embedder
-    from semcache.demo import SimulatedLLM, build_stream, load_pairs, run_demo
+    from semcache.measure.demo import SimulatedLLM, build_stream, load_pairs, run_demo
 
     pairs = load_pairs(args.pairs)
     stream, cluster, negatives = build_stream(pairs, args.requests, seed=args.seed)

@@ -20,7 +20,6 @@ import numpy as np
 from semcache._clock import Clock, SystemClock
 from semcache.backends.base import check_vector
 from semcache.backends.vector_index import ExactIndex, HnswIndex, HnswParams, VectorIndex
-from semcache.embeddings import ModelFingerprint
 from semcache.errors import (
     BackendError,
     ConfigurationError,
@@ -28,7 +27,7 @@ from semcache.errors import (
     FingerprintMismatchError,
     InvalidInputError,
 )
-from semcache.models import Candidate, Entry, NewEntry
+from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

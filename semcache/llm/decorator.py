@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from semcache.cache import Query, SemanticCache
-from semcache.coalesce import Flight, Flights
 from semcache.errors import (
     ConfigurationError,
     CorruptEntryError,
@@ -29,11 +28,10 @@ from semcache.errors import (
     NotCacheableError,
     SemcacheError,
 )
-from semcache.models import LookupResult, Outcome
-from semcache.options import CallOutcome, current_options
-from semcache.policy import check_threshold
-from semcache.requests import ChatRequest, RequestAdapter
-from semcache.responses import (
+from semcache.llm.coalesce import Flight, Flights
+from semcache.llm.options import CallOutcome, current_options
+from semcache.llm.requests import ChatRequest, RequestAdapter
+from semcache.llm.responses import (
     Codec,
     JsonCodec,
     ResponseInfo,
@@ -41,6 +39,8 @@ from semcache.responses import (
     inspect_stream,
     refusal_reason,
 )
+from semcache.models import LookupResult, Outcome
+from semcache.policy import check_threshold
 from semcache.stats import CacheInfo
 
 __all__ = ["cached"]

@@ -1,7 +1,7 @@
 """``semcache calibrate PAIRS``: a threshold with a false-hit bound, from labelled pairs.
 
 Writes ``<name>.calibration.json`` (load it with
-:func:`semcache.calibration.policy_from_calibration`) and a precision/recall plot beside it.
+:func:`semcache.measure.calibration.policy_from_calibration`) and a precision/recall plot beside it.
 """
 
 from __future__ import annotations
@@ -13,13 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from semcache.calibration import (
-    CalibrationReport,
-    calibrate,
-    pair_similarities,
-    read_pairs,
-)
-from semcache.embeddings import Embedder
+from semcache.embedders.base import Embedder
+from semcache.measure.calibration import CalibrationReport, calibrate, pair_similarities
+from semcache.measure.pairs import read_pairs
 
 __all__ = ["register", "run_calibration"]
 
@@ -70,7 +66,7 @@ def run_calibration(
     out.mkdir(parents=True, exist_ok=True)
     report.write(out / f"{stem}.calibration.json")
     if plot:
-        from semcache.calibration_plot import plot_report
+        from semcache.measure.plot import plot_report
 
         plot_report(report, out / f"{stem}.calibration.png")
     return report
@@ -103,7 +99,8 @@ def _summary(report: CalibrationReport) -> str:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from semcache.embeddings import DEFAULT_MODEL, SentenceTransformerEmbedder
+    from semcache.embedders.base import DEFAULT_MODEL
+    from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder(args.model or DEFAULT_MODEL)
     report = run_calibration(

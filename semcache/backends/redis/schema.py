@@ -24,9 +24,8 @@ import numpy as np
 
 from semcache.backends.base import check_vector
 from semcache.backends.vector_index import HnswParams
-from semcache.embeddings import ModelFingerprint
 from semcache.errors import ConfigurationError, CorruptEntryError, FingerprintMismatchError
-from semcache.models import Candidate, Entry, NewEntry
+from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

@@ -50,7 +50,7 @@ def _bpv(x: float) -> str:
 
 
 def format_table(result: Any) -> str:
-    """A fixed-width table of a :class:`~semcache.retrieval.evaluation.RetrievalEval`."""
+    """A fixed-width table of a :class:`~semcache.measure.retrieval.RetrievalEval`."""
     head = (
         f"{result.dataset} ({result.split}): {result.documents} docs, {result.chunks} chunks "
         f"(<= {result.chunking.max_tokens} tokens, overlap {result.chunking.overlap_tokens}), "
@@ -73,10 +73,11 @@ def format_table(result: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from semcache.embeddings import DEFAULT_MODEL, SentenceTransformerEmbedder
-    from semcache.retrieval.beir import load_beir
+    from semcache.embedders.base import DEFAULT_MODEL
+    from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
+    from semcache.measure.beir import load_beir
+    from semcache.measure.retrieval import EvalSettings, evaluate
     from semcache.retrieval.chunking import ChunkingConfig
-    from semcache.retrieval.evaluation import EvalSettings, evaluate
     from semcache.retrieval.fusion import RRF
 
     try:

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from semcache.calibration import _AllowanceTable, lowest_safe_threshold
 from semcache.errors import ConfigurationError, InvalidInputError
+from semcache.matching.bounds import AllowanceTable, lowest_safe_threshold
 from semcache.models import Candidate
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class AdaptiveThresholds:
         k = 1 if centroids is None else len(centroids)
         self._regions = [_Region([], []) for _ in range(k)]
         self._solved: tuple[float | None, list[float]] | None = None  # None = stale
-        self._table = _AllowanceTable(self.config.delta, self.config.confidence)
+        self._table = AllowanceTable(self.config.delta, self.config.confidence)
         self._entry_floor: OrderedDict[str, float] = OrderedDict()
         self._pending: OrderedDict[str, _Served] = OrderedDict()
         self._lock = threading.RLock()

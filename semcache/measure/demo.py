@@ -23,8 +23,9 @@ from typing import Any
 
 from semcache.cache import SemanticCache
 from semcache.keys import normalize_text
-from semcache.middleware import cached
-from semcache.options import CallOutcome
+from semcache.llm.decorator import cached
+from semcache.llm.options import CallOutcome
+from semcache.measure.pairs import LabelledPair, pair_groups
 
 __all__ = ["DemoReport", "Pair", "SimulatedLLM", "build_stream", "load_pairs", "run_demo"]
 
@@ -68,23 +69,21 @@ class Ask:
 
 
 def _clusters(pairs: Sequence[Pair]) -> dict[str, int]:
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for p in pairs:
-        a, b = normalize_text(p.text_a), normalize_text(p.text_b)
-        find(a)
-        find(b)
-        if p.label == 1:
-            parent[find(a)] = find(b)
+    """The duplicate cluster of every (normalised) question: linked through positive labels."""
+    texts = list(
+        dict.fromkeys(
+            t for p in pairs for t in (normalize_text(p.text_a), normalize_text(p.text_b))
+        )
+    )
+    links = [
+        LabelledPair(normalize_text(p.text_a), normalize_text(p.text_b), True)
+        for p in pairs
+        if p.label == 1
+    ]
+    links += [LabelledPair(t, t, True) for t in texts]  # every question, linked or not
+    group = {link.text_a: key for link, key in zip(links, pair_groups(links), strict=True)}
     roots: dict[str, int] = {}
-    return {q: roots.setdefault(find(q), len(roots)) for q in list(parent)}
+    return {t: roots.setdefault(group[t], len(roots)) for t in texts}
 
 
 def build_stream(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from semcache.embeddings import DEFAULT_MODEL, SentenceTransformerEmbedder
+from semcache.embedders.base import DEFAULT_MODEL
+from semcache.embedders.onnx import OnnxEmbedder
+from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
 from semcache.errors import ConfigurationError, MissingDependencyError, ModelLoadError
-from semcache.onnx_embedder import OnnxEmbedder
 
 __all__ = ["default_embedder"]
 

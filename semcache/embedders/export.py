@@ -36,14 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from semcache.embeddings import (
-    _PACKAGED,
-    DEFAULT_MODEL,
-    _packaged_model_path,
-    _revision_of,
-)
+from semcache.embedders.base import DEFAULT_MODEL
+from semcache.embedders.pooling import PoolingSpec, read_pooling
+from semcache.embedders.sentence_transformers import _PACKAGED, _packaged_model_path, _revision_of
 from semcache.errors import MissingDependencyError, ModelLoadError
-from semcache.pooling import PoolingSpec, read_pooling
 
 __all__ = [
     "EXPORT_FORMAT",

@@ -1,14 +1,14 @@
 """The hit-path encoder: a sentence-transformers model run by ONNX Runtime on CPU.
 
-:class:`OnnxEmbedder` runs the cached export of :mod:`semcache.onnx_export` (exported once, with
-torch) using only onnxruntime, the model's own fast tokenizer and numpy pooling: a warm start
-imports neither torch nor transformers.
+:class:`OnnxEmbedder` runs the cached export of :mod:`semcache.embedders.export` (exported once,
+with torch) using only onnxruntime, the model's own fast tokenizer and numpy pooling: a warm
+start imports neither torch nor transformers.
 
-Interchangeability with torch: every load embeds :data:`~semcache.onnx_export.PROBE_TEXTS` and
+Interchangeability with torch: every load embeds :data:`~semcache.embedders.export.PROBE_TEXTS` and
 compares them with torch's vectors recorded at export. The fp32 model must agree with torch to a
 cosine of at least :data:`FP32_MIN_COSINE` (0.9999) on each of them, and then carries the *same*
-fingerprint as :class:`~semcache.embeddings.SentenceTransformerEmbedder`, so both fill one index
-(measured on the packaged model: >= 0.9999998 on 330 real sentences). The int8 model is not
+fingerprint as :class:`~semcache.embedders.SentenceTransformerEmbedder`, so both fill one
+index (measured on the packaged model: >= 0.9999998 on 330 real sentences). The int8 model is not
 interchangeable: it gets the fingerprint variant ``"onnx-int8"`` and needs only
 :data:`INT8_MIN_COSINE` as a sanity floor; its measured agreement is in
 :attr:`OnnxEmbedder.agreement`.
@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from semcache.embeddings import DEFAULT_MODEL, ModelFingerprint, VectorMemo, normalize_rows
+from semcache.embedders.base import DEFAULT_MODEL, VectorMemo, normalize_rows
+from semcache.embedders.export import PROBE_TEXTS, OnnxExport, ensure_export
+from semcache.embedders.pooling import pool
 from semcache.errors import (
     ConfigurationError,
     EmbeddingError,
@@ -33,8 +35,7 @@ from semcache.errors import (
     MissingDependencyError,
     ModelLoadError,
 )
-from semcache.onnx_export import PROBE_TEXTS, OnnxExport, ensure_export
-from semcache.pooling import pool
+from semcache.models import ModelFingerprint
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -75,7 +76,7 @@ class OnnxEmbedder:
         batch_size: texts per forward pass (texts are sorted by length first, to pad less).
         memo_size: how many recent texts keep their vector in memory (0 disables the memo).
         intra_op_threads: ONNX Runtime threads per call; default :func:`default_threads`.
-        cache_dir: where exports live (default: :func:`~semcache.onnx_export.cache_root`).
+        cache_dir: where exports live (default: :func:`~semcache.embedders.export.cache_root`).
 
     Raises :class:`MissingDependencyError` without onnxruntime, and :class:`ModelLoadError` when
     the export fails or disagrees with torch.

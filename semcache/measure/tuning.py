@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semcache.calibration import LabelledPair, pair_groups
 from semcache.errors import ConfigurationError, InvalidInputError, MissingDependencyError
+from semcache.measure.pairs import LabelledPair, pair_groups
 
 if TYPE_CHECKING:
     import torch
@@ -260,7 +260,7 @@ def _write_record(out: Path, result: TuneResult, config: TuneConfig) -> None:
 def _base_source(base: str | None) -> str:
     if base is not None:
         return base
-    from semcache.embeddings import SentenceTransformerEmbedder
+    from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(memo_size=0).source
 

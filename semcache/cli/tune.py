@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from semcache.calibration import (
-    CalibrationReport,
-    LabelledPair,
-    calibrate,
-    pair_similarities,
-    read_pairs,
+from semcache.measure.calibration import CalibrationReport, calibrate, pair_similarities
+from semcache.measure.pairs import LabelledPair, read_pairs
+from semcache.measure.tuning import (
+    TuneConfig,
+    TuneResult,
+    holdout_split,
+    tune_embedder,
+    tune_verifier,
 )
-from semcache.tuning import TuneConfig, TuneResult, holdout_split, tune_embedder, tune_verifier
 
 __all__ = ["register", "run_tune"]
 
@@ -77,7 +78,8 @@ def run_tune(
     plot: bool = True,
 ) -> tuple[TuneResult, CalibrationReport, CalibrationReport]:
     """Train on all but a held-out part; return the run and the before/after reports."""
-    from semcache.embeddings import DEFAULT_MODEL, SentenceTransformerEmbedder
+    from semcache.embedders.base import DEFAULT_MODEL
+    from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
 
     config = config or TuneConfig()
     train, held = holdout_split(pairs, holdout)
@@ -93,7 +95,7 @@ def run_tune(
         model=original.fingerprint.to_dict(),
     )
     if verifier:
-        from semcache.verifier import CrossEncoderVerifier
+        from semcache.matching.verifier import CrossEncoderVerifier
 
         scores = CrossEncoderVerifier.load(out).score([(p.text_a, p.text_b) for p in held])
         after = calibrate(
@@ -116,7 +118,7 @@ def run_tune(
     for name, report in (("before", before), ("after", after)):
         report.write(out / f"{name}.calibration.json")
         if plot:
-            from semcache.calibration_plot import plot_report
+            from semcache.measure.plot import plot_report
 
             plot_report(report, out / f"{name}.calibration.png")
     return result, before, after

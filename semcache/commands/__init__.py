@@ -1,1 +1,0 @@
-"""Subcommands of the ``semcache`` CLI (see :mod:`semcache.cli`)."""

@@ -1,0 +1,2 @@
+"""The LLM-call front: the ``@cached`` decorator, request adapters, response codecs, per-call
+options and request coalescing."""
