@@ -26,11 +26,11 @@ from semcache import (
     CachePolicy,
     ConfigurationError,
     ModelFingerprint,
-    NewEntry,
     Scope,
     SemanticCache,
 )
 from semcache.backends.breaker import BreakerParams, BreakerState, admit, failed, succeeded
+from semcache.models import NewEntry
 from semcache.testing import HashingEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,9 +43,7 @@ def _unit(seed: int, dim: int = 16) -> np.ndarray:
 
 
 def _cleanup(backend: Any) -> None:
-    backend.clear()
-    backend.client.delete(backend.keys.meta)
-    backend._index.delete(drop=False)
+    backend.drop()
     backend.close()
 
 
@@ -148,6 +146,75 @@ def test_unreachable_redis_fails_fast_once_the_circuit_opens() -> None:
             b.bind(FP)
     assert time.perf_counter() - start < 1.0  # 100 refusals without touching the network
     b.close()
+
+
+def _leftovers(backend: Any) -> tuple[list[bytes], bool]:
+    """The keys of this cache still in Redis, and whether its index still exists."""
+    keys = list(backend.client.scan_iter(match=f"semcache:{backend.keys.name}:*"))
+    return keys, backend.keys.index.encode() in backend.client.execute_command("FT._LIST")
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("path", ["sync", "async"])
+async def test_drop_deletes_the_index_and_every_key(backend: Any, path: str) -> None:
+    new = NewEntry(scope_key="s", text_key="t", prompt="p", response=1, created_at=1.0)
+    backend.put_many(
+        [dataclasses.replace(new, text_key=f"t{i}") for i in range(3)], [_unit(i) for i in range(3)]
+    )
+    keys, indexed = _leftovers(backend)
+    assert len(keys) == 5  # meta, LRU list, three entries
+    assert indexed
+    dropped = backend.drop() if path == "sync" else await backend.adrop()
+    assert dropped == 5
+    assert _leftovers(backend) == ([], False)
+    backend.put(new, _unit(7))  # still usable: the next search recreates the index
+    deadline = time.monotonic() + 10
+    while not backend.search("s", _unit(7), 1, now=2.0):
+        assert time.monotonic() < deadline, "the recreated index never found the entry"
+        time.sleep(0.05)
+    if path == "async":
+        await backend.aclose()
+
+
+@pytest.mark.redis
+def test_an_unbound_backend_drops_a_cache_by_name(backend: Any, redis_url: str) -> None:
+    from semcache.backends.redis import RedisBackend
+
+    backend.put(
+        NewEntry(scope_key="s", text_key="t", prompt="p", response=1, created_at=1.0), _unit(5)
+    )
+    with RedisBackend(redis_url, name=backend.keys.name) as other:
+        assert other.drop() == 3
+    assert _leftovers(backend) == ([], False)
+
+
+def test_errors_are_classified_in_one_place() -> None:
+    import redis.exceptions as rex
+    from redisvl.exceptions import RedisSearchError
+
+    from semcache.backends.redis.core import classify_error, is_existing_index
+
+    def wrapped(error: BaseException) -> BaseException:
+        try:
+            raise RedisSearchError("Error while searching") from error
+        except RedisSearchError as e:
+            return e
+
+    assert classify_error(rex.ResponseError("idx: Unknown index name")) == "missing_index"
+    assert classify_error(wrapped(rex.ResponseError("Unknown Index name"))) == "missing_index"
+    assert classify_error(rex.ResponseError("WRONGTYPE Operation against a key")) == "error"
+    assert classify_error(rex.NoPermissionError("no permissions to run 'FT.INFO'")) == "error"
+    assert classify_error(wrapped(rex.ConnectionError("refused"))) == "unavailable"
+    assert classify_error(rex.TimeoutError("Timeout reading from socket")) == "unavailable"
+    assert is_existing_index(wrapped(rex.ResponseError("Index already exists")))
+    assert not is_existing_index(rex.ResponseError("Unknown index name"))
+
+
+def test_the_retrieval_namespace_is_not_a_cache_name() -> None:
+    from semcache.backends.redis import RedisBackend
+
+    with pytest.raises(ConfigurationError, match="reserved"):
+        RedisBackend("redis://localhost", name="rag")
 
 
 @pytest.mark.redis
@@ -350,8 +417,6 @@ def test_query_plan_is_brute_force_for_small_scopes_and_hnsw_for_large_ones() ->
 
 @pytest.mark.redis
 def test_large_scope_uses_filtered_hnsw_with_exact_answers(backend: Any) -> None:
-    from semcache.backends.redis.schema import hybrid_policy
-
     rng = np.random.default_rng(11)
     data = rng.standard_normal((3000, 16)).astype(np.float32)
     data /= np.linalg.norm(data, axis=1, keepdims=True)
@@ -361,8 +426,8 @@ def test_large_scope_uses_filtered_hnsw_with_exact_answers(backend: Any) -> None
     ]
     backend.put_many(entries, list(data))
     backend.put(dataclasses.replace(entries[0], scope_key="small"), data[0])
-    assert hybrid_policy(*backend._sizes("big"), 4, 64) == "BATCHES"
-    assert hybrid_policy(*backend._sizes("small"), 4, 64) == "ADHOC_BF"
+    assert backend.plan("big", 4) == "BATCHES"
+    assert backend.plan("small", 4) == "ADHOC_BF"
     hits = 0
     for i in range(0, 3000, 150):
         found = backend.search("big", data[i], 4, now=2.0)

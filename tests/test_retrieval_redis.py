@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis_server import RedisStackServer, free_port
 
 from semcache import SentenceTransformerEmbedder
-from semcache.errors import ConfigurationError, FingerprintMismatchError
+from semcache.backends.breaker import BreakerParams
+from semcache.backends.redis import RedisConnection
+from semcache.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    FingerprintMismatchError,
+)
 from semcache.retrieval import (
     BinaryRescored,
     ChunkingConfig,
@@ -44,6 +53,7 @@ def redis_store(redis_url: str, request: pytest.FixtureRequest) -> Iterator[Redi
     yield store
     store.drop()
     store.close()
+    client.close()  # a given client is the caller's to close
 
 
 def test_capabilities_of_the_test_server(redis_store: RedisRetrievalStore) -> None:
@@ -99,9 +109,111 @@ def test_compact_float16_layout(redis_url: str) -> None:
         store.close()
 
 
-def _small_scifact(shared: Path, n: int) -> tuple[list[Document], list[str]]:
+def _indexed(store: RedisRetrievalStore) -> HashingEmbedder:
+    emb = HashingEmbedder()
+    Indexer(store, emb, RecursiveSplitter(ChunkingConfig(max_tokens=64))).upsert(DOCS)
+    return emb
+
+
+def test_drop_leaves_no_key_and_no_index(redis_store: RedisRetrievalStore) -> None:
+    _indexed(redis_store)
+    client, base = redis_store.client, f"semcache:rag:{redis_store.name}:"
+    assert list(client.scan_iter(match=base + "*"))
+    assert redis_store.drop() > 0
+    assert list(client.scan_iter(match=base + "*")) == []
+    assert (base + "idx").encode() not in client.execute_command("FT._LIST")
+    assert redis_store.drop() == 0  # nothing left, and no error for the missing index
+
+
+def test_unreachable_redis_raises_backend_unavailable(tmp_path: Path) -> None:
+    """Reads raise BackendUnavailableError, never a raw redis error; then the circuit opens."""
+    with pytest.raises(BackendUnavailableError):  # nothing listens there: the capability probe
+        RedisRetrievalStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    server = RedisStackServer(tmp_path / "redis")
+    server.start()
+    store = RedisRetrievalStore.from_url(
+        server.url,
+        name="outage",
+        connection=RedisConnection(socket_timeout=0.25, connect_timeout=0.25),
+        breaker=BreakerParams(failure_threshold=4, reset_seconds=60),
+    )
+    try:
+        vec = _indexed(store).embed(["loyal animals that bark"])[0]
+        assert store.dense(vec, 1, Int8Rescored())[0][0] == "dogs#0"
+        server.stop(kill=True)
+        calls = [
+            lambda: store.dense(vec, 2, Float32Search()),
+            lambda: store.sparse("loyal dogs", 2),
+            lambda: store.chunks(["dogs#0"]),
+            lambda: store.doc_hashes(),
+        ]
+        for call in calls:
+            with pytest.raises(BackendUnavailableError, match="outage"):
+                call()
+        assert store.core.breaker.state.is_open
+        for call in calls:  # refused by the open circuit, without touching the network
+            with pytest.raises(BackendUnavailableError, match="circuit open"):
+                call()
+    finally:
+        store.close()
+        server.stop()
+
+
+def test_only_a_missing_index_is_created(redis_url: str) -> None:
+    """FT.INFO refused for another reason (here NOPERM) is an error, not an index to create."""
+    import redis
+
+    admin = redis.Redis.from_url(redis_url)
+    user, password = f"u{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin.execute_command(
+        "ACL", "SETUSER", user, "on", f">{password}", "~semcache:*", "+@all", "-ft.info"
+    )
+    name = f"n{uuid.uuid4().hex[:10]}"
+    store = RedisRetrievalStore.from_url(
+        redis_url.replace("redis://", f"redis://{user}:{password}@"), name=name
+    )
+    try:
+        with pytest.raises(BackendError, match=r"FT\.INFO") as refused:
+            store.bind(HashingEmbedder().fingerprint)
+        assert not isinstance(refused.value, BackendUnavailableError)
+        assert f"semcache:rag:{name}:idx".encode() not in admin.execute_command("FT._LIST")
+    finally:
+        store.drop()
+        store.close()
+        admin.execute_command("ACL", "DELUSER", user)
+        admin.close()
+
+
+def test_wrong_type_key_and_vanished_index_are_backend_errors(
+    redis_store: RedisRetrievalStore,
+) -> None:
+    emb = _indexed(redis_store)
+    index = f"semcache:rag:{redis_store.name}:idx"
+    redis_store.client.execute_command("FT.DROPINDEX", index)
+    with pytest.raises(BackendError, match="no such index") as missing:
+        redis_store.sparse("loyal dogs", 2)
+    assert not isinstance(missing.value, BackendUnavailableError)
+    assert not redis_store.core.breaker.state.is_open
+    redis_store.bind(emb.fingerprint)  # a missing index is created again (over the same hashes)
+    deadline = time.monotonic() + 10
+    while not redis_store.sparse("loyal dogs", 2):
+        assert time.monotonic() < deadline, "the recreated index never found the chunks"
+        time.sleep(0.05)
+    redis_store.client.set(f"semcache:rag:{redis_store.name}:meta", "not a hash")
+    with pytest.raises(BackendError, match="WRONGTYPE"):
+        redis_store.bind(emb.fingerprint)
+
+
+def test_store_names_follow_the_cache_key_rules(redis_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="retrieval store name is 1-64 characters"):
+        RedisRetrievalStore.from_url(redis_url, name="has space")
+    with pytest.raises(ConfigurationError, match="exactly one of url= or client="):
+        RedisRetrievalStore()
+
+
+def _small_scifact(data: Path, n: int) -> tuple[list[Document], list[str]]:
     docs: list[Document] = []
-    with (shared / "beir-scifact" / "corpus.jsonl").open() as f:
+    with (data / "beir-scifact" / "corpus.jsonl").open() as f:
         for line in f:
             rec = json.loads(line)
             docs.append(Document(id=rec["_id"], title=rec["title"], text=rec["text"][:400]))
@@ -114,9 +226,9 @@ def _small_scifact(shared: Path, n: int) -> tuple[list[Document], list[str]]:
 @pytest.mark.model
 @pytest.mark.slow
 def test_both_backends_return_the_same_top_results(
-    redis_url: str, st_embedder: SentenceTransformerEmbedder, shared_data: Path, tmp_path: Path
+    redis_url: str, st_embedder: SentenceTransformerEmbedder, test_data: Path, tmp_path: Path
 ) -> None:
-    docs, queries = _small_scifact(shared_data, 120)
+    docs, queries = _small_scifact(test_data, 120)
     splitter = RecursiveSplitter.for_embedder(st_embedder, ChunkingConfig(max_tokens=128))
     embedded = EmbeddedRetrievalStore(tmp_path / "e", EmbeddedStoreConfig(float32_index=True))
     redis = RedisRetrievalStore.from_url(redis_url, name=f"p{uuid.uuid4().hex[:10]}")

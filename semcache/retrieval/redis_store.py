@@ -10,24 +10,20 @@ reports what the server offers. Documents map to their chunk keys in per-documen
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
 import threading
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from semcache.backends.base import check_vector
+from semcache.backends.redis.core import RedisCore, is_existing_index, is_missing_index
+from semcache.backends.redis.schema import check_name
 from semcache.backends.vector_index import HnswParams
-from semcache.errors import (
-    BackendError,
-    ConfigurationError,
-    FingerprintMismatchError,
-    InvalidInputError,
-)
-from semcache.models import ModelFingerprint
+from semcache.errors import BackendError, ConfigurationError, InvalidInputError
+from semcache.models import ModelFingerprint, check_fingerprint
 from semcache.retrieval.base import (
     BinaryRescored,
     DenseMode,
@@ -37,59 +33,91 @@ from semcache.retrieval.base import (
 )
 from semcache.retrieval.documents import Chunk, Document
 from semcache.retrieval.quantization import Int8Quantizer
-from semcache.retrieval.redis_protocol import SearchRow, detect_capabilities, search_rows, text
+from semcache.retrieval.redis_protocol import (
+    CHUNK_FIELDS,
+    VECTOR_TYPES,
+    SearchRow,
+    bm25_args,
+    chunk_fields,
+    create_index_args,
+    detect_capabilities,
+    index_memory,
+    info_dict,
+    knn_args,
+    parse_chunk,
+    querytext,
+    search_rows,
+    stored_fingerprint,
+    text,
+)
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from semcache.backends.breaker import BreakerParams
+    from semcache.backends.redis.connection import RedisConnection
+
 __all__ = ["RedisRetrievalStore"]
 
-_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "FLOAT64": np.float64}
-_WORD = re.compile(r"\w+", re.UNICODE)
+T = TypeVar("T")
+
 _BATCH = 500
-
-
-def _querytext(query: str) -> str:
-    """An OR query over the words of ``query`` (the engine stems and drops stopwords)."""
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
-    return "|".join(words)
 
 
 class RedisRetrievalStore:
     """A retrieval store shared by many processes, on a Redis server with the query engine.
 
+    Every command runs through a :class:`~semcache.backends.redis.core.RedisCore`: with Redis
+    unreachable each method raises :class:`BackendUnavailableError` (at once while the circuit
+    is open), and any other Redis error :class:`BackendError`.
+
     Args:
-        client: a ready ``redis.Redis`` client.
+        client: a ready ``redis.Redis`` client (not closed by us); or give ``url``.
+        url: ``redis://...`` to build a client with ``connection``'s timeouts.
         name: namespaces keys and the index (``semcache:rag:<name>:...``).
         hnsw: HNSW settings of the vector field.
         vector_type: the HNSW field's type: ``"FLOAT32"`` (exact first stage, 4 B/dim) or
             ``"FLOAT16"`` (compact, 2 B/dim; rescored with int8). Must be one the server has.
         recalibrate_growth: as :class:`~semcache.retrieval.store.EmbeddedStoreConfig`.
+        connection: timeouts and pool size (with ``url``).
+        breaker: when to stop calling an unreachable Redis, and for how long.
     """
 
     def __init__(
         self,
-        client: Any,
+        client: Any = None,
         *,
+        url: str | None = None,
         name: str = "docs",
         hnsw: HnswParams | None = None,
         vector_type: str = "FLOAT32",
         recalibrate_growth: float = 2.0,
+        connection: RedisConnection | None = None,
+        breaker: BreakerParams | None = None,
     ) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
-            raise ConfigurationError(f"name must be 1-64 of [A-Za-z0-9_.-], got {name!r}")
-        if vector_type not in _TYPES:
+        check_name(name, "retrieval store")
+        if vector_type not in VECTOR_TYPES:
             raise ConfigurationError(
-                f"vector_type must be one of {sorted(_TYPES)}, got {vector_type!r}"
+                f"vector_type must be one of {sorted(VECTOR_TYPES)}, got {vector_type!r}"
             )
-        self.client = client
+        self.core = RedisCore(
+            url,
+            client=client,
+            connection=connection,
+            breaker=breaker,
+            label=f"Redis retrieval store {name!r}",
+        )
         self.hnsw = hnsw or HnswParams(ef_search=128)
         self.vector_type = vector_type
         self.recalibrate_growth = recalibrate_growth
-        self.capabilities = detect_capabilities(client)
+        self.capabilities = self._run(
+            "capability probe", lambda: detect_capabilities(self.core.client)
+        )
         if vector_type not in self.capabilities.vector_types:
             raise ConfigurationError(f"this Redis server has no {vector_type} vector type")
         base = f"semcache:rag:{name}"
+        self.name = name
+        self._base = base
         self._prefix = f"{base}:c:"
         self._index = f"{base}:idx"
         self._meta = f"{base}:meta"
@@ -100,67 +128,74 @@ class RedisRetrievalStore:
         self._int8: Int8Quantizer | None = None
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> RedisRetrievalStore:
-        import redis
+    def from_url(
+        cls,
+        url: str,
+        *,
+        connection: RedisConnection | None = None,
+        breaker: BreakerParams | None = None,
+        **kwargs: Any,
+    ) -> RedisRetrievalStore:
+        """A store with its own client, built with ``connection``'s timeouts."""
+        return cls(url=url, connection=connection, breaker=breaker, **kwargs)
 
-        return cls(redis.Redis.from_url(url), **kwargs)
+    @property
+    def client(self) -> Any:
+        """The ``redis.Redis`` client."""
+        return self.core.client
+
+    def _run(self, what: str, fn: Callable[[], T]) -> T:
+        return self.core.run(what, fn)
+
+    def _pipe(self) -> Any:
+        """A pipeline to queue commands on (no I/O); run it with ``self._run(what, p.execute)``."""
+        return self.client.pipeline(transaction=False)
 
     # -- setup ---------------------------------------------------------------------------------
 
     def bind(self, fingerprint: ModelFingerprint) -> None:
+        client, where = self.client, self.core.where
         with self._lock:
-            stored = self.client.hget(self._meta, "fingerprint")
-            if stored is not None:
-                other = ModelFingerprint.from_dict(json.loads(stored))
-                if other.key() != fingerprint.key():
-                    raise FingerprintMismatchError(
-                        f"{self._index} was built with {other.key()!r}, not {fingerprint.key()!r}"
-                    )
-            else:
-                self.client.hset(self._meta, "fingerprint", json.dumps(fingerprint.to_dict()))
-            self._fingerprint = fingerprint
+            stored = self._run("bind", lambda: client.hget(self._meta, "fingerprint"))
+            check_fingerprint(
+                stored_fingerprint(stored, where),
+                fingerprint,
+                where,
+                "use the same embedder, or another store name",
+            )
+            if stored is None:
+                record = json.dumps(fingerprint.to_dict())
+                self._run("bind", lambda: client.hset(self._meta, "fingerprint", record))
             self._ensure_index(fingerprint.dim)
-            raw = self.client.hget(self._meta, "int8")
+            raw = self._run("bind", lambda: client.hget(self._meta, "int8"))
             self._int8 = Int8Quantizer.from_dict(json.loads(raw)) if raw else None
+            self._fingerprint = fingerprint
 
     def _ensure_index(self, dim: int) -> None:
-        import redis
+        """Create the index unless it exists; any error but "no such index" is raised."""
+        import redis.exceptions
 
-        try:
-            self.client.execute_command("FT.INFO", self._index)
-            return
-        except redis.ResponseError:
-            pass
-        self.client.execute_command(
-            "FT.CREATE",
-            self._index,
-            "ON",
-            "HASH",
-            "PREFIX",
-            "1",
-            self._prefix,
-            "SCHEMA",
-            "title",
-            "TEXT",
-            "text",
-            "TEXT",
-            "doc_id",
-            "TAG",
-            "vec",
-            "VECTOR",
-            "HNSW",
-            "10",
-            "TYPE",
-            self.vector_type,
-            "DIM",
-            str(dim),
-            "DISTANCE_METRIC",
-            "COSINE",
-            "M",
-            str(self.hnsw.m),
-            "EF_CONSTRUCTION",
-            str(self.hnsw.ef_construction),
-        )
+        client = self.client
+
+        def exists() -> bool:
+            try:
+                client.execute_command("FT.INFO", self._index)
+            except redis.exceptions.ResponseError as e:
+                if is_missing_index(e):
+                    return False
+                raise
+            return True
+
+        def create() -> None:
+            args = create_index_args(self._index, self._prefix, self.vector_type, dim, self.hnsw)
+            try:
+                client.execute_command(*args)
+            except redis.exceptions.ResponseError as e:
+                if not is_existing_index(e):  # else another process created it just now
+                    raise
+
+        if not self._run("index check", exists):
+            self._run("index setup", create)
 
     def _require(self) -> int:
         if self._fingerprint is None:
@@ -170,45 +205,40 @@ class RedisRetrievalStore:
     # -- reads ---------------------------------------------------------------------------------
 
     def doc_hashes(self, doc_ids: Iterable[str] | None = None) -> dict[str, str]:
+        client = self.client
         if doc_ids is None:
-            return {text(k): text(v) for k, v in self.client.hgetall(self._docs).items()}
+            raw = self._run("read documents", lambda: client.hgetall(self._docs))
+            return {text(k): text(v) for k, v in raw.items()}
         ids = list(dict.fromkeys(doc_ids))
         if not ids:
             return {}
-        values = self.client.hmget(self._docs, ids)
+        values = self._run("read documents", lambda: client.hmget(self._docs, ids))
         return {i: text(v) for i, v in zip(ids, values, strict=True) if v is not None}
 
     def chunks(self, chunk_ids: Iterable[str]) -> dict[str, Chunk]:
         ids = list(dict.fromkeys(chunk_ids))
-        pipe = self.client.pipeline(transaction=False)
-        fields = ("doc_id", "idx", "text", "title", "doc_hash", "metadata")
+        pipe = self._pipe()
         for cid in ids:
-            pipe.hmget(self._prefix + cid, fields)
-        out: dict[str, Chunk] = {}
-        for cid, row in zip(ids, pipe.execute(), strict=True):
-            if row[0] is None:
-                continue
-            out[cid] = Chunk(
-                id=cid,
-                doc_id=text(row[0]),
-                index=int(row[1]),
-                text=text(row[2]),
-                title=text(row[3]),
-                doc_hash=text(row[4]),
-                metadata=json.loads(row[5]),
-            )
-        return out
+            pipe.hmget(self._prefix + cid, CHUNK_FIELDS)
+        rows = self._run("read chunks", pipe.execute)
+        return {
+            cid: parse_chunk(cid, row)
+            for cid, row in zip(ids, rows, strict=True)
+            if row[0] is not None
+        }
 
     def count(self) -> int:
         return int(self._info().get("num_docs", 0))
 
     def _info(self) -> dict[str, Any]:
-        info = self.client.execute_command("FT.INFO", self._index)
-        pairs = info.items() if isinstance(info, dict) else zip(info[::2], info[1::2], strict=False)
-        return {text(k): v for k, v in pairs}
+        return info_dict(
+            self._run("info", lambda: self.client.execute_command("FT.INFO", self._index))
+        )
 
     def _search(self, *args: Any) -> list[SearchRow]:
-        reply = self.client.execute_command("FT.SEARCH", self._index, *args)
+        reply = self._run(
+            "search", lambda: self.client.execute_command("FT.SEARCH", self._index, *args)
+        )
         return search_rows(reply, with_scores="WITHSCORES" in args, no_content="NOCONTENT" in args)
 
     def dense(
@@ -224,27 +254,8 @@ class RedisRetrievalStore:
             raise ConfigurationError(
                 f"Float32Search needs a FLOAT32 field; this is {self.vector_type}"
             )
-        rows = self._search(
-            "*=>[KNN $K @vec $B EF_RUNTIME $EF AS dist]",
-            "PARAMS",
-            "6",
-            "K",
-            str(n),
-            "B",
-            query.astype(_TYPES[self.vector_type]).tobytes(),
-            "EF",
-            str(max(self.hnsw.ef_search, n)),
-            "SORTBY",
-            "dist",
-            "RETURN",
-            "1",
-            "dist",
-            "LIMIT",
-            "0",
-            str(n),
-            "DIALECT",
-            "2",
-        )
+        blob = query.astype(VECTOR_TYPES[self.vector_type]).tobytes()
+        rows = self._search(*knn_args(blob, n, self.hnsw.ef_search))
         hits = [
             (key[len(self._prefix) :], 1.0 - float(attrs.get(b"dist", attrs.get("dist"))))
             for key, attrs, _ in rows
@@ -258,10 +269,10 @@ class RedisRetrievalStore:
     ) -> list[tuple[str, float]]:
         if self._int8 is None:
             raise BackendError("int8 codes are not calibrated yet")
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self._pipe()
         for cid in ids:
             pipe.hget(self._prefix + cid, "i8")
-        raw = pipe.execute()
+        raw = self._run("read codes", pipe.execute)
         keep = [(cid, r) for cid, r in zip(ids, raw, strict=True) if r is not None]
         codes = np.frombuffer(b"".join(r for _, r in keep), dtype=np.int8).reshape(len(keep), -1)
         scores = self._int8.scores(query, codes)
@@ -270,21 +281,10 @@ class RedisRetrievalStore:
 
     def sparse(self, query: str, k: int) -> list[tuple[str, float]]:
         self._require()
-        text = _querytext(query)
-        if not text or k <= 0:
+        words = querytext(query)
+        if not words or k <= 0:
             return []
-        rows = self._search(
-            text,
-            "SCORER",
-            self.capabilities.bm25_scorer,
-            "WITHSCORES",
-            "NOCONTENT",
-            "LIMIT",
-            "0",
-            str(k),
-            "DIALECT",
-            "2",
-        )
+        rows = self._search(*bm25_args(words, self.capabilities.bm25_scorer, k))
         return [(key[len(self._prefix) :], float(score or 0.0)) for key, _, score in rows]
 
     # -- writes --------------------------------------------------------------------------------
@@ -301,6 +301,7 @@ class RedisRetrievalStore:
         stray = {c.doc_id for c in chunks} - {d.id for d in docs}
         if stray:
             raise InvalidInputError(f"chunks of documents not being stored: {sorted(stray)[:5]}")
+        dtype = VECTOR_TYPES[self.vector_type]
         with self._lock:
             self._remove([d.id for d in docs])
             calibrate = self._int8 is None
@@ -308,72 +309,67 @@ class RedisRetrievalStore:
                 vecs if len(vecs) else np.zeros((1, dim))
             )
             codes = quantizer.encode(vecs) if len(vecs) else np.empty((0, dim), np.int8)
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self._pipe()
             for c, v, code in zip(chunks, vecs, codes, strict=True):
-                pipe.hset(
-                    self._prefix + c.id,
-                    mapping={
-                        "doc_id": c.doc_id,
-                        "idx": c.index,
-                        "text": c.text,
-                        "title": c.title,
-                        "doc_hash": c.doc_hash,
-                        "metadata": json.dumps(dict(c.metadata)),
-                        "vec": v.astype(_TYPES[self.vector_type]).tobytes(),
-                        "i8": code.tobytes(),
-                    },
-                )
+                pipe.hset(self._prefix + c.id, mapping=chunk_fields(c, v.astype(dtype), code))
                 pipe.sadd(self._doc_set + c.doc_id, c.id)
             for d in docs:
                 pipe.hset(self._docs, d.id, d.hash)
-            pipe.execute()
+            self._run("store", pipe.execute)
             if calibrate:
                 self._set_quantizer(quantizer, len(chunks))
             else:
                 live = self.count()
-                calibrated_on = int(self.client.hget(self._meta, "calibrated_on") or 0)
-                if live >= self.recalibrate_growth * max(1, calibrated_on):
+                raw = self._run("store", lambda: self.client.hget(self._meta, "calibrated_on"))
+                if live >= self.recalibrate_growth * max(1, int(raw or 0)):
                     self.recalibrate()
 
     def _set_quantizer(self, quantizer: Int8Quantizer, n: int) -> None:
+        mapping = {"int8": json.dumps(quantizer.to_dict()), "calibrated_on": n}
+        self._run("store", lambda: self.client.hset(self._meta, mapping=mapping))
         self._int8 = quantizer
-        self.client.hset(
-            self._meta, mapping={"int8": json.dumps(quantizer.to_dict()), "calibrated_on": n}
-        )
+
+    def _chunk_keys(self, limit: int | None = None) -> list[Any]:
+        """The keys of the stored chunks (the first ``limit`` found by SCAN, if given)."""
+        found = self.client.scan_iter(match=self._prefix + "*", count=min(limit or 1000, 1000))
+        if limit is None:
+            return self._run("scan", lambda: list(found))
+        return self._run("scan", lambda: [k for _, k in zip(range(limit), found, strict=False)])
 
     def recalibrate(self) -> None:
         """Fit int8 ranges on every stored vector and rewrite every code."""
         with self._lock:
-            keys = list(self.client.scan_iter(match=self._prefix + "*", count=1000))
+            keys = self._chunk_keys()
             if not keys:
                 return
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self._pipe()
             for key in keys:
                 pipe.hget(key, "vec")
-            blobs = pipe.execute()
-            dtype = _TYPES[self.vector_type]
+            blobs = self._run("recalibrate", pipe.execute)
+            dtype = VECTOR_TYPES[self.vector_type]
             vecs = np.stack([np.frombuffer(b, dtype=dtype).astype(np.float32) for b in blobs])
             quantizer = Int8Quantizer.calibrate(vecs)
             codes = quantizer.encode(vecs)
             for start in range(0, len(keys), _BATCH):
-                pipe = self.client.pipeline(transaction=False)
+                pipe = self._pipe()
                 for key, code in zip(
                     keys[start : start + _BATCH], codes[start : start + _BATCH], strict=True
                 ):
                     pipe.hset(key, "i8", code.tobytes())
-                pipe.execute()
+                self._run("recalibrate", pipe.execute)
             self._set_quantizer(quantizer, len(keys))
 
     def _remove(self, doc_ids: list[str]) -> int:
         existing = self.doc_hashes(doc_ids)
         for doc_id in existing:
-            members = [text(m) for m in self.client.smembers(self._doc_set + doc_id)]
-            pipe = self.client.pipeline(transaction=False)
+            key = self._doc_set + doc_id
+            members = self._run("remove", partial(self.client.smembers, key))
+            pipe = self._pipe()
             for cid in members:
-                pipe.delete(self._prefix + cid)
-            pipe.delete(self._doc_set + doc_id)
+                pipe.delete(self._prefix + text(cid))
+            pipe.delete(key)
             pipe.hdel(self._docs, doc_id)
-            pipe.execute()
+            self._run("remove", pipe.execute)
         return len(existing)
 
     def delete(self, doc_ids: Iterable[str]) -> int:
@@ -388,34 +384,13 @@ class RedisRetrievalStore:
         dim = self._require()
         info = self._info()
         n = int(info.get("num_docs", 0))
-        out = [
-            MemoryUse(
-                name=f"hnsw_{self.vector_type.lower()}",
-                resident=True,
-                vectors=n,
-                nbytes=int(float(info.get("vector_index_sz_mb", 0)) * 1024 * 1024),
-            ),
-            MemoryUse(
-                name="bm25",
-                resident=True,
-                nbytes=int(float(info.get("inverted_sz_mb", 0)) * 1024 * 1024),
-            ),
-            MemoryUse(name="int8_codes", nbytes=n * dim, resident=True, vectors=n),
-            MemoryUse(
-                name=f"hash_{self.vector_type.lower()}_field",
-                resident=True,
-                vectors=n,
-                nbytes=n * dim * np.dtype(_TYPES[self.vector_type]).itemsize,
-            ),
-        ]
-        sample = [
-            k
-            for _, k in zip(
-                range(200), self.client.scan_iter(match=self._prefix + "*", count=200), strict=False
-            )
-        ]
-        if sample:
-            used = sum(int(self.client.memory_usage(k) or 0) for k in sample)
+        out = index_memory(info, dim, self.vector_type)
+        if sample := self._chunk_keys(200):
+            pipe = self._pipe()
+            for key in sample:
+                pipe.memory_usage(key)
+            sizes = self._run("memory", pipe.execute)
+            used = sum(int(u or 0) for u in sizes)
             out.append(
                 MemoryUse(
                     name="chunk_hashes",
@@ -426,18 +401,12 @@ class RedisRetrievalStore:
             )
         return out
 
-    def drop(self) -> None:
-        """Delete the index and every key of this store."""
-        import redis
-
+    def drop(self) -> int:
+        """Delete the index and every key of this store; returns how many keys were deleted."""
         with self._lock:
-            with contextlib.suppress(redis.ResponseError):
-                self.client.execute_command("FT.DROPINDEX", self._index)
-            base = self._meta.rsplit(":", 1)[0]
-            keys = list(self.client.scan_iter(match=base + ":*", count=1000))
-            for start in range(0, len(keys), _BATCH):
-                self.client.delete(*keys[start : start + _BATCH])
             self._int8 = None
+            return self.core.drop(self._index, self._base + ":*")
 
     def close(self) -> None:
-        self.client.close()
+        """Close the client if the store built it (``from_url``)."""
+        self.core.close()

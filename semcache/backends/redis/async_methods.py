@@ -1,13 +1,10 @@
 """The async half of :class:`~semcache.backends.redis.RedisBackend`: I/O shells only.
 
-Each method mirrors its sync twin in :mod:`.redis` line for line, awaiting a ``redis.asyncio``
-client instead of calling ``redis.Redis``; query building, parsing, plan choice, error
-classification and the circuit breaker are the same objects and pure functions
-(:mod:`.redis_schema`, :mod:`.breaker`). Schema setup stays sync (``bind`` at construction; a
-vanished index is recreated in a worker thread).
-
-``redis.asyncio`` connections belong to the event loop that opened them, so each running loop
-gets its own client, opened on first use and closed by :meth:`AsyncRedisMethods.aclose`.
+Each method mirrors its sync twin in :mod:`.backend`, awaiting the running event loop's
+``redis.asyncio`` client (from the :class:`~.core.RedisCore`) instead of calling ``redis.Redis``;
+query building, parsing, plan choice and queued commands are the pure functions of
+:mod:`.schema`, and the breaker and error mapping are the core's. Schema setup stays sync (at
+``bind``; a vanished index is recreated in a worker thread).
 """
 
 from __future__ import annotations
@@ -18,151 +15,117 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from semcache.backends.base import check_vector
 from semcache.backends.redis import schema as rs
-from semcache.backends.redis.connection import make_async_client
-from semcache.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    import weakref
-
     import numpy as np
     from numpy.typing import NDArray
 
-    from semcache.backends.breaker import CircuitBreaker
-    from semcache.backends.redis.connection import RedisConnection
-    from semcache.backends.vector_index import HnswParams
+    from semcache.backends.redis.core import RedisCore
     from semcache.models import Candidate, Entry, NewEntry
 
-__all__ = ["AsyncRedisMethods"]
+__all__ = ["AsyncRedisOps"]
 
 T = TypeVar("T")
 
 
-class AsyncRedisMethods:
-    """The :class:`~semcache.backends.base.AsyncBackend` methods of ``RedisBackend``."""
+class AsyncRedisOps:
+    """The :class:`~semcache.backends.base.AsyncBackend` methods of one bound Redis cache.
 
-    # State and shared (non-I/O or sync) helpers, defined by RedisBackend.
-    keys: rs.RedisKeys
-    hnsw: HnswParams
-    connection: RedisConnection
-    _breaker: CircuitBreaker
-    _errors: tuple[type[BaseException], ...]
-    _url: str | None
-    _async_client: Any
-    _async: weakref.WeakKeyDictionary[Any, tuple[Any, Any]]
-    _put_sha: str | None
-    _require_index: Callable[[], Any]
-    _dim: Callable[[], int]
-    _on_error: Callable[..., None]
-    _ensure_schema: Callable[[], None]
-    _known_sizes: Callable[[str], tuple[int, int] | None]
-    _remember_sizes: Callable[[str, int, int], tuple[int, int]]
-    _queue_writes: Callable[[Any, list[rs.Row]], Any]
-    _queue_deletes: Callable[[Any, list[str]], Any]
-    close: Callable[[], None]
+    Args:
+        core: the connection, breaker and error mapping (shared with the sync methods).
+        keys: the cache's key names.
+        schema: the redisvl ``IndexSchema`` of its search index.
+        dim: the vectors' dimension.
+        ef_search: HNSW search width (EF_RUNTIME).
+        sizes: scope sizes remembered for the query plan (shared with the sync methods).
+        ensure_schema: the sync index setup, run in a worker thread when the index vanished.
+    """
+
+    def __init__(
+        self,
+        core: RedisCore,
+        keys: rs.RedisKeys,
+        *,
+        schema: Any,
+        dim: int,
+        ef_search: int,
+        sizes: rs.ScopeSizes,
+        ensure_schema: Callable[[], None],
+    ) -> None:
+        self.core, self.keys, self.schema = core, keys, schema
+        self.dim, self.ef_search, self.sizes = dim, ef_search, sizes
+        self._ensure_schema = ensure_schema
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _aio(self) -> tuple[Any, Any]:
-        """This event loop's ``redis.asyncio`` client and redisvl async index."""
+    def _index(self) -> Any:
+        """A redisvl async index over this event loop's client (about 2 us to build)."""
         from redisvl.index import AsyncSearchIndex
 
-        index = self._require_index()
-        loop = asyncio.get_running_loop()
-        pair = self._async.get(loop)
-        if pair is None:
-            if self._async_client is not None:
-                client = self._async_client
-            elif self._url is not None:
-                client = make_async_client(self._url, self.connection)
-            else:
-                raise ConfigurationError(
-                    "RedisBackend(client=...) needs async_client= for its async methods"
-                )
-            aindex = AsyncSearchIndex(index.schema, redis_client=client, owns_client=False)
-            pair = self._async.setdefault(loop, (client, aindex))
-        return pair
+        return AsyncSearchIndex(self.schema, redis_client=self.core.aclient(), owns_client=False)
 
-    async def _arun(
-        self, what: str, call: Callable[[], Awaitable[T]], *, recreate: bool = True
-    ) -> T:
-        """:meth:`_run`, awaiting: the same breaker, error mapping and index recreation."""
-        for attempt in (0, 1):
-            self._breaker.before_call()
-            try:
-                result = await call()
-            except self._errors as e:
-                self._on_error(what, e, may_recreate=recreate and attempt == 0)
-                await asyncio.to_thread(self._ensure_schema)
-                continue
-            self._breaker.record_success()
-            return result
-        raise AssertionError("unreachable")
+    async def _recreate(self) -> None:
+        await asyncio.to_thread(self._ensure_schema)
 
-    async def aclose(self) -> None:
-        """Close this event loop's async connections (if ours), then the backend."""
-        pair = self._async.pop(asyncio.get_running_loop(), None)
-        if pair is not None and self._async_client is None:
-            await pair[0].aclose()
-        self.close()
+    async def _arun(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Await Redis through the core; recreate a vanished index once."""
+        return await self.core.arun(what, call, recreate=self._recreate)
 
     # -- reads ---------------------------------------------------------------------------------
 
     async def aget_exact(self, scope_key: str, text_key: str, now: float) -> Entry | None:
-        self._require_index()
         entry = await self.aget(self.keys.entry_id(scope_key, text_key))
         return rs.live_match(entry, scope_key, text_key, now)
 
     async def asearch(
         self, scope_key: str, vector: NDArray[np.float32], k: int, now: float
     ) -> list[Candidate]:
-        _, index = self._aio()
-        vec = check_vector(vector, self._dim())
+        vec = check_vector(vector, self.dim)
         if k <= 0:
             return []
         sizes = await self._asizes(scope_key)
-        query = rs.knn_query(scope_key, vec, k, self.hnsw.ef_search, sizes)
+        query = rs.knn_query(scope_key, vec, k, self.ef_search, sizes)
+        index = self._index()
         docs = await self._arun("search", lambda: index.query(query))
         return rs.candidates(self.keys, docs, scope_key, now)
 
     async def _asizes(self, scope_key: str) -> tuple[int, int]:
-        if (known := self._known_sizes(scope_key)) is not None:
+        if (known := self.sizes.get(scope_key)) is not None:
             return known
-        client, index = self._aio()
+        client, index = self.core.aclient(), self._index()
         query = rs.count_query(scope_key)
         scope_size = int(await self._arun("count", lambda: index.query(query)))
         total = int(await self._arun("count", lambda: client.zcard(self.keys.lru)))
-        return self._remember_sizes(scope_key, scope_size, total)
+        return self.sizes.remember(scope_key, scope_size, total)
 
     async def aget(self, entry_id: str) -> Entry | None:
-        client, _ = self._aio()
+        client = self.core.aclient()
         key = self.keys.entry_key(entry_id)
         fields = await self._arun("read", lambda: client.hgetall(key))
         return rs.parse_entry(entry_id, fields) if fields else None
 
     async def acount(self) -> int:
-        _, index = self._aio()
+        index = self._index()
         return int(await self._arun("count", lambda: index.query(rs.count_query())))
 
     # -- writes --------------------------------------------------------------------------------
 
     async def aput(self, entry: NewEntry, vector: NDArray[np.float32]) -> Entry:
-        rows = rs.entry_rows(self.keys, [entry], [vector], self._dim())
+        rows = rs.entry_rows(self.keys, [entry], [vector], self.dim)
         await self._arun("store", lambda: self._awrite(rows))
         return rs.stored_entries(rows)[0]
 
     async def _awrite(self, rows: list[rs.Row]) -> None:
-        client, _ = self._aio()
-        if self._put_sha is None:
-            self._put_sha = await client.script_load(rs.PUT_LUA)
+        client = self.core.aclient()
         for attempt in (0, 1):
-            pipe = self._queue_writes(client.pipeline(transaction=False), rows)
+            pipe = rs.queue_writes(self.keys, client.pipeline(transaction=False), rows)
             results = await pipe.execute(raise_on_error=False)
             if not rs.reload_script(results, may_retry=attempt == 0):
                 return
-            self._put_sha = await client.script_load(rs.PUT_LUA)  # Redis restarted
+            await client.script_load(rs.PUT_LUA)  # not loaded yet, or Redis restarted
 
     async def atouch(self, entry_id: str, now: float) -> None:
-        client, _ = self._aio()
+        client = self.core.aclient()
         await self._arun("touch", lambda: client.zadd(self.keys.lru, {entry_id: now}, xx=True))
 
     async def adelete(self, entry_ids: Iterable[str]) -> int:
@@ -173,18 +136,17 @@ class AsyncRedisMethods:
     async def _adelete_batch(self, ids: list[str]) -> int:
         if not ids:
             return 0
-        client, _ = self._aio()
+        client = self.core.aclient()
 
         async def run() -> int:
-            pipe = self._queue_deletes(client.pipeline(transaction=False), ids)
+            pipe = rs.queue_deletes(self.keys, client.pipeline(transaction=False), ids)
             return int(sum((await pipe.execute())[:-1]))
 
         return await self._arun("delete", run)
 
     async def aevict(self, max_entries: int) -> int:
         rs.check_max_entries(max_entries)
-        client, _ = self._aio()
-        lru = self.keys.lru
+        client, lru = self.core.aclient(), self.keys.lru
         deleted = 0
         while True:
             size = int(await self._arun("evict", lambda: client.zcard(lru)))
@@ -196,7 +158,7 @@ class AsyncRedisMethods:
             deleted += await self._adelete_batch([rs.as_text(member) for member, _ in popped])
 
     async def _amatching_ids(self, filter_expression: Any) -> list[str]:
-        _, index = self._aio()
+        index = self._index()
         query = rs.ids_query(filter_expression, rs.BATCH)
         result = await self._arun(
             "scan", lambda: index.search(query.query, query_params=query.params)
@@ -218,27 +180,27 @@ class AsyncRedisMethods:
         return total
 
     async def _asweep_lru(self) -> None:
-        client, _ = self._aio()
+        client, keys = self.core.aclient(), self.keys
 
         async def run() -> None:
             cursor = 0
             while True:
-                cursor, members = await client.zscan(self.keys.lru, cursor, count=rs.BATCH)
+                cursor, members = await client.zscan(keys.lru, cursor, count=rs.BATCH)
                 if members:
                     ids = [rs.as_text(m) for m, _ in members]
                     pipe = client.pipeline(transaction=False)
                     for entry_id in ids:
-                        pipe.exists(self.keys.entry_key(entry_id))
+                        pipe.exists(keys.entry_key(entry_id))
                     exists = await pipe.execute()
                     if gone := [i for i, e in zip(ids, exists, strict=True) if not e]:
-                        await client.zrem(self.keys.lru, *gone)
+                        await client.zrem(keys.lru, *gone)
                 if cursor == 0:
                     return
 
         await self._arun("sweep", run)
 
     async def aclear(self, scope_key: str | None = None) -> int:
-        client, _ = self._aio()
+        client = self.core.aclient()
         total = await self._adelete_matching(rs.scope_filter(scope_key))
         if scope_key is None:
             await self._arun("clear", lambda: client.delete(self.keys.lru))

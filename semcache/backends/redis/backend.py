@@ -4,18 +4,17 @@ Each entry is one hash (JSON payload, float32 vector) under ``semcache:<name>:e:
 index per cache holds an HNSW vector field (cosine distance, converted to cosine similarity here),
 the scope and the normalised-text key as TAG fields, and the expiry time. A KNN query is
 pre-filtered to one scope inside the engine. TTL is the key's own expiry; LRU order lives in a
-sorted set. Every call has a socket timeout, and a circuit breaker turns an outage into an
-immediate :class:`BackendUnavailableError`. Key names and decisions: :mod:`.redis_schema`.
+sorted set. Key names and decisions: :mod:`.schema`.
 
-The async methods (:mod:`.redis_async`, a ``redis.asyncio`` client per event loop) share every
-decision with these sync ones, and the circuit breaker too.
+Every command goes through a :class:`~.core.RedisCore` (socket timeouts, a circuit breaker that
+turns an outage into an immediate :class:`BackendUnavailableError`, error mapping); the async
+methods (:mod:`.async_methods`, a ``redis.asyncio`` client per event loop) share it, and every
+decision, with these sync ones.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,17 +23,12 @@ import numpy as np
 from semcache.backends.base import check_vector
 from semcache.backends.breaker import BreakerParams, CircuitBreaker
 from semcache.backends.redis import schema as rs
-from semcache.backends.redis.async_methods import AsyncRedisMethods
-from semcache.backends.redis.connection import RedisConnection, check_url, make_client, redact
+from semcache.backends.redis.async_methods import AsyncRedisOps
+from semcache.backends.redis.connection import RedisConnection
+from semcache.backends.redis.core import RedisCore, is_existing_index
 from semcache.backends.vector_index import HnswParams
-from semcache.errors import (
-    BackendError,
-    BackendUnavailableError,
-    ConfigurationError,
-    FingerprintMismatchError,
-    MissingDependencyError,
-)
-from semcache.models import Candidate, Entry, NewEntry
+from semcache.errors import BackendError, ConfigurationError, MissingDependencyError
+from semcache.models import Candidate, Entry, NewEntry, check_fingerprint
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -45,10 +39,8 @@ __all__ = ["BreakerParams", "RedisBackend", "RedisConnection"]
 
 T = TypeVar("T")
 
-_SIZES_SECONDS = 10.0  # how long a scope's entry count steers the query plan
 
-
-class RedisBackend(AsyncRedisMethods):
+class RedisBackend:
     """Entries in Redis, searched with HNSW by the Redis Query Engine. Thread-safe.
 
     Implements :class:`Backend` and :class:`AsyncBackend` (``aget_exact``, ``asearch``...).
@@ -76,37 +68,26 @@ class RedisBackend(AsyncRedisMethods):
         async_client: Any = None,
     ) -> None:
         try:
-            import redis
             import redisvl.exceptions
         except ImportError:
             raise MissingDependencyError("redisvl", "redis") from None
         self.keys = rs.RedisKeys(name)
         self.hnsw = hnsw or HnswParams()
-        self.connection = connection or RedisConnection()
-        if (url is None) == (client is None):
-            raise ConfigurationError("give RedisBackend exactly one of url= or client=")
-        if url is not None:
-            check_url(url)
-        self._where = f"Redis cache {name!r} at {redact(url) if url else 'the given client'}"
-        self._breaker = CircuitBreaker(breaker, name=self._where)
-        self._errors: tuple[type[BaseException], ...] = (
-            redis.exceptions.RedisError,
-            redisvl.exceptions.RedisVLError,
-            OSError,
+        self._core = RedisCore(
+            url,
+            client=client,
+            async_client=async_client,
+            connection=connection,
+            breaker=breaker,
+            label=f"Redis cache {name!r}",
+            errors=(redisvl.exceptions.RedisVLError,),
         )
-        self._owns_client = client is None
-        if client is None:
-            assert url is not None
-            client = make_client(url, self.connection)
-        self._client = client
-        self._url = url
-        self._async_client = async_client
-        self._async: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+        self.connection = self._core.connection
         self._lock = threading.Lock()
         self._fingerprint: ModelFingerprint | None = None
-        self._index: Any = None
-        self._put_sha: str | None = None
-        self._size_cache: dict[str, tuple[int, int, float]] = {}
+        self._index: Any = None  # the redisvl SearchIndex, once bound
+        self._aops: AsyncRedisOps | None = None
+        self._sizes = rs.ScopeSizes()
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -114,41 +95,20 @@ class RedisBackend(AsyncRedisMethods):
     @property
     def client(self) -> Any:
         """The ``redis.Redis`` client (for inspection and administration)."""
-        return self._client
+        return self._core.client
+
+    @property
+    def core(self) -> RedisCore:
+        """The client, circuit breaker and error mapping this backend runs every command through."""
+        return self._core
 
     @property
     def breaker(self) -> CircuitBreaker:
-        return self._breaker
+        return self._core.breaker
 
-    def _run(self, what: str, fn: Callable[[], T], *, recreate: bool = True) -> T:
-        """Call Redis through the breaker; map errors; recreate a vanished index once."""
-        for attempt in (0, 1):
-            self._breaker.before_call()
-            try:
-                result = fn()
-            except self._errors as e:
-                self._on_error(what, e, may_recreate=recreate and attempt == 0)
-                self._ensure_schema()  # Redis restarted empty or the index was dropped
-                continue
-            self._breaker.record_success()
-            return result
-        raise AssertionError("unreachable")
-
-    def _on_error(self, what: str, error: BaseException, *, may_recreate: bool) -> None:
-        """Tell the breaker, then raise the semcache error for ``error``.
-
-        Returns (without raising) only when the index vanished and may be recreated once.
-        """
-        kind = rs.classify_error(error)
-        if kind == "unavailable":
-            self._breaker.record_failure()
-            raise BackendUnavailableError(f"{self._where}: {what} failed: {error}") from error
-        self._breaker.record_success()
-        if kind == "missing_index" and may_recreate:
-            return
-        raise BackendError(
-            f"{self._where}: {what} failed: {type(error).__name__}: {error}"
-        ) from error
+    def _run(self, what: str, fn: Callable[[], T]) -> T:
+        """Call Redis through the core; recreate a vanished index once."""
+        return self._core.run(what, fn, recreate=self._ensure_schema)
 
     def _require_index(self) -> Any:
         if self._closed:
@@ -162,18 +122,10 @@ class RedisBackend(AsyncRedisMethods):
         assert self._fingerprint is not None
         return self._fingerprint.dim
 
-    def _known_sizes(self, scope_key: str) -> tuple[int, int] | None:
-        """The scope's and the cache's entry counts, if counted in the last few seconds."""
-        cached = self._size_cache.get(scope_key)
-        if cached is not None and time.monotonic() - cached[2] < _SIZES_SECONDS:
-            return cached[0], cached[1]
-        return None
-
-    def _remember_sizes(self, scope_key: str, scope_size: int, total: int) -> tuple[int, int]:
-        if len(self._size_cache) >= 10_000:
-            self._size_cache.clear()
-        self._size_cache[scope_key] = (scope_size, total, time.monotonic())
-        return scope_size, total
+    def _async_ops(self) -> AsyncRedisOps:
+        self._require_index()
+        assert self._aops is not None
+        return self._aops
 
     # -- binding -------------------------------------------------------------------------------
 
@@ -187,47 +139,54 @@ class RedisBackend(AsyncRedisMethods):
 
         with self._lock:
             if self._fingerprint is not None:
-                if self._fingerprint.key() != fingerprint.key():
-                    raise FingerprintMismatchError(
-                        f"{self._where} is bound to {self._fingerprint.key()!r}, "
-                        f"not {fingerprint.key()!r}"
-                    )
+                check_fingerprint(
+                    self._fingerprint, fingerprint, self._core.where, "open another backend for it"
+                )
                 return
             schema = IndexSchema.from_dict(rs.schema_dict(self.keys, fingerprint.dim, self.hnsw))
-            index = SearchIndex(schema, redis_client=self._client, owns_client=False)
+            index = SearchIndex(schema, redis_client=self.client, owns_client=False)
             self._fingerprint, self._index = fingerprint, index
             try:
                 self._ensure_schema()
             except BaseException:
                 self._fingerprint, self._index = None, None
                 raise
+            self._aops = AsyncRedisOps(
+                self._core,
+                self.keys,
+                schema=schema,
+                dim=fingerprint.dim,
+                ef_search=self.hnsw.ef_search,
+                sizes=self._sizes,
+                ensure_schema=self._ensure_schema,
+            )
 
     def _ensure_schema(self) -> None:
         """Check (or write) the fingerprint record, then check (or create) the index."""
         from redisvl.exceptions import RedisSearchError
         from redisvl.index import SearchIndex
 
-        fp, index, client = self._fingerprint, self._index, self._client
+        fp, index, client, where = self._fingerprint, self._index, self.client, self._core.where
         assert fp is not None
         assert index is not None
 
         def check_or_create() -> None:
             stored = client.get(self.keys.meta)
             if stored is not None:
-                rs.check_meta(stored, fp, self._where)
+                rs.check_meta(stored, fp, where)
             if index.exists():
                 existing = SearchIndex.from_existing(index.name, redis_client=client)
-                rs.check_index_dim(existing.schema.to_dict(), fp.dim, self._where)
+                rs.check_index_dim(existing.schema.to_dict(), fp.dim, where)
             else:
                 try:
                     index.create(overwrite=False)
-                except RedisSearchError as e:  # created by another replica just now
-                    if "already exists" not in str(e).lower():
+                except RedisSearchError as e:
+                    if not is_existing_index(e):  # else another replica created it just now
                         raise
             if stored is None and not client.set(self.keys.meta, rs.meta_record(fp), nx=True):
-                rs.check_meta(client.get(self.keys.meta), fp, self._where)
+                rs.check_meta(client.get(self.keys.meta), fp, where)
 
-        self._run("index setup", check_or_create, recreate=False)
+        self._core.run("index setup", check_or_create)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -243,23 +202,27 @@ class RedisBackend(AsyncRedisMethods):
         vec = check_vector(vector, self._dim())
         if k <= 0:
             return []
-        query = rs.knn_query(scope_key, vec, k, self.hnsw.ef_search, self._sizes(scope_key))
+        query = rs.knn_query(scope_key, vec, k, self.hnsw.ef_search, self._scope_sizes(scope_key))
         docs = self._run("search", lambda: index.query(query))
         return rs.candidates(self.keys, docs, scope_key, now)
 
-    def _sizes(self, scope_key: str) -> tuple[int, int]:
+    def plan(self, scope_key: str, k: int) -> str:
+        """The plan a search for ``k`` in this scope uses now: ``"ADHOC_BF"`` or ``"BATCHES"``."""
+        return rs.hybrid_policy(*self._scope_sizes(scope_key), k, self.hnsw.ef_search)
+
+    def _scope_sizes(self, scope_key: str) -> tuple[int, int]:
         """Entries in the scope and in the cache, re-counted at most every few seconds."""
-        if (known := self._known_sizes(scope_key)) is not None:
+        if (known := self._sizes.get(scope_key)) is not None:
             return known
         index = self._require_index()
         query = rs.count_query(scope_key)
         scope_size = int(self._run("count", lambda: index.query(query)))
-        total = int(self._run("count", lambda: self._client.zcard(self.keys.lru)))
-        return self._remember_sizes(scope_key, scope_size, total)
+        total = int(self._run("count", lambda: self.client.zcard(self.keys.lru)))
+        return self._sizes.remember(scope_key, scope_size, total)
 
     def get(self, entry_id: str) -> Entry | None:
         key = self.keys.entry_key(entry_id)
-        fields = self._run("read", lambda: self._client.hgetall(key))
+        fields = self._run("read", lambda: self.client.hgetall(key))
         return rs.parse_entry(entry_id, fields) if fields else None
 
     def count(self) -> int:
@@ -280,32 +243,16 @@ class RedisBackend(AsyncRedisMethods):
         return rs.stored_entries(rows)
 
     def _write(self, rows: list[rs.Row]) -> None:
-        if self._put_sha is None:
-            self._put_sha = self._client.script_load(rs.PUT_LUA)
+        client = self.client
         for attempt in (0, 1):
-            pipe = self._queue_writes(self._client.pipeline(transaction=False), rows)
+            pipe = rs.queue_writes(self.keys, client.pipeline(transaction=False), rows)
             if not rs.reload_script(pipe.execute(raise_on_error=False), may_retry=attempt == 0):
                 return
-            self._put_sha = self._client.script_load(rs.PUT_LUA)  # Redis restarted
-
-    def _queue_writes(self, pipe: Any, rows: list[rs.Row]) -> Any:
-        """Queue (no I/O) the atomic replacement of each row and its LRU time on ``pipe``."""
-        for entry, entry_id, flat in rows:
-            key = self.keys.entry_key(entry_id)
-            pipe.evalsha(self._put_sha, 1, key, rs.ttl_ms(entry), *flat)
-            pipe.zadd(self.keys.lru, {entry_id: entry.created_at})
-        return pipe
-
-    def _queue_deletes(self, pipe: Any, ids: list[str]) -> Any:
-        """Queue (no I/O) the deletion of entries and of their LRU ids on ``pipe``."""
-        for entry_id in ids:
-            pipe.delete(self.keys.entry_key(entry_id))  # one key per command: cluster-safe
-        pipe.zrem(self.keys.lru, *ids)
-        return pipe
+            client.script_load(rs.PUT_LUA)  # not loaded yet, or Redis restarted
 
     def touch(self, entry_id: str, now: float) -> None:
         # XX: only entries still listed; a touched entry that was deleted is not resurrected.
-        self._run("touch", lambda: self._client.zadd(self.keys.lru, {entry_id: now}, xx=True))
+        self._run("touch", lambda: self.client.zadd(self.keys.lru, {entry_id: now}, xx=True))
 
     def delete(self, entry_ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(entry_ids))
@@ -316,7 +263,7 @@ class RedisBackend(AsyncRedisMethods):
             return 0
 
         def run() -> int:
-            pipe = self._queue_deletes(self._client.pipeline(transaction=False), ids)
+            pipe = rs.queue_deletes(self.keys, self.client.pipeline(transaction=False), ids)
             return int(sum(pipe.execute()[:-1]))
 
         return self._run("delete", run)
@@ -328,13 +275,13 @@ class RedisBackend(AsyncRedisMethods):
         which are popped first, being the oldest), so the live count ends at most ``max_entries``.
         """
         rs.check_max_entries(max_entries)
-        lru = self.keys.lru
+        client, lru = self.client, self.keys.lru
         deleted = 0
         while True:
-            size = self._run("evict", lambda: int(self._client.zcard(lru)))
+            size = self._run("evict", lambda: int(client.zcard(lru)))
             if (n := rs.evict_batch(size, max_entries, rs.BATCH)) == 0:
                 return deleted
-            popped = self._run("evict", lambda: self._client.zpopmin(lru, n))
+            popped = self._run("evict", lambda: client.zpopmin(lru, n))
             if not popped:
                 return deleted
             deleted += self._delete_batch([rs.as_text(member) for member, _ in popped])
@@ -362,18 +309,20 @@ class RedisBackend(AsyncRedisMethods):
         return total
 
     def _sweep_lru(self) -> None:
+        client, keys = self.client, self.keys
+
         def run() -> None:
             cursor = 0
             while True:
-                cursor, members = self._client.zscan(self.keys.lru, cursor, count=rs.BATCH)
+                cursor, members = client.zscan(keys.lru, cursor, count=rs.BATCH)
                 if members:
                     ids = [rs.as_text(m) for m, _ in members]
-                    pipe = self._client.pipeline(transaction=False)
+                    pipe = client.pipeline(transaction=False)
                     for entry_id in ids:
-                        pipe.exists(self.keys.entry_key(entry_id))
+                        pipe.exists(keys.entry_key(entry_id))
                     gone = [i for i, e in zip(ids, pipe.execute(), strict=True) if not e]
                     if gone:
-                        self._client.zrem(self.keys.lru, *gone)
+                        client.zrem(keys.lru, *gone)
                 if cursor == 0:
                     return
 
@@ -383,17 +332,24 @@ class RedisBackend(AsyncRedisMethods):
         self._require_index()
         total = self._delete_matching(rs.scope_filter(scope_key))
         if scope_key is None:
-            self._run("clear", lambda: self._client.delete(self.keys.lru))
+            self._run("clear", lambda: self.client.delete(self.keys.lru))
         return total
+
+    def drop(self) -> int:
+        """Delete the cache from Redis: its search index and every ``semcache:<name>:*`` key.
+
+        Returns how many keys were deleted. A bound backend stays usable: its next search
+        recreates the index and the fingerprint record.
+        """
+        self._sizes.clear()
+        return self._core.drop(self.keys.index, self.keys.base + "*")
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._async.clear()  # another loop's connections: aclose() there to close them
-            if self._owns_client:
-                self._client.close()
+            self._core.close()  # another loop's connections: aclose() there to close them
 
     def __enter__(self) -> RedisBackend:
         return self
@@ -402,4 +358,48 @@ class RedisBackend(AsyncRedisMethods):
         self.close()
 
     def __repr__(self) -> str:
-        return f"RedisBackend({self._where})"
+        return f"RedisBackend({self._core.where})"
+
+    # -- async methods: the same decisions over this event loop's client ----------------------
+
+    async def aget_exact(self, scope_key: str, text_key: str, now: float) -> Entry | None:
+        return await self._async_ops().aget_exact(scope_key, text_key, now)
+
+    async def asearch(
+        self, scope_key: str, vector: NDArray[np.float32], k: int, now: float
+    ) -> list[Candidate]:
+        return await self._async_ops().asearch(scope_key, vector, k, now)
+
+    async def aget(self, entry_id: str) -> Entry | None:
+        return await self._async_ops().aget(entry_id)
+
+    async def acount(self) -> int:
+        return await self._async_ops().acount()
+
+    async def aput(self, entry: NewEntry, vector: NDArray[np.float32]) -> Entry:
+        return await self._async_ops().aput(entry, vector)
+
+    async def atouch(self, entry_id: str, now: float) -> None:
+        await self._async_ops().atouch(entry_id, now)
+
+    async def adelete(self, entry_ids: Iterable[str]) -> int:
+        return await self._async_ops().adelete(entry_ids)
+
+    async def aevict(self, max_entries: int) -> int:
+        return await self._async_ops().aevict(max_entries)
+
+    async def apurge_expired(self, now: float) -> int:
+        return await self._async_ops().apurge_expired(now)
+
+    async def aclear(self, scope_key: str | None = None) -> int:
+        return await self._async_ops().aclear(scope_key)
+
+    async def adrop(self) -> int:
+        """:meth:`drop`, awaiting this event loop's client."""
+        self._sizes.clear()
+        return await self._core.adrop(self.keys.index, self.keys.base + "*")
+
+    async def aclose(self) -> None:
+        """Close this event loop's async connections (if ours), then the backend."""
+        await self._core.aclose()
+        self.close()

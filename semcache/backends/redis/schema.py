@@ -13,19 +13,21 @@ sharded query engine searches them all; every multi-command step touches one key
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from semcache.backends.base import check_vector
 from semcache.backends.vector_index import HnswParams
 from semcache.errors import ConfigurationError, CorruptEntryError, FingerprintMismatchError
-from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry
+from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry, check_fingerprint
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -34,13 +36,16 @@ __all__ = [
     "BATCH",
     "FORMAT",
     "PUT_LUA",
+    "PUT_SHA",
+    "RESERVED_NAMES",
     "RedisKeys",
+    "ScopeSizes",
     "as_text",
     "candidates",
     "check_index_dim",
     "check_max_entries",
     "check_meta",
-    "classify_error",
+    "check_name",
     "count_query",
     "entry_fields",
     "entry_rows",
@@ -52,6 +57,8 @@ __all__ = [
     "live_match",
     "meta_record",
     "parse_entry",
+    "queue_deletes",
+    "queue_writes",
     "reload_script",
     "result_ids",
     "schema_dict",
@@ -64,6 +71,8 @@ __all__ = [
 
 FORMAT = 1
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: Cache names whose keys would overlap another structure's (retrieval stores: ``semcache:rag:``).
+RESERVED_NAMES = frozenset({"rag"})
 
 # Hash fields of an entry. Indexed: scope, text_key (TAG), vector (HNSW), expires_at (NUMERIC).
 SCOPE, TEXT_KEY, VECTOR = "scope", "text_key", "vector"
@@ -83,6 +92,19 @@ local ttl = tonumber(ARGV[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
 """
+#: What ``SCRIPT LOAD`` returns for :data:`PUT_LUA`: writes call it by hash, loading it on NOSCRIPT.
+PUT_SHA = hashlib.sha1(PUT_LUA.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def check_name(name: object, kind: str) -> None:
+    """Refuse a name unfit for Redis keys: 1-64 characters of ``A-Z a-z 0-9 _ . -``.
+
+    ``kind`` says whose name it is in the message (``"cache"``, ``"retrieval store"``).
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigurationError(
+            f"a Redis {kind} name is 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +114,11 @@ class RedisKeys:
     name: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+        check_name(self.name, "cache")
+        if self.name in RESERVED_NAMES:
             raise ConfigurationError(
-                f"a Redis cache name is 1-64 characters of A-Z a-z 0-9 _ . -, got {self.name!r}"
+                f"the Redis cache name {self.name!r} is reserved (semcache:{self.name}:* holds "
+                "retrieval stores); choose another"
             )
 
     @property
@@ -168,11 +192,7 @@ def check_meta(stored: str | bytes, fingerprint: ModelFingerprint, where: str) -
         raise ConfigurationError(f"{where} holds unreadable metadata ({e}); clear it") from e
     if fmt != FORMAT:
         raise ConfigurationError(f"{where} has format {fmt}; this semcache reads format {FORMAT}")
-    if theirs.key() != fingerprint.key():
-        raise FingerprintMismatchError(
-            f"{where} was built with {theirs.key()!r}, not {fingerprint.key()!r}: "
-            "use the same embedder, or another cache name"
-        )
+    check_fingerprint(theirs, fingerprint, where, "use the same embedder, or another cache name")
 
 
 def check_index_dim(schema: Mapping[str, Any], dim: int, where: str) -> None:
@@ -300,6 +320,36 @@ def knn_query(
     return vector_query(scope_key, vector, k, ef_runtime, policy)
 
 
+class ScopeSizes:
+    """Entry counts per scope, remembered for a few seconds: they only steer the query plan."""
+
+    def __init__(
+        self,
+        seconds: float = 10.0,
+        *,
+        limit: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.seconds, self.limit, self._clock = seconds, limit, clock
+        self._known: dict[str, tuple[int, int, float]] = {}
+
+    def get(self, scope_key: str) -> tuple[int, int] | None:
+        """The scope's and the cache's entry counts, if counted recently."""
+        known = self._known.get(scope_key)
+        if known is not None and self._clock() - known[2] < self.seconds:
+            return known[0], known[1]
+        return None
+
+    def remember(self, scope_key: str, scope_size: int, total: int) -> tuple[int, int]:
+        if len(self._known) >= self.limit:
+            self._known.clear()
+        self._known[scope_key] = (scope_size, total, self._clock())
+        return scope_size, total
+
+    def clear(self) -> None:
+        self._known.clear()
+
+
 def count_query(scope_key: str | None = None) -> Any:
     """A redisvl query counting the entries of one scope, or of the whole cache."""
     from redisvl.query import CountQuery
@@ -386,9 +436,26 @@ def stored_entries(rows: Sequence[Row]) -> list[Entry]:
     return [e.stored_as(entry_id) for e, entry_id, _ in rows]
 
 
+def queue_writes(keys: RedisKeys, pipe: Any, rows: Sequence[Row]) -> Any:
+    """Queue (no I/O) the atomic replacement of each row and its LRU time on ``pipe``."""
+    for entry, entry_id, flat in rows:
+        pipe.evalsha(PUT_SHA, 1, keys.entry_key(entry_id), ttl_ms(entry), *flat)
+        pipe.zadd(keys.lru, {entry_id: entry.created_at})
+    return pipe
+
+
+def queue_deletes(keys: RedisKeys, pipe: Any, ids: Sequence[str]) -> Any:
+    """Queue (no I/O) the deletion of entries and of their LRU ids on ``pipe``."""
+    for entry_id in ids:
+        pipe.delete(keys.entry_key(entry_id))  # one key per command: cluster-safe
+    pipe.zrem(keys.lru, *ids)
+    return pipe
+
+
 def reload_script(results: Sequence[Any], *, may_retry: bool) -> bool:
     """After a pipelined write: ``False`` if it succeeded, ``True`` if only the script was
-    missing (Redis restarted: load it and write again); raises the first error otherwise."""
+    missing (never loaded, or Redis restarted: load it and write again); raises the first error
+    otherwise."""
     from redis.exceptions import NoScriptError
 
     errors = [r for r in results if isinstance(r, Exception)]
@@ -407,23 +474,3 @@ def check_max_entries(max_entries: int) -> None:
 def evict_batch(size: int, max_entries: int, batch: int) -> int:
     """How many least-recently-used ids to pop next for a list of ``size`` (0: done)."""
     return max(0, min(size - max_entries, batch))
-
-
-ErrorKind = Literal["unavailable", "missing_index", "error"]
-_MISSING_INDEX = ("unknown index name", "no such index", "index not found")
-
-
-def classify_error(error: BaseException) -> ErrorKind:
-    """What a redis / redisvl exception means for the caller (walks the ``__cause__`` chain)."""
-    import redis.exceptions as rex
-
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, rex.ConnectionError | rex.TimeoutError | OSError):
-            return "unavailable"
-        if isinstance(seen, rex.ResponseError) and any(
-            s in str(seen).lower() for s in _MISSING_INDEX
-        ):
-            return "missing_index"
-        seen = seen.__cause__
-    return "error"
