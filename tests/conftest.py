@@ -20,13 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from otel_capture import otel  # noqa: F401  (fixture)
 from redis_server import redis_url  # noqa: F401  (session fixture)
 
-from semcache import ManualClock, SentenceTransformerEmbedder
-from semcache.testing import HashingEmbedder
+from semcache import SentenceTransformerEmbedder
+from semcache.testing import HashingEmbedder, ManualClock
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+TEST_DATA = Path(__file__).resolve().parent / "data"  # small samples; see data/README.md
 
 
 @pytest.fixture(scope="session")
@@ -48,13 +48,12 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(
-            f"evaluation data not found at {SHARED_DATA} (shared/ must sit beside the repo)"
-        )
-    return SHARED_DATA
+@pytest.fixture(scope="session")
+def test_data() -> Path:
+    """tests/data: small samples of the evaluation data sets, kept in the repository."""
+    if not TEST_DATA.is_dir():
+        pytest.fail(f"test fixtures not found at {TEST_DATA}")
+    return TEST_DATA
 
 
 @pytest.fixture

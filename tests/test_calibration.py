@@ -132,7 +132,7 @@ def test_policy_from_calibration_refuses_no_recommendation_and_other_models(tmp_
         policy_from_calibration(path)
     sims = np.linspace(0.95, 1.0, 1000)
     calibrate(sims, np.ones(1000, bool), model={"model": "other", "dim": 64}).write(path)
-    with pytest.raises(ConfigurationError, match="calibrated with 'other'"):
+    with pytest.raises(ConfigurationError, match="built with 'other"):
         policy_from_calibration(path, embedder=HashingEmbedder())
     with pytest.raises(InvalidInputError):
         CalibrationReport.read(tmp_path / "missing.json")
@@ -162,7 +162,7 @@ def test_band_from_calibration_takes_a_verifier_report_only(tmp_path: Path) -> N
         band_from_calibration(path)
 
 
-def test_read_pairs_jsonl_gz_and_paws_tsv(tmp_path: Path, shared_data: Path) -> None:
+def test_read_pairs_jsonl_gz_and_paws_tsv(tmp_path: Path, test_data: Path) -> None:
     jsonl = tmp_path / "pairs.jsonl.gz"
     with gzip.open(jsonl, "wt", encoding="utf-8") as f:
         f.write(json.dumps({"text_a": "a b", "text_b": "a c", "label": 1}) + "\n\n")
@@ -172,7 +172,7 @@ def test_read_pairs_jsonl_gz_and_paws_tsv(tmp_path: Path, shared_data: Path) -> 
         ("a b", "a c", True),
         ("x", "y", False),
     ]
-    paws = read_pairs(shared_data / "paws-wiki" / "dev.tsv", limit=50)
+    paws = read_pairs(test_data / "paws-wiki" / "dev.tsv", limit=50)
     assert len(paws) == 50
     assert all(not p.text_b.endswith("\r") for p in paws)  # CRLF handled
     assert 0 < sum(p.label for p in paws) < 50

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from semcache import (
-    DEFAULT_MIN_SIMILARITY,
     ConfigurationError,
     EmbeddedBackend,
     FingerprintMismatchError,
@@ -31,6 +30,7 @@ from semcache.embedders.default import default_embedder
 from semcache.embedders.export import FP32_FILE, ensure_export
 from semcache.embedders.onnx import FP32_MIN_COSINE, OnnxEmbedder
 from semcache.embedders.pooling import POOLING_MODES, PoolingSpec, pool, read_pooling
+from semcache.policy import DEFAULT_MIN_SIMILARITY
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.model
@@ -56,15 +56,15 @@ def int8_embedder(onnx_embedder: OnnxEmbedder, onnx_cache: Path) -> OnnxEmbedder
 
 
 @pytest.fixture(scope="module")
-def qqp_pairs() -> list[dict[str, Any]]:
-    path = ROOT.parent / "shared" / "data" / "qqp" / "pairs.jsonl.gz"
+def qqp_pairs(test_data: Path) -> list[dict[str, Any]]:
+    path = test_data / "qqp" / "pairs.jsonl.gz"
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for _, line in zip(range(N_PAIRS), f, strict=False)]
 
 
 @pytest.fixture(scope="module")
-def sts_sentences() -> list[str]:
-    path = ROOT.parent / "shared" / "data" / "stsb" / "sts-dev.csv"
+def sts_sentences(test_data: Path) -> list[str]:
+    path = test_data / "stsb" / "sts-dev.csv"  # images and track5 captions (see data/README.md)
     with path.open(encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     return [s for row in rows[:100] for s in row[5:7]]
@@ -111,9 +111,11 @@ def _decisions(embedder: Any, pairs: list[dict[str, Any]]) -> list[tuple[bool, .
     for i, p in enumerate(pairs):
         scope = Scope(namespace=str(i))
         cache.store(p["text_a"], {"answer": i}, scope, vector=vec_a[i])
-        q = cache.query(p["text_b"], scope)
         hits.append(
-            tuple(cache.find(q, min_similarity=t, vector=vec_b[i])[0].hit for t in THRESHOLDS)
+            tuple(
+                cache.lookup(p["text_b"], scope, min_similarity=t, vector=vec_b[i]).hit
+                for t in THRESHOLDS
+            )
         )
     cache.close()
     return hits

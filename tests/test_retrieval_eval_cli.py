@@ -1,4 +1,4 @@
-"""``semcache eval retrieval`` on a tiny BEIR folder cut from SciFact (shared data, train split)."""
+"""``semcache eval retrieval`` on a tiny BEIR folder cut from SciFact (tests/data, train split)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from semcache.errors import ConfigurationError
 from semcache.measure.beir import load_beir
 
 
-def _tiny_beir(shared: Path, out: Path, n_queries: int = 6, distractors: int = 14) -> Path:
+def _tiny_beir(data: Path, out: Path, n_queries: int = 6, distractors: int = 14) -> Path:
     """The first judged train queries of SciFact, their documents and some distractors."""
-    src = shared / "beir-scifact"
+    src = data / "beir-scifact"
     with (src / "qrels" / "train.tsv").open() as f:
         rows = list(csv.reader(f, delimiter="\t"))[1:]
     qids: list[str] = []
@@ -46,25 +46,25 @@ def _tiny_beir(shared: Path, out: Path, n_queries: int = 6, distractors: int = 1
     return out
 
 
-def test_load_beir_reads_headers_and_picks_the_split(shared_data: Path, tmp_path: Path) -> None:
-    folder = _tiny_beir(shared_data, tmp_path / "tiny")
+def test_load_beir_reads_headers_and_picks_the_split(test_data: Path, tmp_path: Path) -> None:
+    folder = _tiny_beir(test_data, tmp_path / "tiny")
     ds = load_beir(folder)
     assert ds.split == "train"
     assert len(ds.queries) == 6
     assert all(doc in {d.id for d in ds.corpus} for rels in ds.qrels.values() for doc in rels)
     with pytest.raises(ConfigurationError, match=r"no qrels/test\.tsv"):
         load_beir(folder, "test")
-    graded = load_beir(shared_data / "msmarco-trecdl-subset-5k")  # no header, graded 1-3
-    assert len(graded.queries) == 43
+    graded = load_beir(test_data / "msmarco-trecdl-tiny")  # no header, graded 1-3
+    assert len(graded.queries) == 5  # of 7: the 2 queries without judgements are dropped
     assert max(g for rels in graded.qrels.values() for g in rels.values()) == 3
 
 
 @pytest.mark.model
 @pytest.mark.slow
 def test_eval_retrieval_prints_every_mode(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    test_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = _tiny_beir(shared_data, tmp_path / "tiny")
+    folder = _tiny_beir(test_data, tmp_path / "tiny")
     assert main(["eval", "retrieval", str(folder), "--quiet", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     modes = {m["name"]: m for m in result["modes"]}

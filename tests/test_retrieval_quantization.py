@@ -62,24 +62,24 @@ def test_calibration_refuses_bad_input() -> None:
         Int8Quantizer.calibrate(np.array([[np.nan, 1.0]], dtype=np.float32))
 
 
-def _scifact(shared: Path, n_docs: int, n_queries: int) -> tuple[list[Document], list[str]]:
+def _scifact(data: Path, n_docs: int, n_queries: int) -> tuple[list[Document], list[str]]:
     docs = []
-    with (shared / "beir-scifact" / "corpus.jsonl").open() as f:
+    with (data / "beir-scifact" / "corpus.jsonl").open() as f:
         for line in f:
             rec = json.loads(line)
             docs.append(Document(id=rec["_id"], text=rec["title"]))
             if len(docs) == n_docs:
                 break
-    with (shared / "beir-scifact" / "queries.jsonl").open() as f:
+    with (data / "beir-scifact" / "queries.jsonl").open() as f:
         queries = [json.loads(line)["text"] for line, _ in zip(f, range(n_queries), strict=False)]
     return docs, queries
 
 
 @pytest.mark.model
 def test_int8_recall_at_10_against_float32_on_real_embeddings(
-    st_embedder: SentenceTransformerEmbedder, shared_data: Path, tmp_path: Path
+    st_embedder: SentenceTransformerEmbedder, test_data: Path, tmp_path: Path
 ) -> None:
-    docs, queries = _scifact(shared_data, 600, 60)  # SciFact titles and claims, real text
+    docs, queries = _scifact(test_data, 600, 60)  # SciFact titles and claims, real text
     vectors = st_embedder.embed([d.text for d in docs])
     qvecs = st_embedder.embed(queries)
     exact = np.argsort(-(qvecs @ vectors.T), axis=1)[:, :10]

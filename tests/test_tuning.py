@@ -69,10 +69,10 @@ def test_too_few_pairs_is_refused(tmp_path: Path) -> None:
 @pytest.mark.model
 @pytest.mark.slow
 def test_tune_cli_end_to_end_and_reload(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    test_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "tuned"
-    pairs = shared_data / "qqp" / "pairs.jsonl.gz"
+    pairs = test_data / "qqp" / "pairs.jsonl.gz"
     code = main(
         ["tune", str(pairs), "--out", str(out), "--limit", "200", "--batch-size", "32",
          "--max-seq-length", "32", "--matryoshka", "128", "--threads", "1", "--no-plot",
@@ -108,8 +108,8 @@ def test_tune_cli_end_to_end_and_reload(
 
 
 @pytest.mark.model
-def test_time_budget_stops_gracefully(shared_data: Path, tmp_path: Path) -> None:
-    pairs = read_pairs(shared_data / "qqp" / "pairs.jsonl.gz", limit=320)
+def test_time_budget_stops_gracefully(test_data: Path, tmp_path: Path) -> None:
+    pairs = read_pairs(test_data / "qqp" / "pairs.jsonl.gz", limit=320)
     config = TuneConfig(
         batch_size=16, max_seq_length=32, time_budget=0.01, threads=1, progress=False
     )
