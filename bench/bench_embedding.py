@@ -43,13 +43,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(ROOT / "tests"))
 
-from semcache import (
-    DEFAULT_MIN_SIMILARITY,
-    EmbeddedBackend,
-    SemanticCache,
-    SentenceTransformerEmbedder,
-)
+from semcache import EmbeddedBackend, SemanticCache, SentenceTransformerEmbedder
 from semcache.embedders.onnx import OnnxEmbedder
+from semcache.policy import DEFAULT_MIN_SIMILARITY
 
 QQP = ROOT.parent / "shared" / "data" / "qqp" / "pairs.jsonl.gz"
 SECTION = "Embedding and hit path (ONNX vs torch)"

@@ -35,16 +35,10 @@ import numpy as np
 from _report import ROOT, percentiles, write_section
 from tqdm import tqdm
 
-from semcache import (
-    DEFAULT_MIN_SIMILARITY,
-    EmbeddedBackend,
-    NewEntry,
-    Scope,
-    SemanticCache,
-    SentenceTransformerEmbedder,
-    Tier,
-    text_key,
-)
+from semcache import EmbeddedBackend, Scope, SemanticCache, SentenceTransformerEmbedder, Tier
+from semcache.keys import text_key
+from semcache.models import NewEntry
+from semcache.policy import DEFAULT_MIN_SIMILARITY
 
 QQP = ROOT.parent / "shared" / "data" / "qqp" / "pairs.jsonl.gz"
 SCOPE = Scope(model="gpt-4o-mini")
@@ -63,10 +57,9 @@ def load_questions(n_pairs: int, seed: int) -> tuple[list[tuple[str, str]], list
 
 def fill(cache: SemanticCache, stored: list[str], size: int, rng: np.random.Generator) -> None:
     """Store the real questions, then random unit vectors up to ``size`` entries."""
-    q = cache.query
     vectors = cache.embedder.embed(stored)
     for text, vec in zip(stored, vectors, strict=True):
-        cache.put(q(text, SCOPE), {"kind": "value", "value": f"answer to {text}"}, vector=vec)
+        cache.store(text, {"kind": "value", "value": f"answer to {text}"}, SCOPE, vector=vec)
     scope_key = SCOPE.key()
     dim = vectors.shape[1]
     todo = size - len(stored)

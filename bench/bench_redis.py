@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from semcache import EmbeddedBackend, ModelFingerprint, NewEntry  # noqa: E402
+from semcache import EmbeddedBackend, ModelFingerprint  # noqa: E402
 from semcache.backends.redis import RedisBackend  # noqa: E402
+from semcache.models import NewEntry  # noqa: E402
 
 SECTION = "## Redis backend"
 SCOPE = "bench-scope"

@@ -1,18 +1,33 @@
 """semcache: a semantic cache and hybrid-retrieval middleware for LLM applications.
 
+The flat API is what an application needs: the cache, the decorator and its per-call options,
+the policy, embedders, backends, the guards and verifiers it constructs, telemetry, the result
+types it reads and the exception tree. Everything else is imported from its module
+(``semcache.retrieval``, ``semcache.testing``, ``semcache.keys``, ``semcache.models``...);
+``tests/test_public_api.py`` pins this list.
+
 ``import semcache`` is light: torch, redis and litellm are imported only by the components that
-need them, when they are built.
+need them, when they are built; the offline tooling (``semcache.measure``) only when a
+calibration helper is first used.
 """
 
-from semcache._clock import Clock, ManualClock, SystemClock
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from semcache._version import VERSION as __version__
 from semcache.backends import Backend, EmbeddedBackend, HnswParams, MemoryBackend, RedisBackend
 from semcache.backends.breaker import BreakerParams
-from semcache.backends.redis.connection import RedisConnection
-from semcache.cache import Query, SemanticCache
-from semcache.embedders.base import DEFAULT_MODEL, Embedder
-from semcache.embedders.default import default_embedder
-from semcache.embedders.onnx import OnnxEmbedder
-from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
+from semcache.backends.redis import RedisConnection
+from semcache.cache import SemanticCache
+from semcache.embedders import (
+    Embedder,
+    OnnxEmbedder,
+    SentenceTransformerEmbedder,
+    default_embedder,
+)
 from semcache.errors import (
     BackendError,
     BackendUnavailableError,
@@ -20,129 +35,124 @@ from semcache.errors import (
     CorruptEntryError,
     EmbeddingError,
     FingerprintMismatchError,
+    GuardError,
     InvalidInputError,
     MissingDependencyError,
     ModelLoadError,
     NotCacheableError,
     SemcacheError,
 )
-from semcache.keys import Scope, normalize_text, text_key
+from semcache.keys import Scope
 from semcache.llm.decorator import cached
-from semcache.llm.options import CallOptions, CallOutcome, cache_options
-from semcache.llm.requests import ChatRequest, PromptRequest, Request, RequestAdapter
-from semcache.llm.responses import Codec, JsonCodec, ModelCodec, ResponseInfo
+from semcache.llm.options import cache_options
+from semcache.llm.requests import ChatRequest, PromptRequest, Request
+from semcache.llm.responses import JsonCodec, ModelCodec
 from semcache.matching.adaptive import AdaptiveConfig, AdaptiveThresholds
 from semcache.matching.guards import LexicalGuard
-from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand, VerifierStats
-from semcache.measure.calibration import (
-    CalibrationReport,
-    band_from_calibration,
-    policy_from_calibration,
-)
-from semcache.models import (
-    Candidate,
-    Entry,
-    LookupResult,
-    ModelFingerprint,
-    NewEntry,
-    Outcome,
-    Tier,
-)
-from semcache.policy import DEFAULT_MIN_SIMILARITY, CachePolicy, Guard
-from semcache.retrieval import (
-    RRF,
-    BinaryRescored,
-    ChunkingConfig,
-    Document,
-    EmbeddedRetrievalStore,
-    Float32Search,
-    HybridRetriever,
-    Indexer,
-    Int8Rescored,
-    RagCache,
-    WeightedFusion,
-)
+from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand
+from semcache.models import CallOutcome, Entry, LookupResult, ModelFingerprint, Outcome, Tier
+from semcache.policy import CachePolicy
 from semcache.stats import CacheInfo
 from semcache.telemetry import Telemetry, TokenPrice
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from semcache.measure.calibration import band_from_calibration, policy_from_calibration
 
 __all__ = [
-    "DEFAULT_MIN_SIMILARITY",
-    "DEFAULT_MODEL",
-    "RRF",
     "AdaptiveConfig",
     "AdaptiveThresholds",
     "Backend",
     "BackendError",
     "BackendUnavailableError",
-    "BinaryRescored",
     "BreakerParams",
     "CacheInfo",
     "CachePolicy",
-    "CalibrationReport",
-    "CallOptions",
     "CallOutcome",
-    "Candidate",
     "ChatRequest",
-    "ChunkingConfig",
-    "Clock",
-    "Codec",
     "ConfigurationError",
     "CorruptEntryError",
     "CrossEncoderVerifier",
-    "Document",
     "EmbeddedBackend",
-    "EmbeddedRetrievalStore",
     "Embedder",
     "EmbeddingError",
     "Entry",
     "FingerprintMismatchError",
-    "Float32Search",
-    "Guard",
+    "GuardError",
     "HnswParams",
-    "HybridRetriever",
-    "Indexer",
-    "Int8Rescored",
     "InvalidInputError",
     "JsonCodec",
     "LexicalGuard",
     "LookupResult",
-    "ManualClock",
     "MemoryBackend",
     "MissingDependencyError",
     "ModelCodec",
     "ModelFingerprint",
     "ModelLoadError",
-    "NewEntry",
     "NotCacheableError",
     "OnnxEmbedder",
     "Outcome",
     "PromptRequest",
-    "Query",
-    "RagCache",
     "RedisBackend",
     "RedisConnection",
     "Request",
-    "RequestAdapter",
-    "ResponseInfo",
     "Scope",
     "SemanticCache",
     "SemcacheError",
     "SentenceTransformerEmbedder",
-    "SystemClock",
     "Telemetry",
     "Tier",
     "TokenPrice",
     "VerifierBand",
-    "VerifierStats",
-    "WeightedFusion",
     "__version__",
     "band_from_calibration",
     "cache_options",
     "cached",
     "default_embedder",
-    "normalize_text",
     "policy_from_calibration",
-    "text_key",
 ]
+
+# Public, loaded on first use: they read calibration reports, which live with the offline
+# tooling in semcache.measure, and the request path never imports that.
+_LAZY = {
+    "band_from_calibration": "semcache.measure.calibration",
+    "policy_from_calibration": "semcache.measure.calibration",
+}
+
+# Flat names kept for one release, with a DeprecationWarning naming their module.
+_DEPRECATED = {
+    name: "semcache.retrieval"
+    for name in (
+        "RRF",
+        "BinaryRescored",
+        "ChunkingConfig",
+        "Document",
+        "EmbeddedRetrievalStore",
+        "Float32Search",
+        "HybridRetriever",
+        "Indexer",
+        "Int8Rescored",
+        "RagCache",
+        "WeightedFusion",
+    )
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _DEPRECATED:
+        module = _DEPRECATED[name]
+        warnings.warn(
+            f"'from semcache import {name}' is deprecated and will be removed in the next "
+            f"release; use 'from {module} import {name}'",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module 'semcache' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -18,11 +18,12 @@ from semcache.errors import (
     BackendError,
     CorruptEntryError,
     EmbeddingError,
+    GuardError,
     SemcacheError,
 )
 from semcache.keys import Scope, text_key
 from semcache.matching.guards import LexicalGuard
-from semcache.models import Candidate, Entry, LookupResult, NewEntry, Outcome
+from semcache.models import Candidate, Entry, LookupResult, NewEntry, Outcome, Tier
 from semcache.policy import (
     CachePolicy,
     Guard,
@@ -34,11 +35,12 @@ from semcache.policy import (
     shadow_miss,
 )
 from semcache.policy import resolve_threshold as _resolve_threshold
-from semcache.stats import CacheInfo, Counters
+from semcache.stats import CacheInfo, Counter, Counters
 from semcache.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
+    from opentelemetry.trace import Span
 
     from semcache.matching.adaptive import ThresholdModel
 
@@ -78,10 +80,11 @@ class SemanticCache:
         verifier: the last step, after the guards: confirms or vetoes candidates inside its
             similarity band (:class:`semcache.matching.verifier.CrossEncoderVerifier`).
 
-    Lookups and stores raise :class:`SemcacheError` subclasses; the decorator turns those into
-    misses (fail-open). Use as a context manager, or call :meth:`close`.
+    :meth:`lookup` and :meth:`store` raise :class:`SemcacheError` subclasses; the decorator and
+    the integrations turn any failure into a miss instead (:mod:`semcache._failopen`). Use as a
+    context manager, or call :meth:`close`.
 
-    The ``a``-methods (:meth:`afind`, :meth:`alookup`, :meth:`aput`...) take the same steps with
+    The ``a``-methods (:meth:`alookup`, :meth:`astore`...) take the same steps with
     the backend's async methods (:class:`AsyncBackend`; a sync backend runs in worker threads)
     and the embedding in a worker thread. Close with :meth:`aclose` after using them.
     """
@@ -114,24 +117,24 @@ class SemanticCache:
         backend.bind(embedder.fingerprint)
         self.telemetry.watch_entries(backend.count)
 
-    # -- building blocks (shared by lookup, the decorator and the integrations) ---------------
+    # -- steps (the public methods below and :mod:`semcache._failopen` run these) ------------
 
-    def query(self, text: object, scope: Scope | None = None) -> Query:
+    def _query(self, text: object, scope: Scope | None = None) -> Query:
         """Validate ``text`` and compute its keys. Raises :class:`InvalidInputError`."""
         checked = check_text(text, self.policy)
         return Query(checked, (scope or _DEFAULT_SCOPE).key(), text_key(checked))
 
-    def embed(self, text: str) -> NDArray[np.float32]:
+    def _embed(self, text: str) -> NDArray[np.float32]:
         """The unit vector of ``text`` (memoised by the embedder for exact repeats)."""
         with self.telemetry.stage("embed"), _converting("embed", EmbeddingError):
             vector: NDArray[np.float32] = self.embedder.embed([text])[0]
             return vector
 
-    def threshold(self, override: float | None = None) -> float:
+    def _threshold(self, override: float | None = None) -> float:
         """The threshold a lookup uses: ``override`` if given (validated), else the policy's."""
         return _resolve_threshold(self.policy, override)
 
-    def find(
+    def _find(
         self,
         q: Query,
         *,
@@ -142,34 +145,34 @@ class SemanticCache:
 
         Returns the result and the query vector (``None`` when the exact tier answered).
         """
-        threshold, now = self.threshold(min_similarity), self.clock.now()
+        threshold, now = self._threshold(min_similarity), self.clock.now()
         if self.policy.exact_tier:
             with self._io("exact"):
                 entry = self.backend.get_exact(q.scope_key, q.text_key, now)
             if entry is not None:
                 return self._exact(entry, threshold), vector
         if vector is None:
-            vector = self.embed(q.text)
+            vector = self._embed(q.text)
         with self._io("search"):
             candidates = self.backend.search(q.scope_key, vector, self.policy.candidates, now)
         return self._choose(q, candidates, threshold, vector), vector
 
-    async def afind(
+    async def _afind(
         self,
         q: Query,
         *,
         min_similarity: float | None = None,
         vector: NDArray[np.float32] | None = None,
     ) -> tuple[LookupResult, NDArray[np.float32] | None]:
-        """:meth:`find`, awaiting the backend; the embedding runs in a worker thread."""
-        threshold, now = self.threshold(min_similarity), self.clock.now()
+        """:meth:`_find`, awaiting the backend; the embedding runs in a worker thread."""
+        threshold, now = self._threshold(min_similarity), self.clock.now()
         if self.policy.exact_tier:
             with self._io("exact"):
                 entry = await self.abackend.aget_exact(q.scope_key, q.text_key, now)
             if entry is not None:
                 return self._exact(entry, threshold), vector
         if vector is None:
-            vector = await asyncio.to_thread(self.embed, q.text)
+            vector = await asyncio.to_thread(self._embed, q.text)
         with self._io("search"):
             candidates = await self.abackend.asearch(
                 q.scope_key, vector, self.policy.candidates, now
@@ -193,10 +196,11 @@ class SemanticCache:
         vector: NDArray[np.float32],
     ) -> LookupResult:
         """The semantic tier's decision over the candidates (a miss in shadow mode)."""
-        learned = None if self.thresholds is None else self.thresholds.for_query(q.text, vector)
-        result = choose(q.text, candidates, threshold, self.guards, learned, self.verifier)
-        if result.entry is not None and self.thresholds is not None:
-            self.thresholds.served(result.entry.id, vector, float(result.similarity or 0.0))
+        with _converting("decide", GuardError):
+            learned = None if self.thresholds is None else self.thresholds.for_query(q.text, vector)
+            result = choose(q.text, candidates, threshold, self.guards, learned, self.verifier)
+            if result.entry is not None and self.thresholds is not None:
+                self.thresholds.served(result.entry.id, vector, float(result.similarity or 0.0))
         return shadow_miss(result) if self.shadow else result
 
     @contextmanager
@@ -205,27 +209,59 @@ class SemanticCache:
         with self.telemetry.stage(stage), _converting(stage, BackendError):
             yield
 
-    # -- public API -----------------------------------------------------------------------------
+    # -- lookups ------------------------------------------------------------------------------
 
     def lookup(
-        self, text: str, scope: Scope | None = None, *, min_similarity: float | None = None
+        self,
+        text: str,
+        scope: Scope | None = None,
+        *,
+        min_similarity: float | None = None,
+        vector: NDArray[np.float32] | None = None,
     ) -> LookupResult:
         """Look ``text`` up in ``scope``; counts a hit or a miss.
 
+        ``vector`` is ``text``'s embedding if already computed (else the embedder runs).
+
         Raises:
             InvalidInputError: the text is empty, too long or not a string.
-            EmbeddingError / BackendError: the embedder or backend failed.
+            EmbeddingError / BackendError / GuardError: a step failed (a corrupt entry is
+                deleted before its :class:`CorruptEntryError` is raised).
         """
-        q = self.query(text, scope)
+        q = self._query(text, scope)
         with self.telemetry.span("semcache.lookup", partition=q.scope_key) as span:
             try:
-                result, _ = self.find(q, min_similarity=min_similarity)
-            except CorruptEntryError as e:
-                self.discard_corrupt(e)
-                self.record_error(span, "lookup", e)
+                result, _ = self._find(q, min_similarity=min_similarity, vector=vector)
+            except SemcacheError as e:
+                self.telemetry.mark_failed(span, "lookup", e)
+                if isinstance(e, CorruptEntryError) and e.entry_id is not None:
+                    self._discard(e.entry_id)
                 raise
-            self.record_result(span, result)
+            self._record_result(span, result)
             return result
+
+    async def alookup(
+        self,
+        text: str,
+        scope: Scope | None = None,
+        *,
+        min_similarity: float | None = None,
+        vector: NDArray[np.float32] | None = None,
+    ) -> LookupResult:
+        """:meth:`lookup`, awaiting the backend; the embedding runs in a worker thread."""
+        q = self._query(text, scope)
+        with self.telemetry.span("semcache.lookup", partition=q.scope_key) as span:
+            try:
+                result, _ = await self._afind(q, min_similarity=min_similarity, vector=vector)
+            except SemcacheError as e:
+                self.telemetry.mark_failed(span, "lookup", e)
+                if isinstance(e, CorruptEntryError) and e.entry_id is not None:
+                    await self._adiscard(e.entry_id)
+                raise
+            await self._arecord_result(span, result)
+            return result
+
+    # -- stores --------------------------------------------------------------------------------
 
     def store(
         self,
@@ -237,11 +273,28 @@ class SemanticCache:
         metadata: Mapping[str, Any] | None = None,
         vector: NDArray[np.float32] | None = None,
     ) -> Entry:
-        """Store ``response`` (a JSON value) for ``text``; replaces an exact repeat."""
-        q = self.query(text, scope)
-        return self.put(q, response, ttl=ttl, metadata=metadata, vector=vector)
+        """Store ``response`` (a JSON value) for ``text``; replaces an exact repeat.
 
-    def put(
+        ``vector`` is ``text``'s embedding if already computed. Evicts past ``max_entries``.
+        """
+        q = self._query(text, scope)
+        return self._put(q, response, ttl=ttl, metadata=metadata, vector=vector)
+
+    async def astore(
+        self,
+        text: str,
+        response: Any,
+        scope: Scope | None = None,
+        *,
+        ttl: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        vector: NDArray[np.float32] | None = None,
+    ) -> Entry:
+        """:meth:`store`, awaiting the backend; the embedding runs in a worker thread."""
+        q = self._query(text, scope)
+        return await self._aput(q, response, ttl=ttl, metadata=metadata, vector=vector)
+
+    def _put(
         self,
         q: Query,
         response: Any,
@@ -256,7 +309,7 @@ class SemanticCache:
         """
         new, now = self._new_entry(q, response, ttl, metadata)
         if vector is None:
-            vector = self.embed(q.text)
+            vector = self._embed(q.text)
         with self._io("store"):
             entry = self.backend.put(new, vector)
             evicted = self.backend.evict(self.policy.max_entries) if self.policy.max_entries else 0
@@ -265,7 +318,7 @@ class SemanticCache:
         self._stored(evicted)
         return entry
 
-    async def aput(
+    async def _aput(
         self,
         q: Query,
         response: Any,
@@ -274,10 +327,10 @@ class SemanticCache:
         metadata: Mapping[str, Any] | None = None,
         vector: NDArray[np.float32] | None = None,
     ) -> Entry:
-        """:meth:`put`, awaiting the backend; the embedding runs in a worker thread."""
+        """:meth:`_put`, awaiting the backend; the embedding runs in a worker thread."""
         new, now = self._new_entry(q, response, ttl, metadata)
         if vector is None:
-            vector = await asyncio.to_thread(self.embed, q.text)
+            vector = await asyncio.to_thread(self._embed, q.text)
         with self._io("store"):
             entry = await self.abackend.aput(new, vector)
             evicted = (
@@ -319,34 +372,7 @@ class SemanticCache:
             self._counters.add("evictions", evicted)
             self.telemetry.record_evictions(evicted)
 
-    async def alookup(
-        self, text: str, scope: Scope | None = None, *, min_similarity: float | None = None
-    ) -> LookupResult:
-        """:meth:`lookup`, awaiting the backend; the embedding runs in a worker thread."""
-        q = self.query(text, scope)
-        with self.telemetry.span("semcache.lookup", partition=q.scope_key) as span:
-            try:
-                result, _ = await self.afind(q, min_similarity=min_similarity)
-            except CorruptEntryError as e:
-                await self.adiscard_corrupt(e)
-                self.record_error(span, "lookup", e)
-                raise
-            await self.arecord_result(span, result)
-            return result
-
-    async def astore(
-        self,
-        text: str,
-        response: Any,
-        scope: Scope | None = None,
-        *,
-        ttl: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        vector: NDArray[np.float32] | None = None,
-    ) -> Entry:
-        """:meth:`store`, awaiting the backend; the embedding runs in a worker thread."""
-        q = self.query(text, scope)
-        return await self.aput(q, response, ttl=ttl, metadata=metadata, vector=vector)
+    # -- administration ------------------------------------------------------------------------
 
     def delete(self, entry_id: str) -> bool:
         """Delete one entry; ``True`` if it existed."""
@@ -408,29 +434,48 @@ class SemanticCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- bookkeeping shared with the middleware -------------------------------------------------
+    def feedback(self, target: LookupResult | str, correct: bool) -> bool:
+        """Report whether a served (or, in shadow mode, would-be) hit answered the request.
 
-    def count(self, name: str, amount: int = 1) -> None:
-        """Increment one of the :class:`CacheInfo` counters."""
+        ``target`` is the :class:`LookupResult` or the entry id. Counted in :meth:`info`
+        (``false_hits`` / ``shadow_false_hits``) and learned by ``thresholds`` if set; returns
+        whether ``thresholds`` used it.
+        """
+        shadow_id = shadow_entry_id(target) if isinstance(target, LookupResult) else None
+        if isinstance(target, LookupResult):
+            entry_id = shadow_id or (target.entry.id if target.entry is not None else None)
+        else:
+            entry_id = target
+        if entry_id is None:
+            return False
+        self._counters.add("feedback")
+        if not correct:
+            self._counters.add("shadow_false_hits" if shadow_id else "false_hits")
+        self.telemetry.record_feedback(correct, shadow=shadow_id is not None)
+        return self.thresholds is not None and self.thresholds.feedback(entry_id, correct)
+
+    # -- bookkeeping (shared with :mod:`semcache._failopen`) -----------------------------------
+
+    def _count(self, name: Counter, amount: int = 1) -> None:
         self._counters.add(name, amount)
 
-    def record_result(self, span: Any, result: LookupResult) -> None:
+    def _record_result(self, span: Span, result: LookupResult) -> None:
         """Count a lookup's hit or miss, touch the served entry, record tokens saved."""
         if (entry_id := self._count_result(span, result)) is not None:
             with _logged("could not update LRU order"):  # best effort; the hit stands
                 self.backend.touch(entry_id, self.clock.now())
 
-    async def arecord_result(self, span: Any, result: LookupResult) -> None:
-        """:meth:`record_result`, awaiting the backend."""
+    async def _arecord_result(self, span: Span, result: LookupResult) -> None:
+        """:meth:`_record_result`, awaiting the backend."""
         if (entry_id := self._count_result(span, result)) is not None:
             with _logged("could not update LRU order"):  # best effort; the hit stands
                 await self.abackend.atouch(entry_id, self.clock.now())
 
-    def _count_result(self, span: Any, result: LookupResult) -> str | None:
+    def _count_result(self, span: Span, result: LookupResult) -> str | None:
         """Count and record a lookup's outcome; returns the served entry's id, if any."""
         if result.entry is not None:
             tier = result.tier.value if result.tier else None
-            self._counters.add(f"hits_{tier}")
+            self._counters.add("hits_exact" if result.tier is Tier.EXACT else "hits_semantic")
             meta = result.entry.metadata
             prompt_tokens = int(meta.get("prompt_tokens", 0) or 0)
             completion_tokens = int(meta.get("completion_tokens", 0) or 0)
@@ -460,41 +505,15 @@ class SemanticCache:
         )
         return None
 
-    def feedback(self, target: LookupResult | str, correct: bool) -> bool:
-        """Report whether a served (or, in shadow mode, would-be) hit answered the request.
+    def _discard(self, entry_id: str) -> None:
+        """Delete a corrupt entry (a later store replaces it)."""
+        with _logged(f"could not delete corrupt entry {entry_id}"):
+            self.backend.delete([entry_id])
 
-        ``target`` is the :class:`LookupResult` or the entry id. Counted in :meth:`info`
-        (``false_hits`` / ``shadow_false_hits``) and learned by ``thresholds`` if set; returns
-        whether ``thresholds`` used it.
-        """
-        shadow_id = shadow_entry_id(target) if isinstance(target, LookupResult) else None
-        if isinstance(target, LookupResult):
-            entry_id = shadow_id or (target.entry.id if target.entry is not None else None)
-        else:
-            entry_id = target
-        if entry_id is None:
-            return False
-        self._counters.add("feedback")
-        if not correct:
-            self._counters.add("shadow_false_hits" if shadow_id else "false_hits")
-        self.telemetry.record_feedback(correct, shadow=shadow_id is not None)
-        return self.thresholds is not None and self.thresholds.feedback(entry_id, correct)
-
-    def record_error(self, span: Any, stage: str, error: BaseException) -> None:
-        self._counters.add("errors")
-        self.telemetry.record_error(span, stage, error)
-
-    def discard_corrupt(self, error: CorruptEntryError) -> None:
-        """Delete the entry a :class:`CorruptEntryError` names (a later store replaces it)."""
-        if error.entry_id is not None:
-            with _logged(f"could not delete corrupt entry {error.entry_id}"):
-                self.backend.delete([error.entry_id])
-
-    async def adiscard_corrupt(self, error: CorruptEntryError) -> None:
-        """:meth:`discard_corrupt`, awaiting the backend."""
-        if error.entry_id is not None:
-            with _logged(f"could not delete corrupt entry {error.entry_id}"):
-                await self.abackend.adelete([error.entry_id])
+    async def _adiscard(self, entry_id: str) -> None:
+        """:meth:`_discard`, awaiting the backend."""
+        with _logged(f"could not delete corrupt entry {entry_id}"):
+            await self.abackend.adelete([entry_id])
 
 
 @contextmanager

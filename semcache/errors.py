@@ -6,6 +6,7 @@ The tree::
     ├── ConfigurationError (ValueError)        a setting is invalid; raised at construction
     │   └── FingerprintMismatchError           the index was built by another embedding model
     ├── InvalidInputError (ValueError)         empty, oversize, non-text, NaN or wrong-dims input
+    ├── GuardError                             a guard, the verifier or learned thresholds failed
     ├── EmbeddingError                         the embedder failed on an input
     │   └── ModelLoadError                     the model cannot be loaded (offline, missing files)
     ├── BackendError                           the storage backend failed
@@ -24,6 +25,7 @@ __all__ = [
     "CorruptEntryError",
     "EmbeddingError",
     "FingerprintMismatchError",
+    "GuardError",
     "InvalidInputError",
     "MissingDependencyError",
     "ModelLoadError",
@@ -46,6 +48,10 @@ class FingerprintMismatchError(ConfigurationError):
 
 class InvalidInputError(SemcacheError, ValueError):
     """An input cannot be cached: empty, too long, not text, or a malformed vector."""
+
+
+class GuardError(SemcacheError):
+    """A guard, the verifier or the learned thresholds raised while deciding on a candidate."""
 
 
 class EmbeddingError(SemcacheError):

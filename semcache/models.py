@@ -10,6 +10,7 @@ from typing import Any
 from semcache.errors import FingerprintMismatchError
 
 __all__ = [
+    "CallOutcome",
     "Candidate",
     "Entry",
     "LookupResult",
@@ -163,3 +164,19 @@ class LookupResult:
     @property
     def hit(self) -> bool:
         return self.entry is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallOutcome:
+    """What the cache did for one call (``cached(on_outcome=...)``, the proxy's headers).
+
+    ``outcome`` is hit, miss, bypass or coalesced (waited for an identical in-flight call);
+    ``reason`` says why a candidate was refused or the call bypassed; ``error`` is set when a
+    cache failure turned the call into a miss or a bypass.
+    """
+
+    outcome: Outcome
+    tier: str | None = None
+    similarity: float | None = None
+    reason: str = ""
+    error: bool = False

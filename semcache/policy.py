@@ -34,7 +34,13 @@ SHADOW_HIT = "shadow_hit"
 
 
 class Guard(Protocol):
-    """A veto on a semantic hit. Returns a reason to refuse the candidate, or ``None``."""
+    """A veto on a semantic hit: a reason to refuse the candidate, or ``None`` to let it pass.
+
+    The guards and the band verifier of :func:`choose` are guards. ``None`` means "no
+    objection", not "correct", so a guard's verdict is never learned from; the labels
+    :class:`~semcache.matching.adaptive.AdaptiveThresholds` learns from come from a
+    :class:`~semcache.matching.adaptive.Judge` (``(query, candidate) -> bool``).
+    """
 
     def __call__(self, query: str, candidate: Candidate) -> str | None: ...
 

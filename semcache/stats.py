@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
-__all__ = ["CacheInfo", "Counters"]
+__all__ = ["CacheInfo", "Counter", "Counters"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -17,7 +17,8 @@ class CacheInfo:
         hits_exact / hits_semantic: hits per tier.
         misses: lookups that found nothing usable.
         bypasses: requests not looked up (bypass requested, uncacheable input, policy skip).
-        errors: cache failures turned into misses (fail-open).
+        errors: cache failures turned into misses by the fail-open path (the decorator and the
+            integrations); direct ``lookup()``/``store()`` calls raise instead.
         stores / store_refusals: responses stored / refused (error, truncated, tool call, ...).
         coalesced: requests that waited for an identical in-flight upstream call.
         evictions: entries removed by the size bound.
@@ -62,16 +63,36 @@ class CacheInfo:
         return (self.hits + self.shadow_hits) / looked_up if looked_up else 0.0
 
 
+Counter = Literal[
+    "hits_exact",
+    "hits_semantic",
+    "misses",
+    "bypasses",
+    "errors",
+    "stores",
+    "store_refusals",
+    "coalesced",
+    "evictions",
+    "tokens_saved",
+    "cost_saved",
+    "shadow_hits",
+    "feedback",
+    "false_hits",
+    "shadow_false_hits",
+]
+"""The name of a :class:`CacheInfo` counter (a typo fails in mypy, not at run time)."""
+
+
 class Counters:
     """Thread-safe increments behind :class:`CacheInfo`."""
 
-    _NAMES = tuple(f.name for f in fields(CacheInfo) if f.name != "entries")
+    _NAMES: tuple[Counter, ...] = get_args(Counter)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[str, Any] = dict.fromkeys(self._NAMES, 0)
 
-    def add(self, name: str, amount: float = 1) -> None:
+    def add(self, name: Counter, amount: float = 1) -> None:
         with self._lock:
             self._values[name] += amount
 

@@ -44,12 +44,12 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, Status, StatusCode
 
+from semcache._version import VERSION as _VERSION
 from semcache.errors import ConfigurationError, SemcacheError
 
 __all__ = ["STAGES", "Telemetry", "TokenPrice"]
 
 _NAME = "semcache"
-_VERSION = "0.1.0"
 
 #: The stage names the cache and middleware use (each is a child span and a duration sample).
 STAGES = ("embed", "exact", "search", "store", "retrieval", "upstream")
@@ -166,7 +166,11 @@ class Telemetry:
         if not span.is_recording():
             yield span
             return
-        with trace.use_span(span, end_on_exit=True):
+        # Errors are recorded once, where they are handled (record_error / mark_failed), not on
+        # every span an exception passes through.
+        with trace.use_span(
+            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+        ):
             yield span
 
     @contextmanager
@@ -222,7 +226,12 @@ class Telemetry:
         )
 
     def record_error(self, span: Span, stage: str, error: BaseException) -> None:
+        """A failure the cache turned into a miss: the ``semcache.errors`` metric and the span."""
         self._errors.add(1, {"semcache.stage": stage, "error.type": type(error).__name__})
+        self.mark_failed(span, stage, error)
+
+    def mark_failed(self, span: Span, stage: str, error: BaseException) -> None:
+        """Put ``error`` on ``span`` (for an error raised to the caller: no metric)."""
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f"{stage}: {type(error).__name__}"))
 

@@ -7,7 +7,6 @@ import pytest
 
 from semcache import (
     CachePolicy,
-    Candidate,
     ConfigurationError,
     Entry,
     MemoryBackend,
@@ -15,6 +14,7 @@ from semcache import (
 )
 from semcache.matching.adaptive import AdaptiveConfig, AdaptiveThresholds, kmeans_centroids
 from semcache.matching.bounds import clopper_pearson, clopper_pearson_upper, lowest_safe_threshold
+from semcache.models import Candidate
 from semcache.policy import shadow_entry_id
 from semcache.testing import HashingEmbedder
 

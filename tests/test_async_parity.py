@@ -23,14 +23,13 @@ from semcache import (
     BackendUnavailableError,
     CachePolicy,
     EmbeddedBackend,
-    ManualClock,
     Scope,
     SemanticCache,
     cached,
 )
 from semcache.backends.base import AsyncBackend, ThreadedBackend
 from semcache.backends.breaker import BreakerParams
-from semcache.testing import HashingEmbedder
+from semcache.testing import HashingEmbedder, ManualClock
 
 KINDS = ["embedded", pytest.param("redis", marks=pytest.mark.redis)]
 ACME, OTHER = Scope(model="m", tenant="acme"), Scope(model="m", tenant="other")
@@ -95,10 +94,7 @@ class Stores:
 
         for old in self.opened:  # the tests closed them; reopen each to delete what it wrote
             backend = RedisBackend(self.url, name=old.keys.name)
-            backend.bind(old.fingerprint)
-            backend.clear()
-            backend.client.delete(backend.keys.meta)
-            backend._index.delete(drop=False)
+            backend.drop()
             backend.close()
 
 
@@ -188,7 +184,7 @@ async def test_sync_and_async_paths_decide_identically(stores: Stores) -> None:
     async_seen = await run_async(async_cache, async_clock)
     async_info = async_cache.info()
     if native:  # the async path used this loop's redis.asyncio client
-        assert asyncio.get_running_loop() in async_cache.backend._async
+        assert async_cache.backend.core.has_aclient()
     await async_cache.aclose()
 
     lookups = [(o[1], o[2]) for o in sync_seen if o[0] == "lookup"]
@@ -207,7 +203,7 @@ async def test_redis_async_methods_match_the_sync_ones(redis_stores: Stores) -> 
 
     backend = redis_stores.open()
     cache, clock = new_cache(backend)  # binds the backend
-    vector = cache.embed("some prompt")
+    vector = cache.embedder.embed(["some prompt"])[0]
     now = clock.now()
     new = NewEntry(scope_key="s", text_key="t", prompt="some prompt", response=[1], created_at=now)
     stored = await backend.aput(new, vector)

@@ -21,15 +21,14 @@ from semcache import (
     EmbeddedBackend,
     FingerprintMismatchError,
     InvalidInputError,
-    ManualClock,
     MemoryBackend,
     ModelFingerprint,
-    NewEntry,
     Scope,
     SemanticCache,
 )
 from semcache.backends.base import Backend
-from semcache.testing import HashingEmbedder
+from semcache.models import NewEntry
+from semcache.testing import HashingEmbedder, ManualClock
 
 DIM = 32
 FP = ModelFingerprint(model="contract-model", dim=DIM)
@@ -74,9 +73,7 @@ class Store:
     def close(self) -> None:
         bound = [b for b in self.opened if b.fingerprint is not None]
         if self.kind == "redis" and bound:  # leave nothing behind on a shared server
-            bound[0].clear()
-            bound[0].client.delete(bound[0].keys.meta)
-            bound[0]._index.delete(drop=False)
+            bound[0].drop()
         for backend in self.opened:
             backend.close()
         if self._memory is not None:

@@ -18,8 +18,8 @@ from semcache import (
     InvalidInputError,
     MemoryBackend,
     ModelFingerprint,
-    NewEntry,
 )
+from semcache.models import NewEntry
 
 FP = ModelFingerprint(model="test-model", dim=32)
 
@@ -63,7 +63,8 @@ def test_reopen_after_close_keeps_entries(tmp_path: Path) -> None:
 _CHILD = """
 import json, sys
 import numpy as np
-from semcache import EmbeddedBackend, ModelFingerprint, NewEntry
+from semcache import EmbeddedBackend, ModelFingerprint
+from semcache.models import NewEntry
 path, mode = sys.argv[1], sys.argv[2]
 fp = ModelFingerprint(model="test-model", dim=32)
 b = EmbeddedBackend(path)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from semcache import CachePolicy, Candidate, Entry, MemoryBackend, SemanticCache
+from semcache import CachePolicy, Entry, MemoryBackend, SemanticCache
 from semcache.matching.guards import LexicalGuard, negations, numbers
+from semcache.models import Candidate
 from semcache.testing import HashingEmbedder
 
 

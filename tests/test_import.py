@@ -1,33 +1,69 @@
-"""`import semcache` stays light: no torch, redis, litellm, sentence-transformers or hnswlib."""
+"""What importing semcache pulls in: no heavy optional dependency, and the request path never
+imports the offline tooling (``semcache.measure``) or the command line (``semcache.cli``)."""
 
 from __future__ import annotations
 
 import json
+import pkgutil
 import subprocess
 import sys
 
-HEAVY = ("torch", "redis", "redisvl", "litellm", "sentence_transformers", "onnxruntime", "bm25s")
+import pytest
+
+import semcache
+
+HEAVY = (
+    "torch",
+    "sentence_transformers",
+    "transformers",
+    "redis",
+    "redisvl",
+    "litellm",
+    "onnxruntime",
+    "langchain_core",
+    "matplotlib",
+    "bm25s",
+)
+OFFLINE = ("semcache.measure", "semcache.cli")
+REQUEST_PATH = (
+    "semcache.cache",
+    "semcache.llm.decorator",
+    "semcache.policy",
+    "semcache.backends.embedded",
+)
 
 
-def test_import_is_light() -> None:
-    code = (
-        "import sys, time, json; t = time.perf_counter(); import semcache; "
-        "dt = time.perf_counter() - t; "
-        f"print(json.dumps({{'dt': dt, 'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}))"
-    )
+def loaded_after(statement: str) -> list[str]:
+    """The modules in ``sys.modules`` after running ``statement`` in a fresh interpreter."""
+    code = f"import json, sys; {statement}; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    report = json.loads(out.stdout)
-    assert report["loaded"] == []
+    return list(json.loads(out.stdout))
 
 
-def test_public_api_is_flat_and_complete() -> None:
-    import semcache
+def under(modules: list[str], roots: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if any(m == r or m.startswith(r + ".") for r in roots)]
 
-    for name in semcache.__all__:
-        assert hasattr(semcache, name), name
-    assert {"SemanticCache", "EmbeddedBackend", "cached", "Scope", "CachePolicy"} <= set(
-        semcache.__all__
-    )
+
+def test_import_semcache_loads_no_heavy_dependency() -> None:
+    loaded = loaded_after("import semcache")
+    assert under(loaded, HEAVY) == []
+    assert under(loaded, OFFLINE) == []
+
+
+@pytest.mark.parametrize("module", REQUEST_PATH)
+def test_nothing_on_the_request_path_imports_from_cli_or_measure(module: str) -> None:
+    assert under(loaded_after(f"import {module}"), OFFLINE) == []
+
+
+def test_no_library_module_imports_from_cli_or_measure() -> None:
+    """Every module outside cli/ and measure/ (backends, retrieval, embedders...) at once."""
+    names = [
+        m.name
+        for m in pkgutil.walk_packages(semcache.__path__, "semcache.")
+        if not under([m.name], (*OFFLINE, "semcache.__main__"))
+    ]
+    assert "semcache.retrieval.rag" in names
+    assert under(loaded_after("; ".join(f"import {n}" for n in names)), OFFLINE) == []
 
 
 def test_errors_form_one_tree() -> None:

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from semcache import InvalidInputError, Scope, normalize_text, text_key
+from semcache import InvalidInputError, Scope
+from semcache.keys import normalize_text, text_key
 
 
 def test_normalize_text_folds_case_space_and_unicode() -> None:

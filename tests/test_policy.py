@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from semcache import CachePolicy, Candidate, ConfigurationError, Entry, InvalidInputError, Tier
+from semcache import CachePolicy, ConfigurationError, Entry, InvalidInputError, Tier
+from semcache.models import Candidate
 from semcache.policy import check_text, choose, expiry, resolve_threshold
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
@@ -12,10 +12,11 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from semcache.cache import SemanticCache
+from semcache._failopen import MISSING, Bypass, FailOpen, Lookup
+from semcache.cache import Query, SemanticCache
 from semcache.errors import NotCacheableError
 from semcache.keys import Scope
-from semcache_langchain import failopen
+from semcache.models import LookupResult
 from semcache_langchain.codec import documents_from_json, documents_to_json
 
 __all__ = ["CachedRetriever"]
@@ -51,41 +52,56 @@ class CachedRetriever(BaseRetriever):
         label = self.scope_name or type(self.retriever).__name__
         return Scope(model=f"retriever:{label}", params=kwargs, namespace=self.namespace)
 
+    @property
+    def _fo(self) -> FailOpen:
+        return FailOpen(self.cache)
+
     def _encode(self, docs: list[Document]) -> list[dict[str, Any]] | None:
         try:
             return documents_to_json(docs)
         except NotCacheableError:
-            self.cache.count("store_refusals")
+            self._fo.refused("not_serialisable")
             return None
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        scope = self._scope(kwargs)
-        hit = failopen.lookup(
-            self.cache, query, scope, documents_from_json, min_similarity=self.min_similarity
-        )
-        if hit is not None:
+        fo = self._fo
+        q = fo.query(query, self._scope(kwargs))
+        found = None if isinstance(q, Bypass) else fo.find(q, min_similarity=self.min_similarity)
+        if (hit := fo.decode(_result(found), documents_from_json)) is not MISSING:
             return hit
         docs = self.retriever.invoke(query, config={"callbacks": run_manager.get_child()}, **kwargs)
-        value = self._encode(docs)
-        if value is not None:
-            failopen.store(self.cache, query, value, scope, ttl=self.ttl)
+        if _may_store(q, found) and (value := self._encode(docs)) is not None:
+            fo.put(q, value, ttl=self.ttl, vector=_vector(found))
         return docs
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        scope = self._scope(kwargs)
-        hit = await failopen.alookup(
-            self.cache, query, scope, documents_from_json, min_similarity=self.min_similarity
+        fo = self._fo
+        q = fo.query(query, self._scope(kwargs))
+        found = (
+            None if isinstance(q, Bypass) else await fo.afind(q, min_similarity=self.min_similarity)
         )
-        if hit is not None:
+        if (hit := await fo.adecode(_result(found), documents_from_json)) is not MISSING:
             return hit
         docs = await self.retriever.ainvoke(
             query, config={"callbacks": run_manager.get_child()}, **kwargs
         )
-        value = self._encode(docs)
-        if value is not None:
-            await failopen.astore(self.cache, query, value, scope, ttl=self.ttl)
+        if _may_store(q, found) and (value := self._encode(docs)) is not None:
+            await fo.aput(q, value, ttl=self.ttl, vector=_vector(found))
         return docs
+
+
+def _result(found: Lookup | None) -> LookupResult | None:
+    return None if found is None else found.result
+
+
+def _vector(found: Lookup | None) -> Any:
+    return None if found is None else found.vector
+
+
+def _may_store(q: Query | Bypass, found: Lookup | None) -> TypeGuard[Query]:
+    """Store unless the query was bypassed or its lookup failed as the store would."""
+    return isinstance(q, Query) and not (found is not None and found.skip_store)

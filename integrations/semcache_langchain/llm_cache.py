@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 
+from semcache._failopen import MISSING, FailOpen
 from semcache.cache import SemanticCache
 from semcache.errors import InvalidInputError, NotCacheableError
 from semcache.keys import Scope
 from semcache.llm.requests import ChatRequest
 from semcache.policy import check_threshold
-from semcache_langchain import failopen
 from semcache_langchain.codec import generations_from_json, generations_to_json
 
 __all__ = ["SemanticLLMCache", "plan_prompt"]
@@ -90,6 +89,7 @@ class SemanticLLMCache(BaseCache):
         ttl: float | None = None,
     ) -> None:
         self.cache = cache
+        self._fo = FailOpen(cache)
         self.min_similarity = None if min_similarity is None else check_threshold(min_similarity)
         self.namespace = namespace
         self.ttl = ttl
@@ -100,24 +100,24 @@ class SemanticLLMCache(BaseCache):
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         text, scope, exact = plan_prompt(prompt, llm_string, self.namespace)
-        return failopen.lookup(
-            self.cache,
-            text,
-            scope,
-            generations_from_json,
-            min_similarity=1.0 if exact else self.min_similarity,
-        )
+        threshold = 1.0 if exact else self.min_similarity
+        hit = self._fo.lookup(text, scope, generations_from_json, min_similarity=threshold)
+        return None if hit is MISSING else hit
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        if (value := self._storable(return_val)) is not None:
+            text, scope, _ = plan_prompt(prompt, llm_string, self.namespace)
+            self._fo.store(text, value, scope, ttl=self.ttl)
+
+    def _storable(self, return_val: RETURN_VAL_TYPE) -> list[dict[str, Any]] | None:
+        """The generations as JSON, or ``None`` if there are none or they cannot be stored."""
         if not return_val:
-            return
+            return None
         try:
-            value = generations_to_json(return_val)
+            return generations_to_json(return_val)
         except NotCacheableError:
-            self.cache.count("store_refusals")
-            return
-        text, scope, _ = plan_prompt(prompt, llm_string, self.namespace)
-        failopen.store(self.cache, text, value, scope, ttl=self.ttl)
+            self._fo.refused("not_serialisable")
+            return None
 
     def clear(self, **kwargs: Any) -> None:
         """Empty the store, or only one model's entries with ``clear(llm_string=...)``.
@@ -131,10 +131,16 @@ class SemanticLLMCache(BaseCache):
         self.cache.clear(None if llm_string is None else self.scope(llm_string))
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        return await asyncio.to_thread(self.lookup, prompt, llm_string)
+        text, scope, exact = plan_prompt(prompt, llm_string, self.namespace)
+        threshold = 1.0 if exact else self.min_similarity
+        hit = await self._fo.alookup(text, scope, generations_from_json, min_similarity=threshold)
+        return None if hit is MISSING else hit
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        await asyncio.to_thread(self.update, prompt, llm_string, return_val)
+        if (value := self._storable(return_val)) is not None:
+            text, scope, _ = plan_prompt(prompt, llm_string, self.namespace)
+            await self._fo.astore(text, value, scope, ttl=self.ttl)
 
     async def aclear(self, **kwargs: Any) -> None:
-        await asyncio.to_thread(self.clear, **kwargs)
+        llm_string = kwargs.get("llm_string")
+        await self.cache.aclear(None if llm_string is None else self.scope(llm_string))

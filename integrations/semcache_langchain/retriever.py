@@ -15,6 +15,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, field_validator
 
+from semcache._failopen import Failures
 from semcache.errors import ConfigurationError, InvalidInputError
 from semcache.retrieval.documents import Chunk, ScoredChunk, content_hash
 from semcache.retrieval.documents import Document as SourceDocument
@@ -62,6 +63,8 @@ class SemcacheRetriever(BaseRetriever):
     ``k``, ``search_type`` and ``filter`` are set on the retriever and can be overridden per
     call: ``retriever.invoke("query", k=2, filter={"source": "faq"})``. Each document's
     metadata is its source metadata plus ``doc_id``, ``chunk_id``, ``title`` and ``score``.
+    If the store fails (Redis down, say), ``invoke`` returns no documents: the failure is logged
+    and counted in the ``semcache.errors`` metric (stage ``retrieval``); :meth:`search` raises.
 
     Attributes:
         retriever: the hybrid retriever (its store, embedder, fusion, reranker).
@@ -126,14 +129,28 @@ class SemcacheRetriever(BaseRetriever):
         search_type: str | None = None,
         filter: Mapping[str, Any] | None = None,
     ) -> list[ScoredChunk]:
-        """The scored chunks behind :meth:`invoke`."""
+        """The scored chunks behind :meth:`invoke`; raises if the store fails."""
+        return self._hits(query, *self._plan(query, k, search_type, filter))
+
+    def _plan(
+        self,
+        query: str,
+        k: int | None,
+        search_type: str | None,
+        filter: Mapping[str, Any] | None,
+    ) -> tuple[int, str, Mapping[str, Any] | None]:
+        """``k``, the search type and the filter in force; a malformed call raises here."""
         k = self.k if k is None else k
         kind = _search_type(search_type or self.search_type)
-        where = self.filter if filter is None else filter
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("a retrieval query must be a non-empty string")
         if k < 1:
             raise InvalidInputError(f"k must be >= 1, got {k}")
+        return k, kind, self.filter if filter is None else filter
+
+    def _hits(
+        self, query: str, k: int, kind: str, where: Mapping[str, Any] | None
+    ) -> list[ScoredChunk]:
         pool = max(k, self.fetch_k) if where else k
         hybrid = self.retriever
         if kind == "hybrid":
@@ -153,10 +170,24 @@ class SemcacheRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        return [_document(h) for h in self.search(query, **kwargs)]
+        plan = self._plan(query, **_options(kwargs))
+        with Failures(self.retriever.telemetry).trap(None, "retrieval"):
+            return [_document(h) for h in self._hits(query, *plan)]
+        return []  # the store failed: no documents (recorded as a retrieval error)
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        hits = await asyncio.to_thread(lambda: self.search(query, **kwargs))
-        return [_document(h) for h in hits]
+        plan = self._plan(query, **_options(kwargs))
+        with Failures(self.retriever.telemetry).trap(None, "retrieval"):
+            hits = await asyncio.to_thread(self._hits, query, *plan)
+            return [_document(h) for h in hits]
+        return []
+
+
+def _options(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The per-call options ``invoke`` passes on (``k``, ``search_type``, ``filter``)."""
+    unknown = set(kwargs) - {"k", "search_type", "filter"}
+    if unknown:
+        raise InvalidInputError(f"unknown retriever options: {sorted(unknown)}")
+    return {"k": None, "search_type": None, "filter": None, **kwargs}

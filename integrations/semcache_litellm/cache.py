@@ -4,7 +4,8 @@ LiteLLM calls ``async_get_cache(key, **request)`` before a call and ``async_set_
 {"timestamp", "response"}, **request)`` after it. The ``key`` is LiteLLM's hash of the whole
 request, prompt included, so it is not used: the scope and the text come from the request
 (:func:`semcache_litellm.request.plan_request`). Every semcache failure is a miss (lookups) or a
-skipped store, logged and counted: the request always reaches the model.
+skipped store, logged and counted once (:mod:`semcache._failopen`): the request always reaches
+the model.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import Any
 from litellm.caching.base_cache import BaseCache
 from pydantic import BaseModel
 
-from semcache.cache import SemanticCache
+from semcache._failopen import Bypass, FailOpen, Lookup
+from semcache.cache import Query, SemanticCache
 from semcache.errors import SemcacheError
 from semcache.llm.responses import inspect_response, refusal_reason
-from semcache_litellm.outcomes import CallOutcome, OutcomeLog
+from semcache.models import CallOutcome, Outcome
+from semcache_litellm.outcomes import OutcomeLog, header
 from semcache_litellm.request import plan_request
 from semcache_litellm.settings import LiteLLMCacheSettings
 
@@ -54,6 +57,10 @@ def _ttl(kwargs: Mapping[str, Any]) -> float | None:
 class SemcacheLiteLLMCache(BaseCache):
     """Serves LiteLLM's cache calls from a semcache :class:`SemanticCache`.
 
+    The async methods (the proxy's) await the cache's native async path; the sync ones (the
+    SDK's ``litellm.completion``) block. Both share every decision and fail open through
+    :mod:`semcache._failopen`.
+
     Args:
         cache: the semantic cache (its embedder, backend and policy).
         settings: tenant mode, namespace, message limit, tool-call storage.
@@ -70,80 +77,85 @@ class SemcacheLiteLLMCache(BaseCache):
         self.semantic = cache
         self.settings = settings
         self.outcomes = outcomes or OutcomeLog()
+        self._fo = FailOpen(cache)
 
     # -- lookups ---------------------------------------------------------------------------------
 
     def get_cache(self, key: str, **kwargs: Any) -> Any:
         """The stored ``{"timestamp", "response"}`` for a hit, else ``None``."""
-        call_id = kwargs.get("litellm_call_id")
-        request = plan_request(kwargs, self.settings)
-        if request.bypass:
-            self.semantic.count("bypasses")
-            self.outcomes.put(call_id, CallOutcome(outcome="bypass", reason=request.bypass))
-            log.debug("semcache: bypass (%s)", request.bypass)
-            return None
-        try:
-            result = self.semantic.lookup(request.text, request.scope)
-        except SemcacheError as e:
-            self.semantic.count("errors")
-            self.outcomes.put(call_id, CallOutcome(outcome="error", reason=type(e).__name__))
-            log.warning("semcache: lookup failed, calling the model: %s", e)
-            return None
-        outcome = CallOutcome(
-            outcome="hit" if result.hit else "miss",
-            tier=result.tier.value if result.tier else None,
-            similarity=result.similarity,
-            reason=result.reason,
-        )
-        self.outcomes.put(call_id, outcome)
-        log.debug("semcache: %s", outcome.header())
-        if result.entry is None:
+        q = self._key(kwargs)
+        found = None if isinstance(q, Bypass) else self._fo.find(q)
+        return self._answer(kwargs, q, found)
+
+    async def async_get_cache(self, key: str, **kwargs: Any) -> Any:
+        q = self._key(kwargs)
+        found = None if isinstance(q, Bypass) else await self._fo.afind(q)
+        return self._answer(kwargs, q, found)
+
+    def _key(self, kwargs: Mapping[str, Any]) -> Query | Bypass:
+        """The lookup's key, or why there is none (counted)."""
+
+        def build() -> Query | str:
+            request = plan_request(kwargs, self.settings)
+            return request.bypass or self.semantic._query(request.text, request.scope)
+
+        return self._fo.key(build)
+
+    def _answer(self, kwargs: Mapping[str, Any], q: Query | Bypass, found: Lookup | None) -> Any:
+        """Record the call's outcome for its headers; the stored value on a hit."""
+        outcome = _outcome(q, found)
+        self.outcomes.put(kwargs.get("litellm_call_id"), outcome)
+        log.debug("semcache: %s", header(outcome))
+        if found is None or found.result is None or found.result.entry is None:
             return None
         metadata = kwargs.get("metadata")
         if isinstance(metadata, dict):
-            metadata["semantic-similarity"] = result.similarity
-        return result.entry.response
-
-    async def async_get_cache(self, key: str, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(self.get_cache, key, **kwargs)
+            metadata["semantic-similarity"] = found.result.similarity
+        return found.result.entry.response
 
     # -- stores ----------------------------------------------------------------------------------
 
     def set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
         """Store a response LiteLLM got from the model, unless it must not be served again."""
+        if (planned := self._storable(value, kwargs)) is not None:
+            self._fo.put(*planned[:2], ttl=_ttl(kwargs), metadata=planned[2])
+
+    async def async_set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
+        if (planned := self._storable(value, kwargs)) is not None:
+            await self._fo.aput(*planned[:2], ttl=_ttl(kwargs), metadata=planned[2])
+
+    def _storable(
+        self, value: Any, kwargs: Mapping[str, Any]
+    ) -> tuple[Query, dict[str, Any], dict[str, int]] | None:
+        """The key, the entry and its token counts for a storable response; ``None`` if not
+        (a refusal is counted; a request the lookup bypassed is not counted again)."""
+        q = self._fo.rekey(lambda: self._planned(kwargs))
+        if q is None:
+            return None
+        with self._fo.failures.trap(None, "store"):
+            return self._entry(q, value)
+        return None
+
+    def _planned(self, kwargs: Mapping[str, Any]) -> Query | None:
         request = plan_request(kwargs, self.settings)
-        if request.bypass:
-            return
+        return None if request.bypass else self.semantic._query(request.text, request.scope)
+
+    def _entry(self, q: Query, value: Any) -> tuple[Query, dict[str, Any], dict[str, int]] | None:
         stored = value if isinstance(value, Mapping) else {"response": value}
         response = _response_json(stored.get("response"))
         if response is None:
-            self.semantic.count("store_refusals")
             log.debug("semcache: not storing a %s response", type(stored.get("response")).__name__)
-            return
+            self._fo.refused("not_json")
+            return None
         info = inspect_response(response)
         refusal = refusal_reason(info, store_tool_calls=self.settings.store_tool_calls)
         if refusal is not None:
-            self.semantic.count("store_refusals")
             log.debug("semcache: not storing (%s)", refusal)
-            return
+            self._fo.refused(refusal)
+            return None
         entry = {"timestamp": stored.get("timestamp"), "response": response}
-        try:
-            self.semantic.store(
-                request.text,
-                entry,
-                request.scope,
-                ttl=_ttl(kwargs),
-                metadata={
-                    "prompt_tokens": info.prompt_tokens,
-                    "completion_tokens": info.completion_tokens,
-                },
-            )
-        except SemcacheError as e:
-            self.semantic.count("errors")
-            log.warning("semcache: store failed, response not cached: %s", e)
-
-    async def async_set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
-        await asyncio.to_thread(self.set_cache, key, value, **kwargs)
+        tokens = {"prompt_tokens": info.prompt_tokens, "completion_tokens": info.completion_tokens}
+        return q, entry, tokens
 
     async def async_set_cache_pipeline(self, cache_list: Any, **kwargs: Any) -> None:
         """LiteLLM's bulk write, used for embedding responses only: not cached semantically.
@@ -152,7 +164,8 @@ class SemcacheLiteLLMCache(BaseCache):
         never stored (``semcache_litellm.install`` leaves embeddings out of the cached call
         types; this is the guard if they are put back).
         """
-        self.semantic.count("store_refusals", len(cache_list or ()))
+        for _ in cache_list or ():
+            self._fo.refused("embedding")
 
     async def batch_cache_write(self, key: str, value: Any, **kwargs: Any) -> None:
         await self.async_set_cache(key, value, **kwargs)
@@ -161,7 +174,7 @@ class SemcacheLiteLLMCache(BaseCache):
 
     async def disconnect(self) -> None:
         """Called by the proxy on shutdown: flush and close the store."""
-        await asyncio.to_thread(self.semantic.close)
+        await self.semantic.aclose()
 
     async def test_connection(self) -> dict[str, Any]:
         try:
@@ -171,3 +184,20 @@ class SemcacheLiteLLMCache(BaseCache):
         if info.entries < 0:
             return {"status": "failed", "message": "semcache backend did not answer", "error": None}
         return {"status": "success", "message": f"semcache: {info.entries} entries"}
+
+
+def _outcome(q: Query | Bypass, found: Lookup | None) -> CallOutcome:
+    """What the cache did, for the ``x-semcache`` header."""
+    if isinstance(q, Bypass):
+        return CallOutcome(outcome=Outcome.BYPASS, reason=q.reason, error=q.error)
+    assert found is not None
+    result = found.result
+    if result is None:
+        reason = type(found.error).__name__ if found.error is not None else ""
+        return CallOutcome(outcome=Outcome.MISS, reason=reason, error=True)
+    return CallOutcome(
+        outcome=Outcome.HIT if result.hit else Outcome.MISS,
+        tier=result.tier.value if result.tier else None,
+        similarity=result.similarity,
+        reason=result.reason,
+    )

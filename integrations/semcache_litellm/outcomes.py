@@ -4,30 +4,25 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 
-__all__ = ["CallOutcome", "OutcomeLog"]
+from semcache.models import CallOutcome
+
+__all__ = ["CallOutcome", "OutcomeLog", "header"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallOutcome:
-    """One lookup: ``hit``, ``miss``, ``bypass`` or ``error``, and the details of the decision."""
+def header(outcome: CallOutcome) -> str:
+    """The ``x-semcache`` header value, e.g. ``hit; tier=semantic; similarity=0.9412``.
 
-    outcome: str
-    tier: str | None = None
-    similarity: float | None = None
-    reason: str = ""
-
-    def header(self) -> str:
-        """The ``x-semcache`` header value, e.g. ``hit; tier=semantic; similarity=0.9412``."""
-        parts = [self.outcome]
-        if self.tier:
-            parts.append(f"tier={self.tier}")
-        if self.similarity is not None:
-            parts.append(f"similarity={self.similarity:.4f}")
-        if self.reason:
-            parts.append(f"reason={self.reason}")
-        return "; ".join(parts)
+    A lookup that failed reads ``error; reason=<exception type>``.
+    """
+    parts = ["error" if outcome.error else str(outcome.outcome)]
+    if outcome.tier:
+        parts.append(f"tier={outcome.tier}")
+    if outcome.similarity is not None:
+        parts.append(f"similarity={outcome.similarity:.4f}")
+    if outcome.reason:
+        parts.append(f"reason={outcome.reason}")
+    return "; ".join(parts)
 
 
 class OutcomeLog:

@@ -23,6 +23,7 @@ from litellm.types.caching import CachingSupportedCallTypes, LiteLLMCacheType
 from semcache.cache import SemanticCache
 from semcache.errors import ConfigurationError
 from semcache_litellm.cache import SemcacheLiteLLMCache
+from semcache_litellm.outcomes import header
 from semcache_litellm.settings import LiteLLMCacheSettings
 
 __all__ = ["CACHED_CALL_TYPES", "SemcacheProxyHandler", "build_semantic_cache", "install"]
@@ -112,7 +113,7 @@ class SemcacheProxyHandler(CustomLogger):
         headers: dict[str, str] = {}
         outcome = self.backend.outcomes.pop(data.get("litellm_call_id"))
         if outcome is not None:
-            headers["x-semcache"] = outcome.header()
+            headers["x-semcache"] = header(outcome)
         elif _no_cache(data):
             headers["x-semcache"] = "bypass; reason=no-cache"
         if self.settings.debug_headers:

@@ -24,10 +24,9 @@ from semcache.errors import (
     BackendError,
     ConfigurationError,
     CorruptEntryError,
-    FingerprintMismatchError,
     InvalidInputError,
 )
-from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry
+from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry, check_fingerprint
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -146,12 +145,12 @@ class LocalBackend:
 
     def bind(self, fingerprint: ModelFingerprint) -> None:
         with self._lock:
-            if self._fingerprint is not None and self._fingerprint.key() != fingerprint.key():
-                where = self._dir or "this memory store"
-                raise FingerprintMismatchError(
-                    f"{where} was built with {self._fingerprint.key()!r}, "
-                    f"not {fingerprint.key()!r}: use the same embedder, or a new directory"
-                )
+            check_fingerprint(
+                self._fingerprint,
+                fingerprint,
+                str(self._dir or "this memory store"),
+                "use the same embedder, or a new directory",
+            )
             if self._fingerprint is None:
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?), ('format', ?)",

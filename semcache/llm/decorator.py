@@ -1,13 +1,13 @@
 """The ``@cached`` decorator: a semantic cache in front of any LLM call.
 
 One decorator for plain functions, ``async`` functions, and functions that stream (generators and
-async generators). A failure of the cache (backend down, embedding error, corrupt entry) never
-breaks the call: it becomes a miss, the wrapped function runs, and the failure is counted in
-``cache_info().errors`` and recorded on the span.
+async generators). A failure of the cache (backend down, embedding error, corrupt entry, a guard
+raising, an unencodable response) never breaks the call: it becomes a miss through
+:mod:`semcache._failopen`, the wrapped function runs, and its answer is returned.
 
-The steps are shared by the four shells: :meth:`_Cached.begin` (pure), :meth:`_Cached.find`
-and :meth:`_Cached.save` (I/O; the async shells await their twins :meth:`_Cached.afind` and
-:meth:`_Cached.asave`), and :meth:`_Cached.serve` (pure decoding).
+The four shells share every step of :class:`_Cached`: :meth:`~_Cached.begin` (keys),
+:meth:`~_Cached.find` / :meth:`~_Cached.serve` (lookup and decoding), coalescing, and
+:meth:`~_Cached.save`; the async shells await the ``a``-twins, which never block the event loop.
 """
 
 from __future__ import annotations
@@ -20,16 +20,11 @@ from contextlib import aclosing, closing
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from semcache._failopen import MISSING, Bypass, FailOpen, Lookup
 from semcache.cache import Query, SemanticCache
-from semcache.errors import (
-    ConfigurationError,
-    CorruptEntryError,
-    InvalidInputError,
-    NotCacheableError,
-    SemcacheError,
-)
+from semcache.errors import ConfigurationError, CorruptEntryError, NotCacheableError
 from semcache.llm.coalesce import Flight, Flights
-from semcache.llm.options import CallOutcome, current_options
+from semcache.llm.options import CallOptions, current_options
 from semcache.llm.requests import ChatRequest, RequestAdapter
 from semcache.llm.responses import (
     Codec,
@@ -39,7 +34,7 @@ from semcache.llm.responses import (
     inspect_stream,
     refusal_reason,
 )
-from semcache.models import LookupResult, Outcome
+from semcache.models import CallOutcome, LookupResult, Outcome
 from semcache.policy import check_threshold
 from semcache.stats import CacheInfo
 
@@ -47,23 +42,23 @@ __all__ = ["cached"]
 
 log = logging.getLogger("semcache")
 F = TypeVar("F", bound=Callable[..., Any])
-_MISSING = object()
+Inspect = Callable[[Any], ResponseInfo]
 
 
 @dataclass(slots=True)
 class _Call:
     """One call in progress through the cache."""
 
-    query: Query | None
+    query: Query
     threshold: float
     ttl: float | None
     store: bool
-    span: Any = None
+    model: str
     result: LookupResult | None = None
     vector: Any = None
     flight: Flight | None = None
     failed: bool = False
-    model: str = ""
+    skip_store: bool = False
 
 
 class _Cached:
@@ -87,6 +82,7 @@ class _Cached:
     ) -> None:
         self.fn = fn
         self.cache = cache
+        self.fo = FailOpen(cache)
         self.request = request
         self.codec = codec
         self.namespace = namespace
@@ -100,117 +96,71 @@ class _Cached:
         self.tel = cache.telemetry
         self.on_outcome = on_outcome
 
-    # -- steps ----------------------------------------------------------------------------------
+    # -- keys ----------------------------------------------------------------------------------
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
-        """Validate and key the call; ``None`` means bypass (already counted)."""
+        """Validate and key the call; ``None`` means call upstream uncached (already counted)."""
         opts = current_options()
-        if opts.bypass:
-            self._bypass("requested")
-            return None
-        try:
-            req = self.request(args, kwargs)
-            if req.bypass:
-                self._bypass(req.bypass)
-                return None
-            scope = req.scope
-            params = {**scope.params, "semcache.kind": self.kind}
-            scope = replace(
-                scope,
-                params=params,
-                namespace=scope.namespace or self.namespace,
-                tenant=opts.tenant if opts.tenant is not None else scope.tenant,
-            )
-            query = self.cache.query(req.text, scope)
-        except InvalidInputError as e:
-            log.debug("semcache: bypass (%s)", e)
-            self._bypass("invalid_input")
-            return None
-        threshold = self.cache.threshold(
-            opts.min_similarity if opts.min_similarity is not None else self.min_similarity
+        planned = (
+            self.fo.bypass("requested")
+            if opts.bypass
+            else self.fo.key(lambda: self._plan(args, kwargs, opts))
         )
+        if isinstance(planned, Bypass):
+            self.report(Outcome.BYPASS, reason=planned.reason, error=planned.error)
+            return None
+        return planned
+
+    def _plan(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
+    ) -> _Call | str:
+        """The call's keys and settings, or the adapter's bypass reason (may raise)."""
+        req = self.request(args, kwargs)
+        if req.bypass:
+            return req.bypass
+        scope = replace(
+            req.scope,
+            params={**req.scope.params, "semcache.kind": self.kind},
+            namespace=req.scope.namespace or self.namespace,
+            tenant=opts.tenant if opts.tenant is not None else req.scope.tenant,
+        )
+        override = opts.min_similarity if opts.min_similarity is not None else self.min_similarity
         return _Call(
-            model=scope.model,
-            query=query,
-            threshold=threshold,
+            query=self.cache._query(req.text, scope),
+            threshold=self.cache._threshold(override),
             ttl=opts.ttl if opts.ttl is not None else self.ttl,
             store=opts.store,
+            model=scope.model,
         )
 
-    def report(self, outcome: Outcome, call: _Call | None = None) -> None:
-        """Tell the ``on_outcome`` observer, if any, what happened to a call."""
-        if self.on_outcome is None:
-            return
-        result = call.result if call is not None else None
-        self.on_outcome(
-            CallOutcome(
-                outcome=outcome,
-                tier=result.tier.value if result is not None and result.tier else None,
-                similarity=result.similarity if result is not None else None,
-                error=call.failed if call is not None else False,
-            )
-        )
-
-    def _bypass(self, reason: str) -> None:
-        self.report(Outcome.BYPASS)
-        self.cache.count("bypasses")
-        with self.tel.span("semcache.request") as span:
-            self.tel.record_bypass(span, reason)
+    # -- lookups -------------------------------------------------------------------------------
 
     def find(self, call: _Call) -> None:
-        """Look the call up (blocking). Failures become misses, recorded."""
-        assert call.query is not None
-        with self.tel.span("semcache.lookup") as span:
-            try:
-                call.result, call.vector = self.cache.find(
-                    call.query, min_similarity=call.threshold
-                )
-            except SemcacheError as e:
-                self._missed(span, call, e)
-                return
-            self.cache.record_result(span, call.result)
+        """Look the call up (blocking); a failure leaves no result."""
+        self._found(call, self.fo.find(call.query, min_similarity=call.threshold))
 
     async def afind(self, call: _Call) -> None:
         """:meth:`find`, awaiting the cache."""
-        assert call.query is not None
-        with self.tel.span("semcache.lookup") as span:
-            try:
-                call.result, call.vector = await self.cache.afind(
-                    call.query, min_similarity=call.threshold
-                )
-            except SemcacheError as e:
-                self._missed(span, call, e)
-                return
-            await self.cache.arecord_result(span, call.result)
+        self._found(call, await self.fo.afind(call.query, min_similarity=call.threshold))
 
-    def _missed(self, span: Any, call: _Call, error: SemcacheError) -> None:
-        self._fail(span, "lookup", error)
-        call.result = None
-        call.failed = True
+    def _found(self, call: _Call, found: Lookup) -> None:
+        call.result, call.vector, call.failed = found.result, found.vector, found.result is None
+        call.skip_store = found.skip_store
 
     def serve(self, call: _Call) -> Any:
-        """The decoded hit, or ``_MISSING``. A stored value that does not decode is a miss."""
-        if call.result is None or call.result.entry is None:
-            return _MISSING
-        stored = call.result.entry.response
-        try:
-            value = self._decode(stored)
+        """The decoded hit, or ``MISSING``. A stored value that does not decode is a miss."""
+        return self._served(call, self.fo.decode(call.result, self._decode))
+
+    async def aserve(self, call: _Call) -> Any:
+        """:meth:`serve`, deleting a corrupt entry without blocking the event loop."""
+        return self._served(call, await self.fo.adecode(call.result, self._decode))
+
+    def _served(self, call: _Call, value: Any) -> Any:
+        if value is not MISSING:
             self.report(Outcome.HIT, call)
-            return value
-        except (SemcacheError, KeyError, TypeError, ValueError) as e:
-            error = (
-                e
-                if isinstance(e, CorruptEntryError)
-                else CorruptEntryError(
-                    f"entry {call.result.entry.id} cannot be decoded: {e}",
-                    entry_id=call.result.entry.id,
-                )
-            )
-            with self.tel.span("semcache.decode") as span:
-                self._fail(span, "decode", error)
-            self.cache.discard_corrupt(error)
-            call.failed = True
-            return _MISSING
+        elif call.result is not None and call.result.entry is not None:
+            call.failed = True  # the entry did not decode
+        return value
 
     def _decode(self, stored: Any) -> Any:
         if not isinstance(stored, dict) or stored.get("kind") != self.kind:
@@ -219,9 +169,11 @@ class _Cached:
             return [self.codec.decode(c) for c in stored["chunks"]]
         return self.codec.decode(stored["value"])
 
+    # -- coalescing ----------------------------------------------------------------------------
+
     def lead(self, call: _Call) -> Flight | None:
         """Join the in-flight calls. Returns a flight to wait for, or ``None`` if we lead."""
-        if not self.coalesce or call.query is None:
+        if not self.coalesce:
             return None
         flight, leader = self.flights.join(
             call.query.scope_key, call.query.text_key, call.vector, call.threshold
@@ -232,61 +184,77 @@ class _Cached:
         return flight
 
     def followed(self, found: bool, value: Any) -> Any:
-        """What a follower returns: the leader's stored value, decoded, else ``_MISSING``."""
+        """What a follower returns: the leader's stored value, decoded, else ``MISSING``."""
         if not found:
-            return _MISSING
-        try:
+            return MISSING
+        with self.fo.failures.trap(None, "decode"):
             decoded = self._decode(value)
-        except (SemcacheError, KeyError, TypeError, ValueError):
-            return _MISSING
-        self.cache.count("coalesced")
-        self.report(Outcome.COALESCED)
-        return decoded
+            self.cache._count("coalesced")
+            self.report(Outcome.COALESCED)
+            return decoded
+        return MISSING
 
-    def save(self, call: _Call, response: Any, info: ResponseInfo) -> Any:
-        """Store an eligible response (blocking); returns the stored JSON value or ``_MISSING``."""
-        assert call.query is not None
-        stored = self.storable(call, response, info)
-        if stored is not _MISSING:
-            with self.tel.span("semcache.store") as span:
-                try:
-                    self.cache.put(call.query, stored, **self._put_options(call, info))
-                except SemcacheError as e:
-                    self._fail(span, "store", e)
-                    return _MISSING
-        return stored
+    def release(self, call: _Call, stored: Any) -> None:
+        """Report the miss and let followers go: with the stored value, or empty-handed."""
+        self.report(Outcome.MISS, call)
+        if call.flight is None:
+            return
+        self.flights.land(call.query.scope_key, call.flight)
+        if stored is MISSING:
+            call.flight.finish()
+        else:
+            call.flight.finish(stored)
 
-    async def asave(self, call: _Call, response: Any, info: ResponseInfo) -> Any:
+    # -- stores --------------------------------------------------------------------------------
+
+    def save(self, call: _Call, response: Any, inspect: Inspect) -> Any:
+        """Store an eligible response (blocking); returns the stored JSON value or ``MISSING``.
+
+        Nothing here can lose the response: any failure is recorded and the caller returns it.
+        Nothing is stored when the lookup failed in a way the store would repeat.
+        """
+        if call.skip_store:
+            return MISSING
+        with self.fo.failures.trap(None, "store"):
+            prepared = self._prepare(call, response, inspect)
+            if prepared is not None:
+                value, info = prepared
+                if self.fo.put(call.query, value, **self._put_options(call, info)) is not None:
+                    return value
+        return MISSING
+
+    async def asave(self, call: _Call, response: Any, inspect: Inspect) -> Any:
         """:meth:`save`, awaiting the cache."""
-        assert call.query is not None
-        stored = self.storable(call, response, info)
-        if stored is not _MISSING:
-            with self.tel.span("semcache.store") as span:
-                try:
-                    await self.cache.aput(call.query, stored, **self._put_options(call, info))
-                except SemcacheError as e:
-                    self._fail(span, "store", e)
-                    return _MISSING
-        return stored
+        if call.skip_store:
+            return MISSING
+        with self.fo.failures.trap(None, "store"):
+            prepared = self._prepare(call, response, inspect)
+            if prepared is not None:
+                value, info = prepared
+                options = self._put_options(call, info)
+                if await self.fo.aput(call.query, value, **options) is not None:
+                    return value
+        return MISSING
 
-    def storable(self, call: _Call, response: Any, info: ResponseInfo) -> Any:
-        """The JSON value to store for an eligible response, else ``_MISSING`` (counted)."""
+    def _prepare(
+        self, call: _Call, response: Any, inspect: Inspect
+    ) -> tuple[Any, ResponseInfo] | None:
+        """The JSON value to store and what it says about itself; ``None`` if refused (counted)."""
+        info = inspect(response)
         reason = refusal_reason(info, store_tool_calls=self.store_tool_calls)
         if reason is None and not call.store:
             reason = "no_store"
         if reason is not None:
-            self.cache.count("store_refusals")
-            self.tel.record_store(reason)
-            return _MISSING
+            self.fo.refused(reason)
+            return None
         try:
             if self.kind == "stream":
-                return {"kind": "stream", "chunks": [self.codec.encode(c) for c in response]}
-            return {"kind": "value", "value": self.codec.encode(response)}
+                return {"kind": "stream", "chunks": [self.codec.encode(c) for c in response]}, info
+            return {"kind": "value", "value": self.codec.encode(response)}, info
         except NotCacheableError as e:
-            self.cache.count("store_refusals")
-            self.tel.record_store("not_serialisable")
-            log.warning("semcache: response not stored: %s", e)
-            return _MISSING
+            log.info("semcache: response not stored: %s", e)
+            self.fo.refused("not_serialisable")
+            return None
 
     def _put_options(self, call: _Call, info: ResponseInfo) -> dict[str, Any]:
         metadata = {
@@ -296,22 +264,24 @@ class _Cached:
         }
         return {"ttl": call.ttl, "vector": call.vector, "metadata": metadata}
 
-    def release(self, call: _Call, stored: Any) -> None:
-        """Report the miss and let followers go: with the stored value, or empty-handed."""
-        self.report(Outcome.MISS, call)
-        if call.flight is None or call.query is None:
-            return
-        self.flights.land(call.query.scope_key, call.flight)
-        if stored is _MISSING:
-            call.flight.finish()
-        else:
-            call.flight.finish(stored)
+    # -- reporting -----------------------------------------------------------------------------
 
-    def _fail(self, span: Any, stage: str, error: SemcacheError) -> None:
-        log.warning("semcache: %s failed, continuing without the cache: %s", stage, error)
-        self.cache.record_error(span, stage, error)
-        if isinstance(error, CorruptEntryError):
-            self.cache.discard_corrupt(error)
+    def report(
+        self, outcome: Outcome, call: _Call | None = None, *, reason: str = "", error: bool = False
+    ) -> None:
+        """Tell the ``on_outcome`` observer, if any, what happened to a call."""
+        if self.on_outcome is None:
+            return
+        result = call.result if call is not None else None
+        self.on_outcome(
+            CallOutcome(
+                outcome=outcome,
+                tier=result.tier.value if result is not None and result.tier else None,
+                similarity=result.similarity if result is not None else None,
+                reason=result.reason if result is not None else reason,
+                error=call.failed if call is not None else error,
+            )
+        )
 
     def info(self) -> CacheInfo:
         return self.cache.info()
@@ -324,18 +294,18 @@ class _Cached:
             return self.fn(*args, **kwargs)
         self.find(call)
         hit = self.serve(call)
-        if hit is not _MISSING:
+        if hit is not MISSING:
             return hit
         flight = self.lead(call)
         if flight is not None:
             hit = self.followed(*flight.wait(self.coalesce_timeout))
-            if hit is not _MISSING:
+            if hit is not MISSING:
                 return hit
-        stored: Any = _MISSING
+        stored: Any = MISSING
         try:
             with self.tel.stage("upstream"):
                 response = self.fn(*args, **kwargs)
-            stored = self.save(call, response, inspect_response(response))
+            stored = self.save(call, response, inspect_response)
             return response
         finally:
             self.release(call, stored)
@@ -345,19 +315,19 @@ class _Cached:
         if call is None:
             return await self.fn(*args, **kwargs)
         await self.afind(call)
-        hit = self.serve(call)
-        if hit is not _MISSING:
+        hit = await self.aserve(call)
+        if hit is not MISSING:
             return hit
         flight = self.lead(call)
         if flight is not None:
             hit = self.followed(*await flight.await_(self.coalesce_timeout))
-            if hit is not _MISSING:
+            if hit is not MISSING:
                 return hit
-        stored: Any = _MISSING
+        stored: Any = MISSING
         try:
             with self.tel.stage("upstream"):
                 response = await self.fn(*args, **kwargs)
-            stored = await self.asave(call, response, inspect_response(response))
+            stored = await self.asave(call, response, inspect_response)
             return response
         finally:
             self.release(call, stored)
@@ -369,20 +339,20 @@ class _Cached:
             return
         self.find(call)
         hit = self.serve(call)
-        if hit is _MISSING and (flight := self.lead(call)) is not None:
+        if hit is MISSING and (flight := self.lead(call)) is not None:
             hit = self.followed(*flight.wait(self.coalesce_timeout))
-        if hit is not _MISSING:
+        if hit is not MISSING:
             yield from hit
             return
         chunks: list[Any] = []
-        stored: Any = _MISSING
+        stored: Any = MISSING
         try:
             with closing(self.fn(*args, **kwargs)) as upstream:
                 for chunk in upstream:
                     chunks.append(chunk)
                     yield chunk
             # Reached only when the stream ran to its end: aborted streams are never stored.
-            stored = self.save(call, chunks, inspect_stream(chunks))
+            stored = self.save(call, chunks, inspect_stream)
         finally:
             self.release(call, stored)
 
@@ -395,21 +365,21 @@ class _Cached:
                 yield chunk
             return
         await self.afind(call)
-        hit = self.serve(call)
-        if hit is _MISSING and (flight := self.lead(call)) is not None:
+        hit = await self.aserve(call)
+        if hit is MISSING and (flight := self.lead(call)) is not None:
             hit = self.followed(*await flight.await_(self.coalesce_timeout))
-        if hit is not _MISSING:
+        if hit is not MISSING:
             for chunk in hit:
                 yield chunk
             return
         chunks: list[Any] = []
-        stored: Any = _MISSING
+        stored: Any = MISSING
         try:
             async with aclosing(self.fn(*args, **kwargs)) as upstream:
                 async for chunk in upstream:
                     chunks.append(chunk)
                     yield chunk
-            stored = await self.asave(call, chunks, inspect_stream(chunks))
+            stored = await self.asave(call, chunks, inspect_stream)
         finally:
             self.release(call, stored)
 

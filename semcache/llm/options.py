@@ -1,4 +1,4 @@
-"""Per-call cache settings (a context variable) and the per-call outcome report."""
+"""Per-call cache settings (a context variable); :class:`CallOutcome` reports what they did."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from semcache.models import Outcome
+from semcache.models import CallOutcome
 from semcache.policy import check_threshold
 
 __all__ = ["CallOptions", "CallOutcome", "cache_options", "current_options"]
@@ -69,17 +69,3 @@ def cache_options(
         yield _OPTIONS.get()
     finally:
         _OPTIONS.reset(token)
-
-
-@dataclass(frozen=True, slots=True)
-class CallOutcome:
-    """What the cache did for one call, as passed to ``cached(on_outcome=...)``.
-
-    ``outcome`` is hit, miss, bypass or coalesced (waited for an identical in-flight call);
-    ``error`` is set when a cache failure turned the call into a miss.
-    """
-
-    outcome: Outcome
-    tier: str | None = None
-    similarity: float | None = None
-    error: bool = False

@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AdaptiveConfig",
     "AdaptiveThresholds",
+    "Judge",
     "ThresholdModel",
-    "Verifier",
     "kmeans_centroids",
 ]
 
@@ -68,8 +68,15 @@ class ThresholdModel(Protocol):
         ...
 
 
-class Verifier(Protocol):
-    """A cheap second opinion on a near-threshold hit: ``True`` if the entry answers the query."""
+class Judge(Protocol):
+    """Labels a near-threshold candidate: ``True`` if its entry's answer is right for ``query``.
+
+    The ``verifier=`` hook of :class:`AdaptiveThresholds`. Not a :class:`semcache.policy.Guard`:
+    a guard *vetoes*, its ``None`` means "no objection" and it may pass a candidate unread (the
+    cross-encoder verifier does above its band). A judge's verdict is recorded as a label that
+    can lower the thresholds, so it must decide every candidate it is given.
+    ``CrossEncoderVerifier.confirms`` is a judge; ``CrossEncoderVerifier`` itself is a guard.
+    """
 
     def __call__(self, query: str, candidate: Candidate) -> bool: ...
 
@@ -132,7 +139,8 @@ class AdaptiveThresholds:
         config: the bound and its settings.
         centroids: ``(k, dim)`` unit vectors splitting the embedding space into ``k`` regions
             (e.g. :func:`kmeans_centroids` of past queries); ``None`` = one region.
-        verifier: optional check of hits within ``config.verify_margin`` of their threshold.
+        verifier: optional :class:`Judge` of candidates within ``config.verify_margin`` of their
+            threshold: its verdict decides them and is learned from.
     """
 
     def __init__(
@@ -140,7 +148,7 @@ class AdaptiveThresholds:
         config: AdaptiveConfig | None = None,
         *,
         centroids: NDArray[np.float32] | None = None,
-        verifier: Verifier | None = None,
+        verifier: Judge | None = None,
     ) -> None:
         self.config = config or AdaptiveConfig()
         if centroids is not None:

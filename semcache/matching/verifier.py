@@ -8,8 +8,8 @@ probability must reach ``min_score``, below it the candidate is refused.
 
 Pass it as ``SemanticCache(verifier=...)`` (the last step of :func:`semcache.policy.choose`), or
 give :meth:`CrossEncoderVerifier.confirms` to
-:class:`~semcache.matching.adaptive.AdaptiveThresholds`
-as its verifier. Train one with ``semcache tune --verifier``
+:class:`~semcache.matching.adaptive.AdaptiveThresholds` as its judge (``verifier=``), which
+labels served hits. Train one with ``semcache tune --verifier``
 (:func:`semcache.measure.tuning.tune_verifier`).
 """
 

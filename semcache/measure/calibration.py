@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from semcache.errors import ConfigurationError, FingerprintMismatchError, InvalidInputError
+from semcache.errors import ConfigurationError, InvalidInputError
 from semcache.matching.bounds import clopper_pearson_upper
 from semcache.matching.verifier import VerifierBand
 from semcache.measure.pairs import LabelledPair
+from semcache.models import ModelFingerprint, check_fingerprint
 from semcache.policy import CachePolicy
 
 if TYPE_CHECKING:
@@ -199,7 +200,8 @@ def policy_from_calibration(
 
     Args:
         path: a JSON report written by ``semcache calibrate``.
-        embedder: if given, its fingerprint must match the model the report was made with.
+        embedder: if given, its fingerprint must match the one the report was made with
+            (:func:`semcache.models.check_fingerprint`, on the fields the report records).
         overrides: other :class:`CachePolicy` fields.
     """
     report = CalibrationReport.read(path)
@@ -209,14 +211,30 @@ def policy_from_calibration(
             "use band_from_calibration"
         )
     recommended = _recommended(report, path)
-    if embedder is not None and report.model:
-        want, have = report.model.get("model"), embedder.fingerprint.model
-        if want != have or report.model.get("dim") != embedder.fingerprint.dim:
-            raise FingerprintMismatchError(
-                f"{path} was calibrated with {want!r} ({report.model.get('dim')}-d); "
-                f"this embedder is {have!r} ({embedder.fingerprint.dim}-d)"
-            )
+    if embedder is not None:
+        given = embedder.fingerprint
+        check_fingerprint(
+            _report_fingerprint(report, given),
+            given,
+            f"the calibration report {path}",
+            "calibrate again with this embedder",
+        )
     return CachePolicy(min_similarity=recommended, **overrides)
+
+
+def _report_fingerprint(
+    report: CalibrationReport, given: ModelFingerprint
+) -> ModelFingerprint | None:
+    """The fingerprint a report was made with, for :func:`check_fingerprint`.
+
+    ``semcache calibrate`` records the whole fingerprint; a report that records only some fields
+    (or none: ``None``, nothing to check) is compared on those, the rest taken from ``given``.
+    """
+    wanted = given.to_dict()
+    recorded = {f: report.model[f] for f in wanted if f in report.model}
+    if not recorded:
+        return None
+    return ModelFingerprint.from_dict({**wanted, **recorded})
 
 
 def band_from_calibration(path: str | Path, **overrides: Any) -> VerifierBand:

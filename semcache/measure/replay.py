@@ -114,10 +114,7 @@ def replay(
         scope = Scope(namespace=f"pair:{i}")
         cache.store(pair.text_a, i, scope, vector=vectors_a[i])
         start = time.perf_counter()
-        q = cache.query(pair.text_b, scope)
-        with cache.telemetry.span("semcache.lookup", partition=q.scope_key) as span:
-            result, _ = cache.find(q, vector=vectors_b[i])
-            cache.record_result(span, result)
+        result = cache.lookup(pair.text_b, scope, vector=vectors_b[i])
         latencies[i] = time.perf_counter() - start
         if result.hit:
             hits += 1

@@ -20,11 +20,14 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from semcache.cache import SemanticCache
-from semcache.errors import BackendError, ConfigurationError, SemcacheError
+from semcache._failopen import MISSING, Bypass, FailOpen, Lookup
+from semcache.cache import Query, SemanticCache
+from semcache.errors import BackendError, ConfigurationError, NotCacheableError
 from semcache.keys import Scope
+from semcache.llm.responses import JsonCodec
+from semcache.models import Entry
 from semcache.retrieval.documents import Document, ScoredChunk
 from semcache.retrieval.ingest import Indexer, IngestReport
 from semcache.retrieval.retriever import HybridRetriever
@@ -118,12 +121,17 @@ class CitationIndex:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RagAnswer:
-    """An answer, whether it came from the cache, and the sources it was built from."""
+    """An answer, whether it came from the cache, and the sources it was built from.
+
+    ``degraded`` is set when retrieval failed (the store was unreachable, say): the answer
+    function then got no context, and the answer was not cached.
+    """
 
     answer: Any
     cached: bool
     sources: list[dict[str, str]]
     entry_id: str | None = None
+    degraded: bool = False
 
 
 class RagCache:
@@ -137,7 +145,10 @@ class RagCache:
         scope: the cache scope of answers (include the LLM and prompt template in it).
         citations: the document -> entry index; in memory if omitted.
 
-    Lookup and store failures fail open (logged; the answer function runs uncached).
+    Every cache or retrieval failure fails open (:mod:`semcache._failopen`): a lookup failure is
+    a miss, a store failure leaves the answer uncached, and a retrieval failure calls ``fn`` with
+    no context (``RagAnswer.degraded``). Errors of ``fn`` itself propagate. Answers must be JSON
+    values to be cached.
     """
 
     def __init__(
@@ -156,6 +167,7 @@ class RagCache:
         self.k = k
         self.scope = scope or Scope(namespace="rag")
         self.citations = citations or CitationIndex()
+        self._fo = FailOpen(cache)
         self._same_model = cache.embedder.fingerprint.key() == retriever.embedder.fingerprint.key()
 
     # -- the decorator -------------------------------------------------------------------------
@@ -178,71 +190,84 @@ class RagCache:
 
     def answer(self, question: str, fn: AnswerFn) -> RagAnswer:
         """A cached answer with current sources, or retrieve, call ``fn`` and store."""
-        cached, vector = self._lookup(question)
-        if cached is not None:
+        q = self._fo.query(question, self.scope)
+        found = None if isinstance(q, Bypass) else self._fo.find(q, check=self._stale)
+        if (cached := _served(found)) is not None:
             return cached
-        hits = self.retriever.retrieve(question, self.k, vector=vector)
+        vector = self._reusable(found)
+        with self._fo.failures.trap(None, "retrieval") as trap:
+            hits = self.retriever.retrieve(question, self.k, vector=vector)
+        if trap.failed:
+            return RagAnswer(answer=fn(question, []), cached=False, sources=[], degraded=True)
         result = fn(question, hits)
-        return self._store(question, result, hits, vector)
+        sources = retrieval_fingerprint(hits)
+        entry = None
+        if self._may_store(q, found) and (value := self._storable(result)) is not MISSING:
+            entry = self._fo.put(q, value, metadata={SOURCES_KEY: sources}, vector=_vec(found))
+            if entry is not None:
+                self._cite(entry.id, sources)
+        return RagAnswer(answer=result, cached=False, sources=sources, entry_id=_id(entry))
 
     async def aanswer(
         self, question: str, fn: Callable[[str, list[ScoredChunk]], Awaitable[Any]]
     ) -> RagAnswer:
-        """:meth:`answer` for an async answer function; blocking steps run in threads."""
-        cached, vector = await asyncio.to_thread(self._lookup, question)
-        if cached is not None:
+        """:meth:`answer` for an async answer function; no step blocks the event loop (the
+        retrieval store and the citation index run in worker threads)."""
+        q = self._fo.query(question, self.scope)
+        found = None if isinstance(q, Bypass) else await self._fo.afind(q, check=self._stale)
+        if (cached := _served(found)) is not None:
             return cached
-        hits = await self.retriever.aretrieve(question, self.k, vector=vector)
+        vector = self._reusable(found)
+        with self._fo.failures.trap(None, "retrieval") as trap:
+            hits = await self.retriever.aretrieve(question, self.k, vector=vector)
+        if trap.failed:
+            return RagAnswer(answer=await fn(question, []), cached=False, sources=[], degraded=True)
         result = await fn(question, hits)
-        return await asyncio.to_thread(self._store, question, result, hits, vector)
+        sources = retrieval_fingerprint(hits)
+        entry = None
+        if self._may_store(q, found) and (value := self._storable(result)) is not MISSING:
+            meta = {SOURCES_KEY: sources}
+            entry = await self._fo.aput(q, value, metadata=meta, vector=_vec(found))
+            if entry is not None:
+                await asyncio.to_thread(self._cite, entry.id, sources)
+        return RagAnswer(answer=result, cached=False, sources=sources, entry_id=_id(entry))
 
     # -- steps shared by both paths -------------------------------------------------------------
 
-    def _lookup(self, question: str) -> tuple[RagAnswer | None, Any]:
-        """A servable cached answer (or ``None``) and the question's vector, if computed."""
-        vector = None
-        try:
-            q = self.cache.query(question, self.scope)
-            with self.cache.telemetry.span("semcache.rag.lookup") as span:
-                result, vector = self.cache.find(q)
-                entry = result.entry
-                if entry is not None:
-                    sources = list(entry.metadata.get(SOURCES_KEY, []))
-                    current = self.retriever.store.doc_hashes(cited_documents(sources))
-                    if stale_documents(sources, current):
-                        self._drop([entry.id])
-                        result = type(result)(
-                            entry=None,
-                            tier=None,
-                            similarity=result.similarity,
-                            threshold=result.threshold,
-                            reason="stale_sources",
-                        )
-                self.cache.record_result(span, result)
-        except SemcacheError as e:
-            log.warning("semcache: RAG cache lookup failed, answering uncached: %s", e)
-            return None, vector
-        if result.entry is None:
-            return None, vector if self._same_model else None
-        return RagAnswer(
-            answer=result.entry.response, cached=True, sources=sources, entry_id=result.entry.id
-        ), None
+    def _stale(self, entry: Entry) -> str | None:
+        """Refuse (and delete) a cached answer citing a document that changed or went."""
+        sources = entry.metadata.get(SOURCES_KEY, [])
+        current = self.retriever.store.doc_hashes(cited_documents(sources))
+        if not stale_documents(sources, current):
+            return None
+        self._drop([entry.id])
+        return "stale_sources"
 
-    def _store(self, question: str, result: Any, hits: list[ScoredChunk], vector: Any) -> RagAnswer:
-        sources = retrieval_fingerprint(hits)
+    @staticmethod
+    def _may_store(q: Query | Bypass, found: Lookup | None) -> TypeGuard[Query]:
+        """Store unless the question was bypassed or its lookup failed as the store would."""
+        return isinstance(q, Query) and not (found is not None and found.skip_store)
+
+    def _reusable(self, found: Lookup | None) -> Any:
+        """The question's vector for the retriever, if it embeds with the cache's model."""
+        return _vec(found) if self._same_model else None
+
+    def _storable(self, result: Any) -> Any:
+        """The answer if it can be stored as JSON, else ``MISSING`` (a counted refusal)."""
         try:
-            entry = self.cache.store(
-                question,
-                result,
-                self.scope,
-                metadata={SOURCES_KEY: sources},
-                vector=vector if self._same_model else None,
-            )
-            self.citations.add(entry.id, cited_documents(sources))
-        except (SemcacheError, TypeError, ValueError) as e:
-            log.warning("semcache: could not cache a RAG answer: %s", e)
-            return RagAnswer(answer=result, cached=False, sources=sources)
-        return RagAnswer(answer=result, cached=False, sources=sources, entry_id=entry.id)
+            return JsonCodec().encode(result)
+        except NotCacheableError as e:
+            log.info("semcache: RAG answer not cached: %s", e)
+            self._fo.refused("not_serialisable")
+            return MISSING
+
+    def _cite(self, entry_id: str, sources: list[dict[str, str]]) -> None:
+        """Record the answer's citations; without them it could outlive its documents, so an
+        answer whose citations cannot be recorded is deleted."""
+        with self._fo.failures.trap(None, "store") as trap:
+            self.citations.add(entry_id, cited_documents(sources))
+        if trap.failed:
+            self.cache._discard(entry_id)
 
     # -- document changes ----------------------------------------------------------------------
 
@@ -270,3 +295,20 @@ class RagCache:
         if self.indexer is None:
             raise ConfigurationError("RagCache was built without an indexer; pass indexer=")
         return self.indexer
+
+
+def _served(found: Lookup | None) -> RagAnswer | None:
+    """The cached answer of a hit, with the sources it was built from."""
+    if found is None or found.result is None or (entry := found.result.entry) is None:
+        return None
+    sources = list(entry.metadata.get(SOURCES_KEY, []))
+    return RagAnswer(answer=entry.response, cached=True, sources=sources, entry_id=entry.id)
+
+
+def _vec(found: Lookup | None) -> Any:
+    """The question's vector under the cache's model, if the lookup computed it."""
+    return None if found is None else found.vector
+
+
+def _id(entry: Entry | None) -> str | None:
+    return None if entry is None else entry.id

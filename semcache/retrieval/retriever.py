@@ -11,6 +11,7 @@ from semcache.errors import ConfigurationError, InvalidInputError
 from semcache.retrieval.base import DenseMode, Int8Rescored, RetrievalStore
 from semcache.retrieval.documents import ScoredChunk
 from semcache.retrieval.fusion import RRF, Fusion, Ranking
+from semcache.telemetry import Telemetry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,6 +54,7 @@ class HybridRetriever:
             sees), at least ``k``.
         reranker: applied to the fused candidates, if given.
         sparse_enabled / dense_enabled: switch either side off (for evaluation).
+        telemetry: where the ``semcache.retrieval`` stage (span and duration) is recorded.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class HybridRetriever:
         reranker: Reranker | None = None,
         sparse_enabled: bool = True,
         dense_enabled: bool = True,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if candidates < 1:
             raise ConfigurationError(f"candidates must be >= 1, got {candidates}")
@@ -79,6 +82,7 @@ class HybridRetriever:
         self.reranker = reranker
         self.sparse_enabled = sparse_enabled
         self.dense_enabled = dense_enabled
+        self.telemetry = telemetry or Telemetry()
         store.bind(embedder.fingerprint)
 
     def embed(self, query: str) -> NDArray[np.float32]:
@@ -108,6 +112,12 @@ class HybridRetriever:
             raise InvalidInputError("a retrieval query must be a non-empty string")
         if k < 1:
             raise InvalidInputError(f"k must be >= 1, got {k}")
+        with self.telemetry.stage("retrieval"):
+            return self._retrieve(query, k, vector)
+
+    def _retrieve(
+        self, query: str, k: int, vector: NDArray[np.float32] | None
+    ) -> list[ScoredChunk]:
         pool = max(k, self.candidates)
         sparse, dense = self.rankings(query, pool, vector=vector)
         if self.sparse_enabled and self.dense_enabled:

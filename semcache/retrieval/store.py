@@ -29,10 +29,9 @@ from semcache.backends.base import check_vector
 from semcache.errors import (
     BackendError,
     ConfigurationError,
-    FingerprintMismatchError,
     InvalidInputError,
 )
-from semcache.models import ModelFingerprint
+from semcache.models import ModelFingerprint, check_fingerprint
 from semcache.retrieval.base import DenseMode, MemoryUse
 from semcache.retrieval.bm25 import Bm25Index, Bm25Params
 from semcache.retrieval.dense import DenseConfig, DenseIndexes
@@ -125,11 +124,12 @@ class EmbeddedRetrievalStore:
     def bind(self, fingerprint: ModelFingerprint) -> None:
         with self._lock:
             if self._fingerprint is not None:
-                if self._fingerprint.key() != fingerprint.key():
-                    raise FingerprintMismatchError(
-                        f"{self._dir or 'this store'} was built with {self._fingerprint.key()!r}, "
-                        f"not {fingerprint.key()!r}: use the same embedder, or a new directory"
-                    )
+                check_fingerprint(
+                    self._fingerprint,
+                    fingerprint,
+                    str(self._dir or "this store"),
+                    "use the same embedder, or a new directory",
+                )
                 return
             self._db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)",
