@@ -17,6 +17,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
@@ -47,6 +50,8 @@ log = logging.getLogger("semcache")
 
 T = TypeVar("T")
 K = TypeVar("K")
+
+_WARN_EVERY = 10.0  # seconds between warnings of one kind of failure
 
 Stage = Literal["key", "lookup", "decode", "store", "retrieval"]
 """Where a failure happened (the ``semcache.stage`` attribute of ``semcache.errors``)."""
@@ -115,32 +120,61 @@ class Trap:
         return True
 
 
+class _Quieter:
+    """At most one warning per ``(stage, error type)`` every ``every`` seconds: an outage must
+    not flood the log. The rest go to DEBUG and are counted in the next warning."""
+
+    def __init__(self, every: float = _WARN_EVERY) -> None:
+        self._every = every
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def allow(self, key: tuple[str, str]) -> int | None:
+        """``None`` to stay quiet, else how many were quieted since the last warning."""
+        now = time.monotonic()
+        with self._lock:
+            last, quieted = self._last.get(key, (-math.inf, 0))
+            if now - last < self._every:
+                self._last[key] = (last, quieted + 1)
+                return None
+            self._last[key] = (now, 0)
+            return quieted
+
+
 class Failures:
     """Records failures: a log line, the ``errors`` counter (if any), the metric and the span."""
 
     def __init__(self, telemetry: Telemetry, counters: Counters | None = None) -> None:
         self.telemetry = telemetry
         self.counters = counters
+        self._quieter = _Quieter()
 
     def record(self, span: Span | None, stage: Stage, error: Exception) -> None:
-        """Count one failure, once everywhere it is reported (on a new span if ``None``)."""
+        """Count one failure, once everywhere it is reported (on a new ``semcache.<stage>`` span
+        if ``None``: steps that need no span of their own unless they fail)."""
         if span is None:
-            with self.telemetry.span("semcache.request") as request:
-                self.record(request, stage, error)
+            with self.telemetry.span(f"semcache.{stage}") as own:
+                self.record(own, stage, error)
             return
-        log.warning(
-            "semcache: %s failed, continuing without the cache: %s: %s",
-            stage,
-            type(error).__name__,
-            error,
-            exc_info=not isinstance(error, SemcacheError),  # a bug: show where
-        )
+        kind = type(error).__name__
+        quieted = self._quieter.allow((stage, kind))
+        if quieted is None:
+            log.debug("semcache: %s failed again: %s: %s", stage, kind, error)
+        else:
+            log.warning(
+                "semcache: %s failed, continuing without the cache: %s: %s%s",
+                stage,
+                kind,
+                error,
+                f" ({quieted} more like it since the last warning)" if quieted else "",
+                exc_info=not isinstance(error, SemcacheError),  # a bug: show where
+            )
         if self.counters is not None:
             self.counters.add("errors")
         self.telemetry.record_error(span, stage, error)
 
     def trap(self, span: Span | None, stage: Stage) -> Trap:
-        """A :class:`Trap` recording on ``span`` (a new ``semcache.request`` span if ``None``)."""
+        """A :class:`Trap` recording on ``span`` (a new ``semcache.<stage>`` span if ``None``)."""
         return Trap(self, span, stage)
 
 
@@ -201,10 +235,13 @@ class FailOpen:
         min_similarity: float | None = None,
         vector: NDArray[np.float32] | None = None,
         check: Callable[[Entry], str | None] | None = None,
+        count: bool = True,
     ) -> Lookup:
         """Look ``q`` up and count the outcome; a failed lookup has no result.
 
         ``check`` may refuse a found entry (its return is the miss reason) before it counts.
+        ``count=False`` for a second look at the same request (a coalesced follower's): its
+        outcome was counted by the first.
         """
         cache = self.cache
         result: LookupResult | None = None
@@ -215,7 +252,8 @@ class FailOpen:
             result, vector = cache._find(q, min_similarity=min_similarity, vector=vector)
             if check is not None:
                 result = _checked(result, check)
-            cache._record_result(span, result)
+            if count:
+                cache._record_result(span, result)
         if (entry_id := _corrupt_id(trap.error)) is not None:
             cache._discard(entry_id)
         return Lookup(None if trap.failed else result, vector, trap.error)
@@ -227,6 +265,7 @@ class FailOpen:
         min_similarity: float | None = None,
         vector: NDArray[np.float32] | None = None,
         check: Callable[[Entry], str | None] | None = None,
+        count: bool = True,
     ) -> Lookup:
         """:meth:`find`, awaiting the cache (``check`` runs in a worker thread)."""
         cache = self.cache
@@ -238,7 +277,8 @@ class FailOpen:
             result, vector = await cache._afind(q, min_similarity=min_similarity, vector=vector)
             if check is not None:
                 result = await asyncio.to_thread(_checked, result, check)
-            await cache._arecord_result(span, result)
+            if count:
+                await cache._arecord_result(span, result)
         if (entry_id := _corrupt_id(trap.error)) is not None:
             await cache._adiscard(entry_id)
         return Lookup(None if trap.failed else result, vector, trap.error)
@@ -267,10 +307,7 @@ class FailOpen:
     def _decode(
         self, entry: Entry, decode: Callable[[Any], T]
     ) -> tuple[T | _Missing, CorruptEntryError | None]:
-        with (
-            self.cache.telemetry.span("semcache.decode") as span,
-            self.failures.trap(span, "decode") as trap,
-        ):
+        with self.failures.trap(None, "decode") as trap:  # a span only if it fails
             try:
                 return decode(entry.response), None
             except Exception as e:
@@ -387,7 +424,7 @@ class FailOpen:
     def _unstorable(self, error: NotCacheableError) -> None:
         """A value that cannot be stored is a refusal, not a failure."""
         log.info("semcache: response not stored: %s", error)
-        self.refused("not_serialisable")
+        self.refused(error.reason)
 
     def refused(self, reason: str) -> None:
         """Count a response that will not be stored (an error, truncated, a tool call...)."""

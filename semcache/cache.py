@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from semcache.models import Candidate, Entry, LookupResult, NewEntry, Outcome, T
 from semcache.policy import (
     CachePolicy,
     Guard,
+    budget_spent,
+    check_budget,
+    check_entry_size,
     check_text,
     choose,
     exact_hit,
@@ -143,18 +147,24 @@ class SemanticCache:
     ) -> tuple[LookupResult, NDArray[np.float32] | None]:
         """Exact tier, then embed (unless ``vector`` is given) and search. No counters touched.
 
-        Returns the result and the query vector (``None`` when the exact tier answered).
+        Returns the result and the query vector (``None`` when the exact tier answered). Raises
+        :class:`LookupTimeoutError` at the end of the step that spent the policy's
+        ``lookup_budget`` (a blocking step cannot be interrupted).
         """
         threshold, now = self._threshold(min_similarity), self.clock.now()
+        started = time.monotonic()
         if self.policy.exact_tier:
             with self._io("exact"):
                 entry = self.backend.get_exact(q.scope_key, q.text_key, now)
+            check_budget(self.policy, time.monotonic() - started, "exact")
             if entry is not None:
                 return self._exact(entry, threshold), vector
         if vector is None:
             vector = self._embed(q.text)
+            check_budget(self.policy, time.monotonic() - started, "embed")
         with self._io("search"):
             candidates = self.backend.search(q.scope_key, vector, self.policy.candidates, now)
+        check_budget(self.policy, time.monotonic() - started, "search")
         return self._choose(q, candidates, threshold, vector), vector
 
     async def _afind(
@@ -164,19 +174,32 @@ class SemanticCache:
         min_similarity: float | None = None,
         vector: NDArray[np.float32] | None = None,
     ) -> tuple[LookupResult, NDArray[np.float32] | None]:
-        """:meth:`_find`, awaiting the backend; the embedding runs in a worker thread."""
+        """:meth:`_find`, awaiting the backend; the embedding runs in a worker thread.
+
+        The steps are cancelled when the ``lookup_budget`` runs out (:class:`LookupTimeoutError`).
+        """
         threshold, now = self._threshold(min_similarity), self.clock.now()
-        if self.policy.exact_tier:
-            with self._io("exact"):
-                entry = await self.abackend.aget_exact(q.scope_key, q.text_key, now)
-            if entry is not None:
-                return self._exact(entry, threshold), vector
-        if vector is None:
-            vector = await asyncio.to_thread(self._embed, q.text)
-        with self._io("search"):
-            candidates = await self.abackend.asearch(
-                q.scope_key, vector, self.policy.candidates, now
-            )
+        started, step = time.monotonic(), "exact"
+        deadline = asyncio.timeout(self.policy.lookup_budget)
+        try:
+            async with deadline:
+                if self.policy.exact_tier:
+                    with self._io("exact"):
+                        entry = await self.abackend.aget_exact(q.scope_key, q.text_key, now)
+                    if entry is not None:
+                        return self._exact(entry, threshold), vector
+                if vector is None:
+                    step = "embed"
+                    vector = await asyncio.to_thread(self._embed, q.text)
+                step = "search"
+                with self._io("search"):
+                    candidates = await self.abackend.asearch(
+                        q.scope_key, vector, self.policy.candidates, now
+                    )
+        except TimeoutError as e:
+            if not deadline.expired():
+                raise
+            raise budget_spent(self.policy, time.monotonic() - started, step) from e
         if self.verifier is None:
             return self._choose(q, candidates, threshold, vector), vector
         # A verifier runs a model: keep it off the event loop.
@@ -356,6 +379,7 @@ class SemanticCache:
             expires_at=expiry(now, self.policy, ttl),
             metadata=dict(metadata or {}),
         )
+        check_entry_size(new, self.policy)  # before embedding or any write
         return new, now
 
     def _purge_due(self, now: float) -> bool:

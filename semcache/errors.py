@@ -11,6 +11,7 @@ The tree::
     │   └── ModelLoadError                     the model cannot be loaded (offline, missing files)
     ├── BackendError                           the storage backend failed
     │   ├── BackendUnavailableError            it cannot be reached (or its circuit is open)
+    │   │   └── LookupTimeoutError             a lookup ran past its time budget
     │   └── CorruptEntryError                  a stored entry cannot be decoded
     ├── NotCacheableError                      a response must not be stored (error, truncated, ...)
     └── MissingDependencyError (ImportError)   an optional extra is not installed
@@ -27,6 +28,7 @@ __all__ = [
     "FingerprintMismatchError",
     "GuardError",
     "InvalidInputError",
+    "LookupTimeoutError",
     "MissingDependencyError",
     "ModelLoadError",
     "NotCacheableError",
@@ -70,6 +72,15 @@ class BackendUnavailableError(BackendError):
     """The backend cannot be reached, or its circuit breaker is open."""
 
 
+class LookupTimeoutError(BackendUnavailableError):
+    """A lookup's steps (exact tier, embedding, search) took longer than its time budget.
+
+    A kind of :class:`BackendUnavailableError`: the cache could not answer in time, so the call
+    goes upstream, and a path that looks up and stores in one call skips the store (it would
+    wait the same way).
+    """
+
+
 class CorruptEntryError(BackendError):
     """A stored entry could not be decoded. ``entry_id`` names it when known."""
 
@@ -79,7 +90,12 @@ class CorruptEntryError(BackendError):
 
 
 class NotCacheableError(SemcacheError):
-    """A response is not eligible for storage (an error, empty, truncated or a tool call)."""
+    """A response is not eligible for storage (an error, empty, truncated, a tool call, not
+    JSON, too large). ``reason`` names the refusal (``"not_serialisable"``, ``"too_large"``)."""
+
+    def __init__(self, message: str, *, reason: str = "not_serialisable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class MissingDependencyError(SemcacheError, ImportError):

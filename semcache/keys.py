@@ -24,16 +24,37 @@ _WS = re.compile(r"\s+")
 _END = re.compile(r"[\s?!.]+$")
 
 
+_NUMERIC = frozenset({"No", "Nl"})  # superscripts, fractions, circled and roman numerals...
+
+
+def _compatible(text: str) -> str:
+    """NFKC, except for characters that carry a number: folding those would make ``10³``
+    the same text as ``103`` (and ``½`` as ``12``), and the exact tier has no guard."""
+    if text.isascii():
+        return text
+    kept = "".join(
+        c if unicodedata.category(c) in _NUMERIC else unicodedata.normalize("NFKC", c)
+        for c in unicodedata.normalize("NFC", text)
+    )
+    return unicodedata.normalize("NFC", kept)
+
+
 def normalize_text(text: str) -> str:
-    """The form compared by the exact tier: NFKC, case-folded, whitespace collapsed, trimmed,
-    and trailing ``?``, ``!`` and ``.`` dropped (punctuation elsewhere is kept)."""
-    folded = _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    """The form compared by the exact tier: compatibility-folded (numbers excepted), case-folded,
+    whitespace collapsed, trimmed, and trailing ``?``, ``!`` and ``.`` dropped (punctuation
+    elsewhere is kept)."""
+    folded = _WS.sub(" ", _compatible(text)).strip().casefold()
     return _END.sub("", folded) or folded
+
+
+def _digest(text: str) -> str:
+    # surrogatepass: any str hashes, a lone surrogate included (it cannot be UTF-8 encoded)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def text_key(text: str) -> str:
     """A 128-bit hex digest of :func:`normalize_text` (the exact tier's key)."""
-    return hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=16).hexdigest()
+    return _digest(normalize_text(text))
 
 
 def _canonical(value: Any) -> Any:
@@ -57,8 +78,21 @@ def _canonical(value: Any) -> Any:
 
 
 def canonical_json(value: Any) -> str:
-    """Deterministic JSON for hashing (sorted keys, no spaces, ``0.0 == 0``)."""
-    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Deterministic JSON for hashing (sorted keys, no spaces, ``0.0 == 0``).
+
+    Raises :class:`InvalidInputError` for what cannot be keyed: a circular or too deeply nested
+    value, a number too long to print, a type with no JSON form.
+    """
+    try:
+        return json.dumps(
+            _canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+    except InvalidInputError:
+        raise
+    except RecursionError:
+        raise InvalidInputError("a cache key value is circular or nested too deeply") from None
+    except ValueError as e:  # e.g. an integer longer than Python will print
+        raise InvalidInputError(f"cannot use this value in a cache key: {e}") from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,4 +128,4 @@ class Scope:
                 "namespace": self.namespace,
             }
         )
-        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+        return _digest(payload)

@@ -170,7 +170,8 @@ class LookupResult:
 class CallOutcome:
     """What the cache did for one call (``cached(on_outcome=...)``, the proxy's headers).
 
-    ``outcome`` is hit, miss, bypass or coalesced (waited for an identical in-flight call);
+    ``outcome`` is hit, miss, bypass or coalesced (served after waiting for a near-identical
+    in-flight call);
     ``reason`` says why a candidate was refused or the call bypassed; ``error`` is set when a
     cache failure turned the call into a miss or a bypass.
     """

@@ -5,21 +5,34 @@ The sync and async paths of every entry point call these same functions, so they
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from semcache.errors import ConfigurationError, InvalidInputError
-from semcache.models import Candidate, Entry, LookupResult, Tier
+from semcache.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    LookupTimeoutError,
+    NotCacheableError,
+)
+from semcache.models import Candidate, Entry, LookupResult, NewEntry, Tier
 
 __all__ = [
+    "DEFAULT_LOOKUP_BUDGET",
+    "DEFAULT_MAX_ENTRY_BYTES",
     "DEFAULT_MIN_SIMILARITY",
     "SHADOW_HIT",
+    "TOO_LARGE",
     "CachePolicy",
     "Guard",
+    "budget_spent",
+    "check_budget",
+    "check_entry_size",
     "check_text",
     "choose",
+    "entry_bytes",
     "expiry",
     "resolve_threshold",
     "shadow_entry_id",
@@ -31,6 +44,17 @@ DEFAULT_MIN_SIMILARITY = 0.95
 
 #: The reason of a shadow-mode miss that would have been a hit (the entry is in ``shadow``).
 SHADOW_HIT = "shadow_hit"
+
+#: Seconds a lookup may spend (exact tier + embedding + search): about 30x a healthy lookup with
+#: the packaged model on one CPU thread (~15 ms), well under an LLM call, and with room for a
+#: loaded machine (a budget that trips under ordinary load turns hits into upstream calls).
+DEFAULT_LOOKUP_BUDGET = 0.5
+
+#: Bytes of JSON (response + metadata) an entry may have: 1 MiB, ~250k tokens of text.
+DEFAULT_MAX_ENTRY_BYTES = 1 << 20
+
+#: The store refusal reason of an entry over ``max_entry_bytes``.
+TOO_LARGE = "too_large"
 
 
 class Guard(Protocol):
@@ -56,6 +80,14 @@ class CachePolicy:
         candidates: nearest neighbours fetched per lookup (guards may refuse the first).
         exact_tier: check the normalised-text exact tier before embedding.
         max_text_chars: longer texts are refused (:class:`InvalidInputError`).
+        lookup_budget: seconds a lookup's exact tier, embedding and search may take together
+            (the decision, guards and verifier are not counted); past it the lookup fails with
+            :class:`LookupTimeoutError` and the call goes upstream. ``None``: no budget. An
+            async lookup is cancelled at the deadline; a sync one is checked after each step,
+            since a blocking call cannot be interrupted (a Redis command is bounded by its own
+            socket timeout instead).
+        max_entry_bytes: larger entries (UTF-8 JSON of the response plus metadata) are not
+            stored (:class:`NotCacheableError`, reason ``too_large``). ``None``: no limit.
     """
 
     min_similarity: float = DEFAULT_MIN_SIMILARITY
@@ -64,6 +96,8 @@ class CachePolicy:
     candidates: int = 4
     exact_tier: bool = True
     max_text_chars: int = 8_000
+    lookup_budget: float | None = DEFAULT_LOOKUP_BUDGET
+    max_entry_bytes: int | None = DEFAULT_MAX_ENTRY_BYTES
 
     def __post_init__(self) -> None:
         check_threshold(self.min_similarity)
@@ -77,6 +111,19 @@ class CachePolicy:
             raise ConfigurationError(f"candidates must be in 1..100, got {self.candidates}")
         if self.max_text_chars < 1:
             raise ConfigurationError(f"max_text_chars must be >= 1, got {self.max_text_chars}")
+        budget = self.lookup_budget
+        if budget is not None and not (
+            isinstance(budget, int | float)
+            and not isinstance(budget, bool)
+            and math.isfinite(budget)
+            and budget > 0
+        ):
+            raise ConfigurationError(
+                f"lookup_budget must be a positive number of seconds or None, got {budget!r}"
+            )
+        size = self.max_entry_bytes
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ConfigurationError(f"max_entry_bytes must be an int >= 1 or None, got {size!r}")
 
 
 def check_threshold(value: float) -> float:
@@ -96,7 +143,8 @@ def resolve_threshold(policy: CachePolicy, override: float | None) -> float:
 
 
 def check_text(text: object, policy: CachePolicy) -> str:
-    """Refuse what cannot be cached: non-text, empty or whitespace, longer than the limit."""
+    """Refuse what cannot be cached: non-text, empty or whitespace, longer than the limit, or
+    not valid Unicode (a lone surrogate, as ``json.loads`` gives for a split emoji)."""
     if not isinstance(text, str):
         raise InvalidInputError(f"the text to cache must be a str, got {type(text).__name__}")
     if not text.strip():
@@ -106,7 +154,55 @@ def check_text(text: object, policy: CachePolicy) -> str:
             f"the text to cache has {len(text)} characters; max_text_chars is "
             f"{policy.max_text_chars}"
         )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidInputError(f"the text to cache is not valid Unicode: {e.reason}") from None
     return text
+
+
+def budget_spent(policy: CachePolicy, elapsed: float, step: str) -> LookupTimeoutError:
+    """The error of a lookup that ran ``elapsed`` seconds, past its budget, by the end of
+    ``step``."""
+    return LookupTimeoutError(
+        f"lookup budget of {policy.lookup_budget:g}s spent ({elapsed:.3f}s, at {step})"
+    )
+
+
+def check_budget(policy: CachePolicy, elapsed: float, step: str) -> None:
+    """Raise :class:`LookupTimeoutError` if a lookup that has run ``elapsed`` seconds by the end
+    of ``step`` is past its budget."""
+    if policy.lookup_budget is not None and elapsed > policy.lookup_budget:
+        raise budget_spent(policy, elapsed, step)
+
+
+def entry_bytes(entry: NewEntry) -> int:
+    """Bytes of the UTF-8 JSON of ``entry``'s response and metadata, as backends store them.
+
+    Raises :class:`NotCacheableError` if either is not JSON.
+    """
+    try:
+        response = json.dumps(entry.response, ensure_ascii=False, allow_nan=False)
+        metadata = json.dumps(dict(entry.metadata), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise NotCacheableError(f"the response or metadata is not JSON: {e}") from e
+    # surrogatepass: a lone surrogate counts its 3 bytes (backends store it escaped)
+    return len(response.encode("utf-8", "surrogatepass")) + len(
+        metadata.encode("utf-8", "surrogatepass")
+    )
+
+
+def check_entry_size(entry: NewEntry, policy: CachePolicy) -> None:
+    """Refuse an entry larger than ``max_entry_bytes`` (:class:`NotCacheableError`, reason
+    ``too_large``) or not JSON (reason ``not_serialisable``)."""
+    if policy.max_entry_bytes is None:
+        return
+    size = entry_bytes(entry)
+    if size > policy.max_entry_bytes:
+        raise NotCacheableError(
+            f"the entry has {size} bytes of JSON; max_entry_bytes is {policy.max_entry_bytes}",
+            reason=TOO_LARGE,
+        )
 
 
 def exact_hit(entry: Entry, threshold: float) -> LookupResult:

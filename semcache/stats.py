@@ -20,7 +20,8 @@ class CacheInfo:
         errors: cache failures turned into misses by the fail-open path (the decorator and the
             integrations); direct ``lookup()``/``store()`` calls raise instead.
         stores / store_refusals: responses stored / refused (error, truncated, tool call, ...).
-        coalesced: requests that waited for an identical in-flight upstream call.
+        coalesced: requests served the answer of a near-identical in-flight upstream call (their
+            own lookup counted a miss; the lookup after the wait, which must hit, is not counted).
         evictions: entries removed by the size bound.
         tokens_saved: prompt + completion tokens of the responses served from cache.
         cost_saved: their estimated price, from the telemetry's price table (0 without one).

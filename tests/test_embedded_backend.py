@@ -22,6 +22,8 @@ from semcache import (
 from semcache.models import NewEntry
 
 FP = ModelFingerprint(model="test-model", dim=32)
+#: Scopes past 8 entries get an HNSW graph: these tests exercise the graphs with few entries.
+GRAPH = HnswParams(exact_up_to=8)
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int = 32) -> np.ndarray:
@@ -47,11 +49,11 @@ def _fill(backend: EmbeddedBackend | MemoryBackend, vectors: np.ndarray, scope: 
 
 def test_reopen_after_close_keeps_entries(tmp_path: Path) -> None:
     vecs = _unit(np.random.default_rng(0), 50)
-    with EmbeddedBackend(tmp_path) as b:
+    with EmbeddedBackend(tmp_path, hnsw=GRAPH) as b:
         b.bind(FP)
         _fill(b, vecs)
     assert (tmp_path / "hnsw" / "s.bin").exists()
-    with EmbeddedBackend(tmp_path) as b:
+    with EmbeddedBackend(tmp_path, hnsw=GRAPH) as b:
         b.bind(FP)
         assert b.count() == 50
         top = b.search("s", vecs[7], 1, now=0.0)
@@ -63,11 +65,11 @@ def test_reopen_after_close_keeps_entries(tmp_path: Path) -> None:
 _CHILD = """
 import json, sys
 import numpy as np
-from semcache import EmbeddedBackend, ModelFingerprint
+from semcache import EmbeddedBackend, HnswParams, ModelFingerprint
 from semcache.models import NewEntry
 path, mode = sys.argv[1], sys.argv[2]
 fp = ModelFingerprint(model="test-model", dim=32)
-b = EmbeddedBackend(path)
+b = EmbeddedBackend(path, hnsw=HnswParams(exact_up_to=8))
 b.bind(fp)
 rng = np.random.default_rng(1)
 vecs = rng.standard_normal((40, 32)).astype(np.float32)
@@ -99,7 +101,7 @@ def test_entries_survive_a_crash_across_processes(tmp_path: Path) -> None:
 
 def test_snapshot_is_reconciled_with_later_writes(tmp_path: Path) -> None:
     vecs = _unit(np.random.default_rng(2), 30)
-    b = EmbeddedBackend(tmp_path)
+    b = EmbeddedBackend(tmp_path, hnsw=GRAPH)
     b.bind(FP)
     _fill(b, vecs[:20])
     b.flush()  # snapshot holds 0..19
@@ -107,7 +109,8 @@ def test_snapshot_is_reconciled_with_later_writes(tmp_path: Path) -> None:
         b.put(_entry(i), vecs[i])
     b.delete([b.get_exact("s", "t4", 0.0).id])  # type: ignore[union-attr]
     b._db.close()  # simulate a crash: no final snapshot
-    b2 = EmbeddedBackend(tmp_path)
+    b._dir_lock.release()  # type: ignore[union-attr]  # ...and the kernel drops the lock
+    b2 = EmbeddedBackend(tmp_path, hnsw=GRAPH)
     b2.bind(FP)
     assert b2.count() == 29
     assert b2.search("s", vecs[25], 1, 0.0)[0].entry.prompt == "p25"
@@ -116,11 +119,11 @@ def test_snapshot_is_reconciled_with_later_writes(tmp_path: Path) -> None:
 
 def test_corrupt_snapshot_is_rebuilt_from_sqlite(tmp_path: Path) -> None:
     vecs = _unit(np.random.default_rng(3), 20)
-    with EmbeddedBackend(tmp_path) as b:
+    with EmbeddedBackend(tmp_path, hnsw=GRAPH) as b:
         b.bind(FP)
         _fill(b, vecs)
     (tmp_path / "hnsw" / "s.bin").write_bytes(b"garbage")
-    with EmbeddedBackend(tmp_path) as b:
+    with EmbeddedBackend(tmp_path, hnsw=GRAPH) as b:
         b.bind(FP)
         assert b.search("s", vecs[11], 1, 0.0)[0].entry.prompt == "p11"
 
@@ -139,7 +142,7 @@ def test_fingerprint_mismatch_is_refused(tmp_path: Path) -> None:
 
 def test_index_grows_past_initial_capacity(tmp_path: Path) -> None:
     vecs = _unit(np.random.default_rng(4), 300)
-    with EmbeddedBackend(tmp_path, hnsw=HnswParams(initial_capacity=16)) as b:
+    with EmbeddedBackend(tmp_path, hnsw=HnswParams(initial_capacity=16, exact_up_to=8)) as b:
         b.bind(FP)
         _fill(b, vecs)
         assert b.count() == 300
@@ -148,7 +151,7 @@ def test_index_grows_past_initial_capacity(tmp_path: Path) -> None:
 
 def test_deleted_slots_are_reused_and_never_returned(tmp_path: Path) -> None:
     vecs = _unit(np.random.default_rng(5), 40)
-    with EmbeddedBackend(tmp_path, hnsw=HnswParams(initial_capacity=8)) as b:
+    with EmbeddedBackend(tmp_path, hnsw=HnswParams(initial_capacity=8, exact_up_to=8)) as b:
         b.bind(FP)
         _fill(b, vecs[:20])
         b.clear("s")
@@ -182,7 +185,7 @@ def test_similarity_is_cosine_in_both_indexes(tmp_path: Path) -> None:
     a[0] = 1
     b_ = np.zeros(32, np.float32)
     b_[:2] = [0.6, 0.8]
-    for backend in (EmbeddedBackend(tmp_path), MemoryBackend()):
+    for backend in (EmbeddedBackend(tmp_path, hnsw=HnswParams(exact_up_to=0)), MemoryBackend()):
         backend.bind(FP)
         backend.put(_entry(0), b_)
         assert backend.search("s", a, 1, 0.0)[0].similarity == pytest.approx(0.6, abs=1e-6)
@@ -205,7 +208,7 @@ def test_bad_vectors_are_refused_and_nothing_is_stored(tmp_path: Path) -> None:
 
 def test_concurrent_writers_and_readers(tmp_path: Path) -> None:
     vecs = _unit(np.random.default_rng(8), 400)
-    b = EmbeddedBackend(tmp_path, hnsw=HnswParams(initial_capacity=8))
+    b = EmbeddedBackend(tmp_path, hnsw=HnswParams(initial_capacity=8, exact_up_to=8))
     b.bind(FP)
     errors: list[BaseException] = []
 
@@ -249,7 +252,7 @@ def test_lru_eviction_keeps_recently_used(tmp_path: Path) -> None:
 
 def test_put_many_matches_put_and_replaces_within_the_batch(tmp_path: Path) -> None:
     vecs = _unit(np.random.default_rng(10), 6)
-    with EmbeddedBackend(tmp_path, hnsw=HnswParams(initial_capacity=2)) as b:
+    with EmbeddedBackend(tmp_path, hnsw=HnswParams(initial_capacity=2, exact_up_to=2)) as b:
         b.bind(FP)
         b.put(_entry(0), vecs[0])  # replaced by the batch below
         batch = [_entry(0, "s"), _entry(1, "s"), _entry(2, "t"), _entry(1, "s")]

@@ -110,3 +110,22 @@ def test_the_store_keeps_serving_after_a_failure(
     again = world.ask(QUESTION)
     assert world.entry.upstream == upstream, "served from the cache"
     assert world.entry.same(again)
+
+
+def test_an_outage_warns_once_and_counts_every_failure(
+    tmp_path: Path, otel: Otel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log gets one warning per kind of failure every few seconds; the counters get all."""
+    from entry_points import DecoratorSync
+
+    world = World(DecoratorSync, "backend_down", tmp_path, otel)
+    world.break_it("backend_down")
+    with caplog.at_level("DEBUG", logger="semcache"):
+        for i in range(50):
+            world.ask(f"question number {i}")
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "BackendUnavailableError" in warnings[0].getMessage()
+    assert sum("failed again" in r.getMessage() for r in caplog.records) == 49
+    assert world.cache.info().errors == 50
+    assert otel.total("semcache.errors") == 50

@@ -43,3 +43,27 @@ def test_scope_rejects_unhashable_values() -> None:
         Scope(params={"x": float("nan")}).key()
     with pytest.raises(InvalidInputError):
         Scope(params={"x": object()}).key()
+
+
+def _nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
+def test_values_that_cannot_be_keyed_are_invalid_input() -> None:
+    """Hostile params are refused as input (a bypass), never a RecursionError or ValueError."""
+    circular: dict[str, object] = {}
+    circular["self"] = circular
+    for bad in (_nested(5_000), circular, 10**5000):
+        with pytest.raises(InvalidInputError):
+            Scope(params={"p": bad}).key()
+
+
+def test_numbers_are_not_folded_into_other_numbers() -> None:
+    """Compatibility folding keeps full-width letters equal but never makes 10³ equal 103."""
+    assert normalize_text("Ｈｅｌｌｏ") == normalize_text("hello")
+    for a, b in (("10³", "103"), ("½ cup", "12 cup"), ("H₂O", "H2O"), ("Ⅻ", "XII")):
+        assert text_key(a) != text_key(b), (a, b)
+    assert text_key("a lone \ud83d surrogate")  # any str hashes

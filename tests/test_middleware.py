@@ -15,6 +15,7 @@ from semcache import (
     CachePolicy,
     EmbeddedBackend,
     ModelCodec,
+    NotCacheableError,
     PromptRequest,
     SemanticCache,
     cache_options,
@@ -503,3 +504,14 @@ def test_calls_ending_in_tool_results_bypass(cache: SemanticCache) -> None:
     assert chat(model="m", messages=turn)["choices"][0]["message"]["content"] == "#2"
     assert cache.info().bypasses == 2
     assert cache.info().entries == 0
+
+
+def test_a_response_nested_too_deep_is_returned_and_refused() -> None:
+    """A hostile response is the caller's answer; it is refused for storage, not an error."""
+    from semcache.llm.responses import JsonCodec
+
+    deep: object = "leaf"
+    for _ in range(5_000):
+        deep = [deep]
+    with pytest.raises(NotCacheableError, match="nested deeper"):
+        JsonCodec().encode(deep)

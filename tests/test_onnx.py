@@ -283,11 +283,102 @@ def test_export_that_disagrees_with_torch_is_refused(
     shutil.copytree(source, copy, ignore=shutil.ignore_patterns("*.int8.onnx"))
     reference = np.load(copy / "reference.npy")
     np.save(copy / "reference.npy", np.roll(reference, 1, axis=0))  # each probe vs another's
+    _record_digest(copy, "reference.npy")  # consistent files: the agreement check must catch it
     with pytest.raises(ModelLoadError, match="agrees with torch only"):
         OnnxEmbedder(cache_dir=tmp_path, intra_op_threads=1)
     chosen = default_embedder(cache_dir=tmp_path, memo_size=0)
     assert isinstance(chosen, SentenceTransformerEmbedder)
     assert "agrees with torch only" in caplog.text
+
+
+def _copy_export(embedder: OnnxEmbedder, root: Path, *, int8: bool = False) -> Path:
+    """A copy of ``embedder``'s export under another cache root (its key, so it is found)."""
+    source = embedder.export.directory
+    copy = root / source.name
+    ignore = None if int8 else shutil.ignore_patterns("*.int8.*")
+    shutil.copytree(source, copy, ignore=ignore)
+    return copy
+
+
+def _record_digest(directory: Path, name: str) -> None:
+    """Rewrite the manifest's digest of ``name`` to match the file (as a writer of the folder
+    could)."""
+    import hashlib
+
+    path = directory / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["sha256"][name] = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+    path.write_text(json.dumps(manifest))
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_export_records_the_digests_it_checks(onnx_embedder: OnnxEmbedder) -> None:
+    import hashlib
+
+    directory = onnx_embedder.export.directory
+    recorded = json.loads((directory / "manifest.json").read_text())["sha256"]
+    assert set(recorded) == {"model.onnx", "tokenizer.json", "reference.npy"}
+    for name, digest in recorded.items():
+        assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "tokenizer.json", "reference.npy"])
+def test_export_changed_after_writing_is_refused(
+    onnx_embedder: OnnxEmbedder, tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy = _copy_export(onnx_embedder, tmp_path)
+    target = copy / name
+    _flip_byte(target, target.stat().st_size // 2)  # inside the weights, text or vectors
+    with pytest.raises(ModelLoadError, match="does not match the sha256"):
+        ensure_export(cache_dir=tmp_path)
+    with pytest.raises(ModelLoadError, match="does not match the sha256"):
+        OnnxEmbedder(cache_dir=tmp_path, intra_op_threads=1)
+    # The factory refuses it too, and says so, before falling back to torch.
+    chosen = default_embedder(cache_dir=tmp_path, memo_size=0)
+    assert isinstance(chosen, SentenceTransformerEmbedder)
+    assert "does not match the sha256" in caplog.text
+
+
+def test_swapped_model_and_reference_are_refused(
+    onnx_embedder: OnnxEmbedder, tmp_path: Path
+) -> None:
+    """Replacing the model and its reference vectors together passes the torch agreement
+    check; the digests still catch it."""
+    copy = _copy_export(onnx_embedder, tmp_path)
+    _flip_byte(copy / FP32_FILE, (copy / FP32_FILE).stat().st_size // 2)
+    reference = np.load(copy / "reference.npy")
+    np.save(copy / "reference.npy", reference + np.float32(1e-3))
+    with pytest.raises(ModelLoadError, match="does not match the sha256"):
+        OnnxEmbedder(cache_dir=tmp_path, intra_op_threads=1)
+
+
+def test_changed_int8_model_is_refused(
+    int8_embedder: OnnxEmbedder, onnx_embedder: OnnxEmbedder, tmp_path: Path
+) -> None:
+    copy = _copy_export(onnx_embedder, tmp_path, int8=True)
+    assert (copy / "model.int8.sha256").is_file()
+    assert not ensure_export(cache_dir=tmp_path, int8=True).int8_created  # intact: reused
+    _flip_byte(copy / "model.int8.onnx", (copy / "model.int8.onnx").stat().st_size // 2)
+    with pytest.raises(ModelLoadError, match="does not match the sha256"):
+        OnnxEmbedder(cache_dir=tmp_path, int8=True, intra_op_threads=1)
+    (copy / "model.int8.sha256").unlink()
+    with pytest.raises(ModelLoadError, match="no readable digest"):
+        ensure_export(cache_dir=tmp_path, int8=True)
+    assert ensure_export(cache_dir=tmp_path).manifest == onnx_embedder.export.manifest
+
+
+def test_export_writable_by_others_is_logged(
+    onnx_embedder: OnnxEmbedder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy = _copy_export(onnx_embedder, tmp_path)
+    copy.chmod(0o757)
+    ensure_export(cache_dir=tmp_path)
+    assert "writable by its group or by others" in caplog.text
 
 
 def test_unwritable_cache_dir_is_a_load_error(tmp_path: Path) -> None:

@@ -81,3 +81,9 @@ def test_expiry_and_threshold_override() -> None:
     assert resolve_threshold(policy, 0.5) == 0.5
     with pytest.raises(ConfigurationError):
         resolve_threshold(policy, 2.0)
+
+
+def test_text_with_a_lone_surrogate_is_invalid_input() -> None:
+    """What json.loads gives for a split emoji cannot be keyed: refused before any I/O."""
+    with pytest.raises(InvalidInputError, match="not valid Unicode"):
+        check_text("half an emoji \ud83d", CachePolicy())

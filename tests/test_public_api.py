@@ -35,6 +35,7 @@ PUBLIC = [
     "JsonCodec",
     "LexicalGuard",
     "LookupResult",
+    "LookupTimeoutError",
     "MemoryBackend",
     "MissingDependencyError",
     "ModelCodec",

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from semcache.errors import InvalidInputError
+from semcache.errors import InvalidInputError, NotCacheableError
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry
 
-__all__ = ["AsyncBackend", "Backend", "ThreadedBackend", "as_async", "check_vector"]
+__all__ = [
+    "AsyncBackend",
+    "Backend",
+    "ThreadedBackend",
+    "as_async",
+    "check_vector",
+    "encode_json",
+]
 
 
 @runtime_checkable
@@ -54,7 +62,8 @@ class Backend(Protocol):
         """Delete entries by id; returns how many existed."""
 
     def evict(self, max_entries: int) -> int:
-        """Delete least-recently-used entries until at most ``max_entries`` remain."""
+        """Delete least-recently-used entries until at most ``max_entries`` remain; returns how
+        many went, including any a backend's own caps evicted since the last call."""
 
     def purge_expired(self, now: float) -> int:
         """Delete expired entries; returns how many."""
@@ -160,3 +169,23 @@ def check_vector(vector: NDArray[np.float32], dim: int) -> NDArray[np.float32]:
     if abs(norm - 1.0) > 1e-3:
         raise InvalidInputError(f"vector must be L2-normalised (norm is {norm:.4f})")
     return np.ascontiguousarray(arr)
+
+
+def encode_json(value: Any, what: str) -> str:
+    """``value`` as JSON text a backend can store as UTF-8, or :class:`NotCacheableError` naming
+    ``what``.
+
+    Non-ASCII text stays as is, except in text holding a lone surrogate (a split emoji from
+    ``json.loads``, say), which UTF-8 cannot encode: that is written with ``\\u`` escapes,
+    which decode back to the same string.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise NotCacheableError(f"{what} cannot be stored as JSON: {e}") from e
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(value, ensure_ascii=True, allow_nan=False)
+    return text

@@ -1,37 +1,49 @@
 """The embedded backend: SQLite holds the entries, an in-process vector index per scope.
 
-SQLite (WAL mode) is the source of truth and includes each entry's vector, so the HNSW graphs
-are a derived, rebuildable structure: they are snapshotted to disk atomically on ``flush()`` /
-``close()`` (and every ``autosave_seconds`` while writing), and on open each snapshot is reconciled
-with SQLite (entries added since are inserted, deleted ones marked). A crash loses no entry.
+SQLite (WAL mode) is the source of truth and includes each entry's vector, so the indexes are
+derived and rebuildable. A small scope is searched exactly from a numpy matrix rebuilt on open;
+a large one has an HNSW graph (``scoped_index.py`` gives each structure's cost and bound),
+snapshotted to disk atomically on ``flush()`` / ``close()`` (and every ``autosave_seconds`` while
+writing) and reconciled with SQLite when loaded (entries added since are inserted, deleted ones
+marked). A crash loses no entry. ``max_scopes`` and ``max_bytes`` cap the store.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from semcache._clock import Clock, SystemClock
-from semcache.backends.base import check_vector
-from semcache.backends.vector_index import ExactIndex, HnswIndex, HnswParams, VectorIndex
+from semcache.backends import sqlite_io
+from semcache.backends.base import check_vector, encode_json
+from semcache.backends.lock import DirectoryLock
+from semcache.backends.scoped_index import ScopedIndexes, over_cap
+from semcache.backends.vector_index import HnswParams
 from semcache.errors import (
     BackendError,
     ConfigurationError,
     CorruptEntryError,
     InvalidInputError,
+    NotCacheableError,
 )
 from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry, check_fingerprint
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from numpy.typing import NDArray
 
-__all__ = ["EmbeddedBackend", "HnswParams", "LocalBackend", "MemoryBackend"]
+__all__ = ["EmbeddedBackend", "HnswParams", "LocalBackend", "MemoryBackend", "StoreStats"]
+
+log = logging.getLogger("semcache")
 
 _FORMAT = 1
 _SCHEMA = """
@@ -53,6 +65,14 @@ CREATE INDEX IF NOT EXISTS entries_lru ON entries (last_access);
 CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expires_at) WHERE expires_at IS NOT NULL;
 """
 _COLUMNS = "id, scope_key, text_key, prompt, response, metadata, created_at, expires_at"
+#: The bytes an entry takes in the store, counted against ``max_bytes`` (as :func:`_entry_bytes`).
+_SIZE = (
+    "length(CAST(scope_key AS BLOB)) + length(CAST(text_key AS BLOB)) + "
+    "length(CAST(prompt AS BLOB)) + length(CAST(response AS BLOB)) + "
+    "length(CAST(metadata AS BLOB)) + length(vector)"
+)
+#: What :meth:`LocalBackend._delete_rows` takes: id, scope key and size.
+_ROW_REF = f"id, scope_key, {_SIZE}"
 
 
 def _row_id(entry_id: str) -> int | None:
@@ -61,6 +81,100 @@ def _row_id(entry_id: str) -> int | None:
         return int(entry_id)
     except (TypeError, ValueError):
         return None
+
+
+def _encode(entry: NewEntry) -> tuple[str, str]:
+    """The response and metadata columns of ``entry``; refuses text SQLite cannot store."""
+    sqlite_io.check_text(entry.prompt, "the prompt")
+    sqlite_io.check_text(entry.scope_key, "the scope key")
+    sqlite_io.check_text(entry.text_key, "the text key")
+    return (
+        encode_json(entry.response, "the response"),
+        encode_json(dict(entry.metadata), "the metadata"),
+    )
+
+
+def _entry_bytes(entry: NewEntry, encoded: tuple[str, str], vector_bytes: int) -> int:
+    """The bytes ``entry`` takes in the store (its text as UTF-8, JSON columns and vector)."""
+    texts = (entry.scope_key, entry.text_key, entry.prompt, *encoded)
+    return sum(len(t.encode("utf-8")) for t in texts) + vector_bytes
+
+
+def _batch_bytes(entries: Sequence[NewEntry], sizes: Sequence[int]) -> int:
+    """The bytes a batch adds: an entry replaced by a later one in the batch counts once."""
+    last = {(e.scope_key, e.text_key): size for e, size in zip(entries, sizes, strict=True)}
+    return sum(last.values())
+
+
+def _by_scope(pairs: Iterable[tuple[int, str]]) -> dict[str, list[int]]:
+    """(id, scope) pairs grouped by scope."""
+    out: dict[str, list[int]] = {}
+    for entry_id, scope in pairs:
+        out.setdefault(scope, []).append(entry_id)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """What a :class:`LocalBackend` holds (see :meth:`LocalBackend.stats`).
+
+    Attributes:
+        entries: entries stored.
+        stored_bytes: their bytes, as ``max_bytes`` counts them.
+        evictions: entries evicted by ``max_scopes`` and ``max_bytes`` since the store opened.
+        scopes, exact_scopes, graph_scopes, resident_graphs, exact_vectors: as
+            :class:`~semcache.backends.scoped_index.IndexCounts`.
+    """
+
+    entries: int
+    stored_bytes: int
+    evictions: int
+    scopes: int
+    exact_scopes: int
+    graph_scopes: int
+    resident_graphs: int
+    exact_vectors: int
+
+
+class _SqliteVectors:
+    """The vectors in the entry store, read back for the scoped indexes."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def scope_ids(self, scope_key: str) -> set[int]:
+        rows = self._db.execute("SELECT id FROM entries WHERE scope_key = ?", (scope_key,))
+        return {int(r[0]) for r in rows}
+
+    def scope_vectors(
+        self, scope_key: str, ids: list[int] | None = None
+    ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
+        if ids is None:
+            cursor = self._db.execute(
+                "SELECT id, vector FROM entries WHERE scope_key = ?", (scope_key,)
+            )
+            while rows := cursor.fetchmany(_CHUNK):
+                yield _unpack(rows)
+            return
+        for at in range(0, len(ids), _CHUNK):
+            chunk = ids[at : at + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT id, vector FROM entries WHERE id IN ({marks})", chunk
+            ).fetchall()
+            if rows:
+                yield _unpack(rows)
+
+
+_CHUNK = 10_000
+
+
+def _unpack(rows: list[Any]) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+    return labels, vectors.reshape(len(rows), -1)
 
 
 def _row_to_entry(row: tuple[Any, ...]) -> Entry:
@@ -97,40 +211,75 @@ class LocalBackend:
         self,
         path: str | Path | None,
         *,
-        index_factory: Callable[[int, Path | None], VectorIndex],
+        hnsw: HnswParams | None,
         snapshot: bool,
+        max_scopes: int | None = None,
+        max_bytes: int | None = None,
         autosave_seconds: float = 60.0,
         clock: Clock | None = None,
     ) -> None:
         self._dir = Path(path) if path is not None else None
-        self._index_factory = index_factory
+        self._hnsw = hnsw
         self._snapshot = snapshot and self._dir is not None
+        for name, cap in (("max_scopes", max_scopes), ("max_bytes", max_bytes)):
+            if cap is not None and (not isinstance(cap, int) or cap < 1):
+                raise ConfigurationError(f"{name} must be an int >= 1 or None, got {cap!r}")
+        self.max_scopes = max_scopes
+        self.max_bytes = max_bytes
         self._autosave = autosave_seconds
         self._clock = clock or SystemClock()
         self._lock = threading.RLock()
-        self._indexes: dict[str, VectorIndex] = {}
-        self._dirty: set[str] = set()
+        self._scoped: ScopedIndexes | None = None  # built by bind(), once the dim is known
+        self._bytes = 0  # stored bytes, as _SIZE counts them
+        self._evicted = 0  # evicted by the caps since evict() last reported them
+        self._evictions = 0
         self._last_save = self._clock.now()
         self._dim: int | None = None
         self._closed = False
+        self._dir_lock: DirectoryLock | None = None
         if self._dir is not None:
-            self._dir.mkdir(parents=True, exist_ok=True)
-            db = str(self._dir / "entries.sqlite3")
+            try:
+                self._dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise BackendError(f"cannot create the cache directory {self._dir}: {e}") from e
+            self._dir_lock = DirectoryLock.acquire(self._dir)
+            self._path = str(self._dir / "entries.sqlite3")
         else:
-            db = ":memory:"
+            self._path = ":memory:"
         try:
-            self._db = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = sqlite_io.connect(self._path)
+            try:
+                self._open_store()
+            except BaseException:
+                self._db.close()
+                raise
+        except BaseException:
+            if self._dir_lock is not None:
+                self._dir_lock.release()
+            raise
+
+    def _open_store(self) -> None:
+        """Create the schema if new; read the count, the bound model and the format."""
+        db = self._path
+        with self._sql("read the entry store"):
             self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise BackendError(f"cannot open the entry store at {db}: {e}") from e
-        self._count = int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
-        stored = self._meta("fingerprint")
-        self._fingerprint = ModelFingerprint.from_dict(json.loads(stored)) if stored else None
-        fmt = self._meta("format")
-        if fmt is not None and int(fmt) != _FORMAT:
+            self._count = int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+            stored = self._meta("fingerprint")
+            fmt = self._meta("format")
+        try:
+            self._fingerprint = ModelFingerprint.from_dict(json.loads(stored)) if stored else None
+            version = None if fmt is None else int(fmt)
+        except (ValueError, TypeError, KeyError) as e:
+            raise BackendError(
+                f"the entry store {db} has an unreadable model record ({e}): move it aside "
+                "and the cache starts empty"
+            ) from e
+        if version is not None and version != _FORMAT:
             raise ConfigurationError(f"{db} has format {fmt}; this semcache reads format {_FORMAT}")
+
+    def _sql(self, action: str) -> AbstractContextManager[None]:
+        """SQLite errors inside the block become a :class:`BackendError` naming the file."""
+        return sqlite_io.translated(self._path, action)
 
     # -- metadata and binding ------------------------------------------------------------------
 
@@ -144,96 +293,93 @@ class LocalBackend:
         return self._fingerprint
 
     def bind(self, fingerprint: ModelFingerprint) -> None:
+        """Record the model, or refuse another one; then load the vector indexes.
+
+        On disk, a refused model or a failure (a corrupt store) closes the backend without
+        saving, so it does not keep its directory locked.
+        """
         with self._lock:
-            check_fingerprint(
-                self._fingerprint,
-                fingerprint,
-                str(self._dir or "this memory store"),
-                "use the same embedder, or a new directory",
+            try:
+                with self._sql("bind the entry store"):
+                    self._bind(fingerprint)
+            except BaseException:
+                if self._dir_lock is not None:
+                    self._abandon()
+                raise
+
+    def _bind(self, fingerprint: ModelFingerprint) -> None:
+        check_fingerprint(
+            self._fingerprint,
+            fingerprint,
+            str(self._dir or "this memory store"),
+            "use the same embedder, or a new directory",
+        )
+        if self._fingerprint is None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?), ('format', ?)",
+                (json.dumps(fingerprint.to_dict()), str(_FORMAT)),
             )
-            if self._fingerprint is None:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?), ('format', ?)",
-                    (json.dumps(fingerprint.to_dict()), str(_FORMAT)),
-                )
-                self._fingerprint = fingerprint
-            if self._dim is None:
-                self._dim = fingerprint.dim
-                self._load_indexes()
+            self._fingerprint = fingerprint
+        if self._dim is None:
+            self._dim = fingerprint.dim
+            self._load_indexes()
 
     def _require_dim(self) -> int:
         if self._dim is None:
             raise ConfigurationError("backend is not bound to an embedder; call bind() first")
         if self._closed:
             raise BackendError("backend is closed")
+        if self._dir_lock is not None:
+            self._dir_lock.check_process()
         return self._dim
 
     # -- vector indexes ------------------------------------------------------------------------
 
-    def _snapshot_path(self, scope_key: str) -> Path:
-        assert self._dir is not None
-        return self._dir / "hnsw" / f"{scope_key}.bin"
-
     def _load_indexes(self) -> None:
-        """Load each scope's snapshot (if any) and reconcile it with SQLite."""
+        """Register every stored scope (least recently used first) and count the stored bytes."""
         assert self._dim is not None
-        scopes = [r[0] for r in self._db.execute("SELECT DISTINCT scope_key FROM entries")]
-        for scope in scopes:
-            index: VectorIndex | None = None
-            if self._snapshot and self._snapshot_path(scope).exists():
-                try:
-                    index = self._index_factory(self._dim, self._snapshot_path(scope))
-                except (RuntimeError, ValueError, OSError):
-                    index = None  # unreadable snapshot: rebuilt below from SQLite
-            rebuilt = index is None
-            if index is None:
-                index = self._index_factory(self._dim, None)
-            have = index.labels()
-            rows = self._db.execute(
-                "SELECT id, vector FROM entries WHERE scope_key = ?", (scope,)
-            ).fetchall()
-            in_db = {int(r[0]) for r in rows}
-            missing = [r for r in rows if int(r[0]) not in have]
-            if missing:
-                labels = np.array([r[0] for r in missing], dtype=np.int64)
-                vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in missing])
-                index.add(labels, vectors)
-            for stale in have - in_db:
-                index.remove(stale)
-            self._indexes[scope] = index
-            if rebuilt or missing or (have - in_db):
-                self._dirty.add(scope)
+        graphs = self._dir / "hnsw" if self._snapshot and self._dir is not None else None
+        self._scoped = ScopedIndexes(self._dim, self._hnsw, graphs, _SqliteVectors(self._db))
+        rows = self._db.execute(
+            f"SELECT scope_key, COUNT(*), SUM({_SIZE}) FROM entries "
+            "GROUP BY scope_key ORDER BY MAX(last_access)"
+        ).fetchall()
+        self._bytes = sum(int(r[2]) for r in rows)
+        self._scoped.open((str(r[0]), int(r[1])) for r in rows)
 
-    def _index_for(self, scope_key: str) -> VectorIndex:
-        index = self._indexes.get(scope_key)
-        if index is None:
-            index = self._index_factory(self._require_dim(), None)
-            self._indexes[scope_key] = index
-        return index
+    def _indexes(self) -> ScopedIndexes:
+        self._require_dim()
+        assert self._scoped is not None
+        return self._scoped
 
     def _maybe_autosave(self) -> None:
-        if self._snapshot and self._dirty and self._clock.now() - self._last_save >= self._autosave:
+        if (
+            self._snapshot
+            and self._indexes().dirty
+            and self._clock.now() - self._last_save >= self._autosave
+        ):
             self._save_dirty()
 
     def _save_dirty(self) -> None:
-        if not self._snapshot:
-            self._dirty.clear()
-            return
-        (self._dir / "hnsw").mkdir(exist_ok=True)  # type: ignore[operator]
-        for scope in sorted(self._dirty):
-            index = self._indexes.get(scope)
-            path = self._snapshot_path(scope)
-            if index is None or len(index) == 0:
-                path.unlink(missing_ok=True)
-            else:
-                index.save(path)
-        self._dirty.clear()
+        if self._scoped is not None:
+            self._scoped.save()
         self._last_save = self._clock.now()
+
+    def stats(self) -> StoreStats:
+        """What the store holds now, and how much the caps have evicted since it opened."""
+        with self._lock:
+            counts = self._indexes().counts()
+            return StoreStats(
+                entries=self._count,
+                stored_bytes=self._bytes,
+                evictions=self._evictions,
+                **asdict(counts),
+            )
 
     # -- reads ---------------------------------------------------------------------------------
 
     def get_exact(self, scope_key: str, text_key: str, now: float) -> Entry | None:
-        with self._lock:
+        with self._lock, self._sql("read an entry"):
             self._require_dim()
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM entries WHERE scope_key = ? AND text_key = ?",
@@ -247,12 +393,9 @@ class LocalBackend:
     def search(
         self, scope_key: str, vector: NDArray[np.float32], k: int, now: float
     ) -> list[Candidate]:
-        with self._lock:
+        with self._lock, self._sql("read the nearest entries"):
             vec = check_vector(vector, self._require_dim())
-            index = self._indexes.get(scope_key)
-            if index is None or k <= 0:
-                return []
-            hits = index.knn(vec, k)
+            hits = self._indexes().knn(scope_key, vec, k)
             if not hits:
                 return []
             ids = [label for label, _ in hits]
@@ -275,7 +418,7 @@ class LocalBackend:
         row_id = _row_id(entry_id)
         if row_id is None:
             return None
-        with self._lock:
+        with self._lock, self._sql("read an entry"):
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (row_id,)
             ).fetchone()
@@ -300,30 +443,30 @@ class LocalBackend:
         """
         if len(entries) != len(vectors):
             raise InvalidInputError(f"{len(entries)} entries but {len(vectors)} vectors")
-        encoded = [
-            (
-                json.dumps(e.response, ensure_ascii=False, allow_nan=False),
-                json.dumps(dict(e.metadata), ensure_ascii=False, allow_nan=False),
-            )
-            for e in entries
-        ]
-        with self._lock:
+        encoded = [_encode(e) for e in entries]
+        with self._lock, self._sql("store entries"):
             dim = self._require_dim()
             vecs = [check_vector(v, dim) for v in vectors]
+            sizes = [
+                _entry_bytes(e, c, v.nbytes) for e, c, v in zip(entries, encoded, vecs, strict=True)
+            ]
+            incoming = _batch_bytes(entries, sizes)
+            self._make_room(entries, sizes, incoming)
             added: dict[int, tuple[str, NDArray[np.float32]]] = {}  # new id -> (scope, vector)
             replaced: list[tuple[int, str]] = []
+            replaced_bytes = 0
             ids: list[int] = []
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with sqlite_io.transaction(self._db, self._path, "store entries"):
                 for entry, vec, (response, metadata) in zip(entries, vecs, encoded, strict=True):
                     old = self._db.execute(
-                        "SELECT id FROM entries WHERE scope_key = ? AND text_key = ?",
+                        f"SELECT id, {_SIZE} FROM entries WHERE scope_key = ? AND text_key = ?",
                         (entry.scope_key, entry.text_key),
                     ).fetchone()
                     if old is not None:
                         self._db.execute("DELETE FROM entries WHERE id = ?", (old[0],))
                         if added.pop(int(old[0]), None) is None:
                             replaced.append((int(old[0]), entry.scope_key))
+                            replaced_bytes += int(old[1])
                     cur = self._db.execute(
                         "INSERT INTO entries (scope_key, text_key, prompt, response, metadata, "
                         "created_at, expires_at, last_access, vector) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -342,81 +485,146 @@ class LocalBackend:
                     new_id = int(cur.lastrowid or 0)
                     added[new_id] = (entry.scope_key, vec)
                     ids.append(new_id)
-                self._db.execute("COMMIT")
-            except sqlite3.DatabaseError as e:
-                self._db.execute("ROLLBACK")
-                raise BackendError(f"cannot store entries: {e}") from e
             self._count += len(added) - len(replaced)
-            for old_id, scope in replaced:
-                self._index_for(scope).remove(old_id)
-                self._dirty.add(scope)
-            by_scope: dict[str, list[int]] = {}
-            for new_id, (scope, _) in added.items():
-                by_scope.setdefault(scope, []).append(new_id)
-            for scope, scope_ids in by_scope.items():
+            self._bytes += incoming - replaced_bytes
+            indexes = self._indexes()
+            for scope, old_ids in _by_scope(replaced).items():
+                indexes.remove(scope, old_ids)
+            for scope, scope_ids in _by_scope((i, s) for i, (s, _) in added.items()).items():
                 labels = np.array(scope_ids, dtype=np.int64)
-                self._index_for(scope).add(labels, np.stack([added[i][1] for i in scope_ids]))
-                self._dirty.add(scope)
+                indexes.add(scope, labels, np.stack([added[i][1] for i in scope_ids]))
+            self._make_room((), [], 0)  # a batch larger than a cap: its oldest entries go
             self._maybe_autosave()
         return [e.stored_as(str(new_id)) for new_id, e in zip(ids, entries, strict=True)]
 
     def touch(self, entry_id: str, now: float) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE entries SET last_access = ? WHERE id = ?", (now, _row_id(entry_id))
+        with self._lock, self._sql("mark an entry used"):
+            rows = self._db.execute(
+                "UPDATE entries SET last_access = ? WHERE id = ? RETURNING scope_key",
+                (now, _row_id(entry_id)),
+            ).fetchall()  # fetched to the end, so the statement is done before the next one
+            if rows and self._scoped is not None:
+                self._scoped.use(str(rows[0][0]))  # the scope's recency, for max_scopes
+
+    def _make_room(self, entries: Sequence[NewEntry], sizes: list[int], incoming: int) -> None:
+        """Evict least-recently-used scopes and entries so that the batch fits the caps.
+
+        An entry larger than ``max_bytes`` is refused, before anything is evicted. Caller holds
+        the lock.
+        """
+        if self.max_bytes is not None and any(size > self.max_bytes for size in sizes):
+            raise NotCacheableError(
+                f"an entry of {max(sizes)} bytes is larger than the whole store "
+                f"(max_bytes={self.max_bytes})"
             )
+        self._evict_scopes({e.scope_key for e in entries})
+        self._evict_bytes(entries, incoming)
+
+    def _evict_scopes(self, batch: set[str]) -> None:
+        """Evict the least recently used scopes (not those of the batch) to fit ``max_scopes``."""
+        indexes = self._indexes()
+        new_scopes = sum(1 for scope in batch if scope not in indexes)
+        excess = over_cap(len(indexes), new_scopes, self.max_scopes)
+        if not excess:
+            return
+        victims = indexes.least_recent(excess, keep=batch)
+        rows: list[tuple[Any, ...]] = []
+        for at in range(0, len(victims), 500):
+            chunk = victims[at : at + 500]
+            rows += self._db.execute(
+                f"SELECT {_ROW_REF} FROM entries WHERE scope_key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        self._evicted_by_caps(self._delete_rows(rows))
+
+    def _evict_bytes(self, entries: Sequence[NewEntry], incoming: int) -> None:
+        """Evict least-recently-used entries (``evict``'s order) until ``incoming`` bytes fit."""
+        need = over_cap(self._bytes, incoming, self.max_bytes)
+        if need > 0 and entries:  # what the batch replaces makes room too
+            keys = {(e.scope_key, e.text_key) for e in entries}
+            replaced = sum(
+                int(row[0])
+                for key in keys
+                for row in self._db.execute(
+                    f"SELECT {_SIZE} FROM entries WHERE scope_key = ? AND text_key = ?", key
+                )
+            )
+            need = over_cap(self._bytes - replaced, incoming, self.max_bytes)
+        while need > 0:
+            rows = self._db.execute(
+                f"SELECT {_ROW_REF} FROM entries ORDER BY last_access, id LIMIT 256"
+            ).fetchall()
+            if not rows:
+                return
+            take = 0
+            while take < len(rows) and need > 0:
+                need -= int(rows[take][2])
+                take += 1
+            self._evicted_by_caps(self._delete_rows(rows[:take]))
+
+    def _evicted_by_caps(self, n: int) -> None:
+        self._evicted += n
+        self._evictions += n
 
     def _delete_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
-        """Delete (id, scope_key) rows from SQLite and their vectors. Caller holds the lock."""
+        """Delete (id, scope_key, size) rows (:data:`_ROW_REF`) from SQLite and their vectors.
+
+        Caller holds the lock.
+        """
         rows = list(rows)
         if not rows:
             return 0
-        self._db.executemany("DELETE FROM entries WHERE id = ?", [(r[0],) for r in rows])
+        with sqlite_io.transaction(self._db, self._path, "delete entries"):
+            self._db.executemany("DELETE FROM entries WHERE id = ?", [(r[0],) for r in rows])
         self._count -= len(rows)
-        for entry_id, scope in rows:
-            index = self._indexes.get(scope)
-            if index is not None:
-                index.remove(int(entry_id))
-                self._dirty.add(scope)
+        self._bytes -= sum(int(r[2]) for r in rows)
+        indexes = self._indexes()
+        for scope, ids in _by_scope((int(r[0]), str(r[1])) for r in rows).items():
+            indexes.remove(scope, ids)
         return len(rows)
 
     def delete(self, entry_ids: Iterable[str]) -> int:
         ids = [i for i in map(_row_id, entry_ids) if i is not None]
         if not ids:
             return 0
-        with self._lock:
+        with self._lock, self._sql("delete entries"):
             marks = ",".join("?" * len(ids))
             rows = self._db.execute(
-                f"SELECT id, scope_key FROM entries WHERE id IN ({marks})", ids
+                f"SELECT {_ROW_REF} FROM entries WHERE id IN ({marks})", ids
             ).fetchall()
             return self._delete_rows(rows)
 
     def evict(self, max_entries: int) -> int:
-        with self._lock:
+        """Evict least-recently-used entries past ``max_entries``.
+
+        Returns how many went, counting those the ``max_scopes`` and ``max_bytes`` caps evicted
+        since the last call (stores evict for the caps before they write).
+        """
+        with self._lock, self._sql("evict entries"):
+            by_caps, self._evicted = self._evicted, 0
             excess = self._count - max_entries
             if excess <= 0:
-                return 0
+                return by_caps
             rows = self._db.execute(
-                "SELECT id, scope_key FROM entries ORDER BY last_access, id LIMIT ?", (excess,)
+                f"SELECT {_ROW_REF} FROM entries ORDER BY last_access, id LIMIT ?", (excess,)
             ).fetchall()
-            return self._delete_rows(rows)
+            return by_caps + self._delete_rows(rows)
 
     def purge_expired(self, now: float) -> int:
-        with self._lock:
+        with self._lock, self._sql("purge expired entries"):
             rows = self._db.execute(
-                "SELECT id, scope_key FROM entries "
-                "WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                f"SELECT {_ROW_REF} FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?",
                 (now,),
             ).fetchall()
             return self._delete_rows(rows)
 
     def clear(self, scope_key: str | None = None) -> int:
-        with self._lock:
+        with self._lock, self._sql("clear entries"):
             if scope_key is None:
-                rows = self._db.execute("SELECT id, scope_key FROM entries").fetchall()
+                rows = self._db.execute(f"SELECT {_ROW_REF} FROM entries").fetchall()
             else:
                 rows = self._db.execute(
-                    "SELECT id, scope_key FROM entries WHERE scope_key = ?", (scope_key,)
+                    f"SELECT {_ROW_REF} FROM entries WHERE scope_key = ?", (scope_key,)
                 ).fetchall()
             return self._delete_rows(rows)
 
@@ -426,12 +634,23 @@ class LocalBackend:
             self._save_dirty()
 
     def close(self) -> None:
+        """Save the snapshots, close the database and release the directory."""
         with self._lock:
             if self._closed:
                 return
-            self._save_dirty()
+            try:
+                self._save_dirty()
+            finally:
+                self._abandon()
+
+    def _abandon(self) -> None:
+        """Close the database and release the directory, saving nothing."""
+        self._closed = True
+        try:
             self._db.close()
-            self._closed = True
+        finally:
+            if self._dir_lock is not None:
+                self._dir_lock.release()
 
     def __enter__(self) -> LocalBackend:
         return self
@@ -443,9 +662,19 @@ class LocalBackend:
 class EmbeddedBackend(LocalBackend):
     """The default backend: HNSW (hnswlib) in process, persisted under ``path``.
 
+    Small scopes are searched exactly and large ones with a graph (see ``HnswParams``), so
+    memory follows the entries, not the number of scopes. The caps bound the store: past them,
+    a store first evicts the least recently used scopes or entries (what ``touch`` last marked),
+    and :meth:`evict` reports them.
+
     Args:
-        path: a directory; created if missing, reopened with its entries if present.
-        hnsw: graph parameters.
+        path: a directory; created if missing, reopened with its entries if present. Held
+            (a lock file) until :meth:`close`: a second backend on it, in any process, raises
+            :class:`ConfigurationError`.
+        hnsw: graph parameters, and the size from which a scope gets a graph.
+        max_scopes: the most scopes held; ``None``: no cap.
+        max_bytes: the most bytes of entries held (text, JSON and vectors, as stored); an entry
+            larger than this is refused with :class:`NotCacheableError`. ``None``: no cap.
         autosave_seconds: while writing, snapshot the HNSW graphs at most this often.
         clock: time source for autosave.
     """
@@ -455,29 +684,31 @@ class EmbeddedBackend(LocalBackend):
         path: str | Path,
         *,
         hnsw: HnswParams | None = None,
+        max_scopes: int | None = 100_000,
+        max_bytes: int | None = 4 * 2**30,
         autosave_seconds: float = 60.0,
         clock: Clock | None = None,
     ) -> None:
-        params = hnsw or HnswParams()
-        self.hnsw = params
-
-        def factory(dim: int, snapshot: Path | None) -> VectorIndex:
-            return HnswIndex(dim, params, snapshot)
-
+        self.hnsw = hnsw or HnswParams()
         super().__init__(
             path,
-            index_factory=factory,
+            hnsw=self.hnsw,
             snapshot=True,
+            max_scopes=max_scopes,
+            max_bytes=max_bytes,
             autosave_seconds=autosave_seconds,
             clock=clock,
         )
 
 
 class MemoryBackend(LocalBackend):
-    """Exact search over an in-memory store: no persistence. A test oracle and a scratch cache."""
+    """Exact search over an in-memory store: no persistence. A test oracle and a scratch cache.
 
-    def __init__(self) -> None:
-        def factory(dim: int, snapshot: Path | None) -> VectorIndex:
-            return ExactIndex(dim)
+    ``max_scopes`` and ``max_bytes`` cap it as they do :class:`EmbeddedBackend` (no cap here
+    unless given).
+    """
 
-        super().__init__(None, index_factory=factory, snapshot=False)
+    def __init__(self, *, max_scopes: int | None = None, max_bytes: int | None = None) -> None:
+        super().__init__(
+            None, hnsw=None, snapshot=False, max_scopes=max_scopes, max_bytes=max_bytes
+        )

@@ -1,6 +1,7 @@
-"""In-process vector indexes for one scope: HNSW (hnswlib) and an exact numpy oracle.
+"""In-process vector indexes for one scope: HNSW (hnswlib) and exact numpy brute force.
 
-Both take unit vectors and integer labels and answer with cosine similarities.
+Both take unit vectors and integer labels and answer with cosine similarities. Which one a
+scope gets is decided in ``scoped_index.py``.
 """
 
 from __future__ import annotations
@@ -22,30 +23,47 @@ __all__ = ["ExactIndex", "HnswIndex", "HnswParams", "VectorIndex"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HnswParams:
-    """HNSW graph settings.
+    """HNSW graph settings, and when a scope gets a graph at all.
 
     Attributes:
         m: links per node (memory and recall grow with it).
         ef_construction: candidate list size while building (build time vs graph quality).
         ef_search: candidate list size while searching (latency vs recall).
-        initial_capacity: slots reserved per scope; the index doubles when full.
+        initial_capacity: slots reserved when a graph is built; it doubles when full.
+        exact_up_to: a scope of at most this many entries is searched exactly (brute force)
+            and has no graph; past it the scope gets one, and loses it again at half this size.
+        max_resident: how many graphs are held in memory at once; the least recently used of
+            the others wait on disk until a search or a write needs them. ``None``: all.
+
+    ``exact_up_to`` and ``max_resident`` apply to the embedded backend's scopes; an index
+    built directly (the dense retrieval store) ignores them.
     """
 
     m: int = 16
     ef_construction: int = 200
     ef_search: int = 64
     initial_capacity: int = 1024
+    exact_up_to: int = 2048
+    max_resident: int | None = 32
 
     def __post_init__(self) -> None:
-        for name, low in (("m", 2), ("ef_construction", 1), ("ef_search", 1)):
+        for name, low in (
+            ("m", 2),
+            ("ef_construction", 1),
+            ("ef_search", 1),
+            ("initial_capacity", 1),
+            ("exact_up_to", 0),
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ConfigurationError(
                     f"HnswParams.{name} must be an int >= {low}, got {value!r}"
                 )
-        if self.initial_capacity < 1:
+        if self.max_resident is not None and (
+            not isinstance(self.max_resident, int) or self.max_resident < 1
+        ):
             raise ConfigurationError(
-                f"HnswParams.initial_capacity must be >= 1, got {self.initial_capacity}"
+                f"HnswParams.max_resident must be an int >= 1 or None, got {self.max_resident!r}"
             )
 
 
@@ -53,49 +71,88 @@ class VectorIndex(Protocol):
     def add(self, labels: NDArray[np.int64], vectors: NDArray[np.float32]) -> None: ...
     def remove(self, label: int) -> None: ...
     def knn(self, vector: NDArray[np.float32], k: int) -> list[tuple[int, float]]: ...
+    def items(self) -> tuple[NDArray[np.int64], NDArray[np.float32]]: ...
     def labels(self) -> set[int]: ...
     def save(self, path: Path) -> None: ...
     def __len__(self) -> int: ...
 
 
 class ExactIndex:
-    """Brute-force inner product over a numpy matrix. The recall oracle for tests."""
+    """Brute-force inner product over one numpy matrix: exact, and no cost beyond the vectors.
+
+    Rows ``[:n]`` of the matrix hold the vectors (spare rows only past 16, at most half
+    again); a removed row is filled by the last one.
+    """
+
+    __slots__ = ("_labels", "_matrix", "_n")
 
     def __init__(self, dim: int) -> None:
-        self._dim = dim
-        self._vectors: dict[int, NDArray[np.float32]] = {}
-        self._matrix: NDArray[np.float32] | None = None
-        self._order: NDArray[np.int64] | None = None
+        self._labels: NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        self._matrix: NDArray[np.float32] = np.empty((0, dim), dtype=np.float32)
+        self._n = 0
 
     def add(self, labels: NDArray[np.int64], vectors: NDArray[np.float32]) -> None:
+        new = len(labels)
+        if new == len(np.unique(labels)) and not np.isin(labels, self._labels[: self._n]).any():
+            self._grow(self._n + new)
+            self._labels[self._n : self._n + new] = labels
+            self._matrix[self._n : self._n + new] = vectors
+            self._n += new
+            return
         for label, vec in zip(labels.tolist(), vectors, strict=True):
-            self._vectors[int(label)] = np.array(vec, dtype=np.float32)
-        self._matrix = None
+            at = self._find(label)
+            if at is None:
+                self._grow(self._n + 1)
+                at = self._n
+                self._labels[at] = label
+                self._n += 1
+            self._matrix[at] = vec
+
+    def _find(self, label: int) -> int | None:
+        hits = np.flatnonzero(self._labels[: self._n] == label)
+        return int(hits[0]) if hits.size else None
+
+    def _grow(self, needed: int) -> None:
+        capacity = self._labels.shape[0]
+        if needed <= capacity:
+            return
+        size = needed if needed <= 16 else max(needed, capacity + capacity // 2)
+        labels = np.empty(size, dtype=np.int64)
+        matrix = np.empty((size, self._matrix.shape[1]), dtype=np.float32)
+        labels[: self._n] = self._labels[: self._n]
+        matrix[: self._n] = self._matrix[: self._n]
+        self._labels, self._matrix = labels, matrix
 
     def remove(self, label: int) -> None:
-        if self._vectors.pop(label, None) is not None:
-            self._matrix = None
+        at = self._find(label)
+        if at is None:
+            return
+        last = self._n - 1
+        self._labels[at] = self._labels[last]
+        self._matrix[at] = self._matrix[last]
+        self._n = last
 
     def knn(self, vector: NDArray[np.float32], k: int) -> list[tuple[int, float]]:
-        if not self._vectors or k <= 0:
+        if self._n == 0 or k <= 0:
             return []
-        if self._matrix is None or self._order is None:
-            self._order = np.fromiter(self._vectors.keys(), dtype=np.int64)
-            self._matrix = np.stack([self._vectors[int(i)] for i in self._order])
-        sims = self._matrix @ vector
-        k = min(k, sims.shape[0])
+        sims = self._matrix[: self._n] @ vector
+        k = min(k, self._n)
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.argsort(-sims[top], kind="stable")]
-        return [(int(self._order[i]), float(sims[i])) for i in top]
+        return [(int(self._labels[i]), float(sims[i])) for i in top]
+
+    def items(self) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Every label and its vector (copies)."""
+        return self._labels[: self._n].copy(), self._matrix[: self._n].copy()
 
     def labels(self) -> set[int]:
-        return set(self._vectors)
+        return set(self._labels[: self._n].tolist())
 
     def save(self, path: Path) -> None:
         """Nothing to persist: rebuilt from the entry store on open."""
 
     def __len__(self) -> int:
-        return len(self._vectors)
+        return self._n
 
 
 class HnswIndex:
@@ -155,6 +212,14 @@ class HnswIndex:
             (int(label), 1.0 - float(dist))
             for label, dist in zip(labels[0].tolist(), distances[0].tolist(), strict=True)
         ]
+
+    def items(self) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Every live label and its vector."""
+        labels = np.array(sorted(self._live), dtype=np.int64)
+        if labels.size == 0:
+            return labels, np.empty((0, self._dim), dtype=np.float32)
+        vectors = np.asarray(self._index.get_items(labels.tolist()), dtype=np.float32)
+        return labels, vectors
 
     def labels(self) -> set[int]:
         return set(self._live)

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         f"{report.upstream_calls} LLM calls)",
         f"    exact tier        {report.hits_exact:6d}",
         f"    semantic tier     {report.hits_semantic:6d}",
-        f"    coalesced         {report.coalesced:6d}  (waited for an identical in-flight call)",
+        f"    coalesced         {report.coalesced:6d}  (served after an in-flight twin)",
         f"  correct hits        {report.correct_hits:6d}  (same duplicate cluster)",
         f"  false hits          {report.false_hits_labelled:6d}  (labelled NOT duplicates)",
         f"  unverified hits     {report.unverified_hits:6d}  (no label either way)",

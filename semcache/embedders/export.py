@@ -9,7 +9,13 @@ One export is a directory ``<cache root>/<slug>-<key>/`` holding:
   (``max_seq_length``), lower-casing and pad token baked in;
 * ``reference.npy``: torch's unit vectors for :data:`PROBE_TEXTS`, so every load can check the
   ONNX path against torch without importing torch;
-* ``manifest.json``: what was exported, from where, with which pooling.
+* ``manifest.json``: what was exported, from where, with which pooling, and the sha256 of
+  the model, tokenizer and reference files (``model.int8.sha256`` holds the int8 model's).
+
+Every load checks those digests and refuses an export whose files changed after it was written
+(:class:`ModelLoadError`). That catches corruption and a swapped model file; it cannot stop
+someone who may write the folder from rewriting the digests too, so the folder must be writable
+by the service user only (a group- or world-writable export is logged as a warning).
 
 The cache root is ``$SEMCACHE_HOME/onnx``, else ``$XDG_CACHE_HOME/semcache/onnx``, else
 ``~/.cache/semcache/onnx`` (the packaged model lives in site-packages, which may be read-only).
@@ -53,11 +59,14 @@ __all__ = [
 
 log = logging.getLogger("semcache")
 
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: file digests in the manifest
 OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 TOKENIZER_FILE, REFERENCE_FILE, MANIFEST_FILE = "tokenizer.json", "reference.npy", "manifest.json"
+INT8_DIGEST_FILE = "model.int8.sha256"
+#: The files whose sha256 the manifest records and every load checks.
+DIGESTED = (FP32_FILE, TOKENIZER_FILE, REFERENCE_FILE)
 
 # Checked at every load against torch's vectors: short and long, cased, numeric, non-Latin,
 # and one longer than any max_seq_length so truncation is exercised too.
@@ -122,6 +131,7 @@ class ExportManifest:
     torch_version: str
     exported_at: float
     export_seconds: float
+    sha256: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,6 +147,7 @@ class ExportManifest:
             "torch_version": self.torch_version,
             "exported_at": self.exported_at,
             "export_seconds": self.export_seconds,
+            "sha256": dict(self.sha256),
         }
 
     @classmethod
@@ -154,6 +165,7 @@ class ExportManifest:
             torch_version=str(data["torch_version"]),
             exported_at=float(data["exported_at"]),
             export_seconds=float(data["export_seconds"]),
+            sha256={str(k): str(v) for k, v in dict(data["sha256"]).items()},
         )
 
     @property
@@ -228,6 +240,8 @@ def ensure_export(
     if int8 and not (directory / INT8_FILE).is_file():
         _quantize(directory)
         int8_created = True
+    elif int8:
+        _verify_int8(directory)
     return OnnxExport(
         directory=directory, manifest=manifest, created=created, int8_created=int8_created
     )
@@ -246,7 +260,60 @@ def _read_manifest(directory: Path) -> ExportManifest | None:
     ]
     if missing or manifest.format != EXPORT_FORMAT:
         raise ModelLoadError(f"incomplete ONNX export in {directory} ({missing}); delete it")
+    _warn_if_shared(directory, DIGESTED)
+    for name in DIGESTED:
+        _check_digest(directory / name, manifest.sha256.get(name))
     return manifest
+
+
+def _sha256(path: Path) -> str:
+    """The hex sha256 of a file's bytes."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _check_digest(path: Path, expected: str | None) -> None:
+    """Refuse ``path`` unless its sha256 is ``expected``."""
+    try:
+        actual = _sha256(path)
+    except OSError as e:
+        raise ModelLoadError(f"cannot read the ONNX export file {path}: {e}") from e
+    if actual != expected:
+        raise ModelLoadError(
+            f"ONNX export file {path} does not match the sha256 recorded when it was written: "
+            f"it was changed (corrupted or tampered with). Delete {path.parent} to export again, "
+            "and let only the service user write the export folder"
+        )
+
+
+def _warn_if_shared(directory: Path, names: tuple[str, ...]) -> None:
+    """Warn when others than the owner may write the export (they could replace the model)."""
+    for path in (directory.parent, directory, *(directory / n for n in names)):
+        try:
+            shared = path.stat().st_mode & 0o022
+        except OSError:
+            continue
+        if shared:
+            log.warning(
+                "semcache: %s is writable by its group or by others: whoever can write it can "
+                "change the embeddings (chmod go-w)",
+                path,
+            )
+            return
+
+
+def _verify_int8(directory: Path) -> None:
+    """Check the int8 model against the digest written with it."""
+    digest = directory / INT8_DIGEST_FILE
+    try:
+        expected = digest.read_text(encoding="ascii").strip()
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"the int8 model in {directory} has no readable digest ({e}); delete "
+            f"{directory / INT8_FILE} to quantise again"
+        ) from e
+    _warn_if_shared(directory, (INT8_FILE, INT8_DIGEST_FILE))
+    _check_digest(directory / INT8_FILE, expected)
 
 
 def _export_into(directory: Path, name: str, model_dir: Path) -> ExportManifest:
@@ -350,6 +417,7 @@ def _export_fp32(out: Path, name: str, model_dir: Path, pooling: PoolingSpec) ->
         torch_version=str(torch.__version__),
         exported_at=time.time(),
         export_seconds=round(time.perf_counter() - started, 3),
+        sha256={n: _sha256(out / n) for n in DIGESTED},
     )
 
 
@@ -382,6 +450,7 @@ def _quantize(directory: Path) -> None:
         raise MissingDependencyError("onnxruntime", "onnx") from e
     target = directory / INT8_FILE
     tmp = directory / f".{INT8_FILE}.{os.getpid()}.tmp"
+    digest_tmp = directory / f".{INT8_DIGEST_FILE}.{os.getpid()}.tmp"
     log.info("semcache: quantising %s to int8 (once)", directory / FP32_FILE)
     quiet = _QuantizerChatter()
     root = logging.getLogger()
@@ -394,12 +463,16 @@ def _quantize(directory: Path) -> None:
             per_channel=True,
             op_types_to_quantize=["MatMul"],
         )
+        # The digest first: an int8 model on disk always has one.
+        digest_tmp.write_text(_sha256(tmp) + "\n", encoding="ascii")
+        digest_tmp.replace(directory / INT8_DIGEST_FILE)
         tmp.replace(target)
     except (OSError, RuntimeError, ValueError) as e:
         raise ModelLoadError(f"int8 quantisation in {directory} failed: {e}") from e
     finally:
         root.removeFilter(quiet)
         tmp.unlink(missing_ok=True)
+        digest_tmp.unlink(missing_ok=True)
 
 
 class _QuantizerChatter(logging.Filter):

@@ -1,13 +1,18 @@
-"""Request coalescing: concurrent misses for the same (or a near-identical) prompt share one
-upstream call. Works across threads and event loops."""
+"""Request coalescing: concurrent misses for the same (or a near-identical) prompt wait for one
+upstream call. Works across threads and event loops.
+
+A flight only says *when* the leader is done and whether it stored an answer; whether that
+answer may serve a follower is the cache's decision, taken by the follower's own lookup.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,47 +21,45 @@ if TYPE_CHECKING:
 
 __all__ = ["Flight", "Flights"]
 
-_UNSET = object()
-
 
 class Flight:
-    """One upstream call in progress. Followers wait for its stored (JSON) result."""
+    """One upstream call in progress. Followers wait until it lands."""
 
     def __init__(self) -> None:
         self._done = threading.Event()
-        self._value: Any = _UNSET
+        self._stored = False
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
-    def finish(self, value: Any = _UNSET) -> None:
-        """Publish the leader's result (or nothing, if it failed or was not storable)."""
+    def finish(self, *, stored: bool) -> None:
+        """Let the followers go; ``stored`` says whether the leader's answer is in the cache."""
         with self._lock:
-            self._value = value
+            self._stored = stored
             self._done.set()
             waiters, self._waiters = self._waiters, []
         for loop, fut in waiters:
             loop.call_soon_threadsafe(_resolve, fut)
 
-    def wait(self, timeout: float) -> tuple[bool, Any]:
-        """Block until finished; ``(True, value)`` if the leader published a value."""
+    def wait(self, timeout: float) -> bool:
+        """Block until the flight lands (at most ``timeout`` s); ``True`` if it stored an answer."""
         self._done.wait(timeout)
         return self._result()
 
-    async def await_(self, timeout: float) -> tuple[bool, Any]:
+    async def await_(self, timeout: float) -> bool:
+        """:meth:`wait` without blocking the event loop."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._lock:
             if self._done.is_set():
-                return self._result()
+                return self._stored
             self._waiters.append((loop, fut))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(fut, timeout)
         return self._result()
 
-    def _result(self) -> tuple[bool, Any]:
+    def _result(self) -> bool:
         with self._lock:
-            value = self._value
-        return (value is not _UNSET), value
+            return self._done.is_set() and self._stored
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -66,6 +69,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 @dataclass(slots=True)
 class _Pending:
+    text: str
     text_key: str
     vector: NDArray[np.float32] | None
     flight: Flight = field(default_factory=Flight)
@@ -81,26 +85,34 @@ class Flights:
     def join(
         self,
         scope_key: str,
+        text: str,
         text_key: str,
         vector: NDArray[np.float32] | None,
         threshold: float,
+        accept: Callable[[str, float], bool] | None = None,
     ) -> tuple[Flight, bool]:
-        """The flight to follow for this request, or a new one; ``True`` if the caller leads."""
+        """The flight to follow for this request, or a new one; ``True`` if the caller leads.
+
+        A flight is followed for the same text, or for a text at least ``threshold`` similar
+        that ``accept(text, similarity)`` (if given, run under the lock: keep it cheap) does not
+        turn down.
+        """
         with self._lock:
             pending = self._by_scope.setdefault(scope_key, [])
             for p in pending:
-                if p.text_key == text_key or (
-                    vector is not None
-                    and p.vector is not None
-                    and float(np.dot(p.vector, vector)) >= threshold
-                ):
+                if p.text_key == text_key:
                     return p.flight, False
-            new = _Pending(text_key, vector)
+                if vector is None or p.vector is None:
+                    continue
+                similarity = float(np.dot(p.vector, vector))
+                if similarity >= threshold and (accept is None or accept(p.text, similarity)):
+                    return p.flight, False
+            new = _Pending(text, text_key, vector)
             pending.append(new)
             return new.flight, True
 
     def land(self, scope_key: str, flight: Flight) -> None:
-        """Forget a finished flight (call before ``flight.finish`` so no one joins it late)."""
+        """Forget a flight (call before ``flight.finish`` so no one joins it late)."""
         with self._lock:
             pending = self._by_scope.get(scope_key, [])
             pending[:] = [p for p in pending if p.flight is not flight]

@@ -20,7 +20,7 @@ from contextlib import aclosing, closing
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from semcache._failopen import MISSING, Bypass, FailOpen, Lookup
+from semcache._failopen import MISSING, Bypass, FailOpen, Lookup, Trap
 from semcache.cache import Query, SemanticCache
 from semcache.errors import ConfigurationError, CorruptEntryError, NotCacheableError
 from semcache.llm.coalesce import Flight, Flights
@@ -34,8 +34,8 @@ from semcache.llm.responses import (
     inspect_stream,
     refusal_reason,
 )
-from semcache.models import CallOutcome, LookupResult, Outcome
-from semcache.policy import check_threshold
+from semcache.models import CallOutcome, Candidate, Entry, LookupResult, Outcome
+from semcache.policy import check_threshold, guard_veto
 from semcache.stats import CacheInfo
 
 __all__ = ["cached"]
@@ -115,6 +115,10 @@ class _Cached:
         self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: CallOptions
     ) -> _Call | str:
         """The call's keys and settings, or the adapter's bypass reason (may raise)."""
+        if self.kind == "value" and kwargs.get("stream"):
+            # A plain function asked to stream returns a stream object: neither stored nor
+            # answerable with a stored value.
+            return "stream"
         req = self.request(args, kwargs)
         if req.bypass:
             return req.bypass
@@ -170,40 +174,88 @@ class _Cached:
         return self.codec.decode(stored["value"])
 
     # -- coalescing ----------------------------------------------------------------------------
+    #
+    # A follower waits for a near-identical in-flight call, then looks itself up again: it is
+    # served only if the cache now answers it (threshold, per-call override, adaptive threshold,
+    # guards, verifier and shadow mode all decide, as for any hit), else it calls upstream.
 
     def lead(self, call: _Call) -> Flight | None:
-        """Join the in-flight calls. Returns a flight to wait for, or ``None`` if we lead."""
-        if not self.coalesce:
+        """Join the in-flight calls. Returns a flight to wait for, or ``None`` if we lead.
+
+        Shadow mode never coalesces (it promises every call reaches the LLM), nor does a call
+        whose lookup failed (the cache could not decide for it).
+        """
+        if not self.coalesce or self.cache.shadow or call.failed:
             return None
         flight, leader = self.flights.join(
-            call.query.scope_key, call.query.text_key, call.vector, call.threshold
+            call.query.scope_key,
+            call.query.text,
+            call.query.text_key,
+            call.vector,
+            call.threshold,
+            accept=lambda text, similarity: self.may_follow(call, text, similarity),
         )
         if leader:
             call.flight = flight
             return None
         return flight
 
-    def followed(self, found: bool, value: Any) -> Any:
-        """What a follower returns: the leader's stored value, decoded, else ``MISSING``."""
-        if not found:
+    def may_follow(self, call: _Call, text: str, similarity: float) -> bool:
+        """Whether the cache's guards would let an answer to ``text`` serve this call.
+
+        A cheap first look, so a call the guards would refuse ("16 percent" behind "15 percent")
+        does not wait for nothing; the follower's own lookup after the wait still decides. A
+        guard that fails here says yes (the lookup will record it).
+        """
+        leader = Entry(
+            id="",
+            scope_key=call.query.scope_key,
+            text_key="",
+            prompt=text,
+            response=None,
+            created_at=0.0,
+        )
+        with Trap(None, None, "lookup"):
+            return (
+                guard_veto(call.query.text, Candidate(leader, similarity), self.cache.guards)
+                is None
+            )
+        return True
+
+    def refind(self, call: _Call) -> Any:
+        """After the leader stored its answer: the follower's hit, decoded, else ``MISSING``."""
+        found = self.fo.find(
+            call.query, min_similarity=call.threshold, vector=call.vector, count=False
+        )
+        return self._followed(call, found, self.fo.decode(found.result, self._decode))
+
+    async def arefind(self, call: _Call) -> Any:
+        """:meth:`refind`, awaiting the cache."""
+        found = await self.fo.afind(
+            call.query, min_similarity=call.threshold, vector=call.vector, count=False
+        )
+        return self._followed(call, found, await self.fo.adecode(found.result, self._decode))
+
+    def _followed(self, call: _Call, found: Lookup, value: Any) -> Any:
+        """Count a served follower as ``coalesced`` (its first lookup counted the miss)."""
+        if found.result is None:  # the second lookup failed (recorded): call upstream
+            call.failed = True
             return MISSING
-        with self.fo.failures.trap(None, "decode"):
-            decoded = self._decode(value)
+        call.result = found.result
+        if value is not MISSING:
             self.cache._count("coalesced")
-            self.report(Outcome.COALESCED)
-            return decoded
-        return MISSING
+            self.report(Outcome.COALESCED, call)
+        elif found.result.entry is not None:
+            call.failed = True  # the entry did not decode
+        return value
 
     def release(self, call: _Call, stored: Any) -> None:
-        """Report the miss and let followers go: with the stored value, or empty-handed."""
+        """Report the miss and let followers go, telling them whether an answer was stored."""
         self.report(Outcome.MISS, call)
         if call.flight is None:
             return
         self.flights.land(call.query.scope_key, call.flight)
-        if stored is MISSING:
-            call.flight.finish()
-        else:
-            call.flight.finish(stored)
+        call.flight.finish(stored=stored is not MISSING)
 
     # -- stores --------------------------------------------------------------------------------
 
@@ -297,8 +349,8 @@ class _Cached:
         if hit is not MISSING:
             return hit
         flight = self.lead(call)
-        if flight is not None:
-            hit = self.followed(*flight.wait(self.coalesce_timeout))
+        if flight is not None and flight.wait(self.coalesce_timeout):
+            hit = self.refind(call)
             if hit is not MISSING:
                 return hit
         stored: Any = MISSING
@@ -319,8 +371,8 @@ class _Cached:
         if hit is not MISSING:
             return hit
         flight = self.lead(call)
-        if flight is not None:
-            hit = self.followed(*await flight.await_(self.coalesce_timeout))
+        if flight is not None and await flight.await_(self.coalesce_timeout):
+            hit = await self.arefind(call)
             if hit is not MISSING:
                 return hit
         stored: Any = MISSING
@@ -339,8 +391,12 @@ class _Cached:
             return
         self.find(call)
         hit = self.serve(call)
-        if hit is MISSING and (flight := self.lead(call)) is not None:
-            hit = self.followed(*flight.wait(self.coalesce_timeout))
+        if (
+            hit is MISSING
+            and (flight := self.lead(call)) is not None
+            and flight.wait(self.coalesce_timeout)
+        ):
+            hit = self.refind(call)
         if hit is not MISSING:
             yield from hit
             return
@@ -366,8 +422,12 @@ class _Cached:
             return
         await self.afind(call)
         hit = await self.aserve(call)
-        if hit is MISSING and (flight := self.lead(call)) is not None:
-            hit = self.followed(*await flight.await_(self.coalesce_timeout))
+        if (
+            hit is MISSING
+            and (flight := self.lead(call)) is not None
+            and await flight.await_(self.coalesce_timeout)
+        ):
+            hit = await self.arefind(call)
         if hit is not MISSING:
             for chunk in hit:
                 yield chunk
@@ -394,7 +454,7 @@ def cached(
     ttl: float | None = None,
     store_tool_calls: bool = False,
     coalesce: bool = True,
-    coalesce_timeout: float = 120.0,
+    coalesce_timeout: float = 30.0,
     on_outcome: Callable[[CallOutcome], None] | None = None,
 ) -> Callable[[F], F]:
     """Put ``cache`` in front of an LLM-calling function.
@@ -410,7 +470,10 @@ def cached(
         min_similarity: this function's threshold (else the cache policy's).
         ttl: seconds entries stored by this function live (else the cache policy's).
         store_tool_calls: store responses that call tools (off: they depend on the tools' state).
-        coalesce: concurrent misses for the same or a near-identical prompt wait for one call.
+        coalesce: concurrent misses for the same or a near-identical prompt wait for one call;
+            a waiting call then looks itself up again and is served only on a hit (so the
+            thresholds, guards, verifier and shadow mode decide as for any hit), else it
+            calls upstream. Shadow mode never waits.
         coalesce_timeout: seconds a waiting call waits before calling upstream itself.
         on_outcome: called (in the caller's thread or task) with a :class:`CallOutcome` for
             every call: for per-request logging, or tests. It must not raise.
@@ -418,7 +481,9 @@ def cached(
     The wrapper keeps the function's kind (sync, async, generator, async generator) and gains
     ``cache_info()``, ``cache_clear()`` (empties the whole cache, shared or not) and
     ``uncached`` (the original function). Errors raised by the function propagate unchanged and
-    are never stored; a stream is stored only when it runs to its end.
+    are never stored; a stream is stored only when it runs to its end. A plain function called
+    with ``stream=True`` (an SDK stream) bypasses the cache (reason ``stream``); to cache a
+    stream, decorate a generator that yields its chunks.
     """
     if min_similarity is not None:
         check_threshold(min_similarity)

@@ -64,6 +64,9 @@ class RequestAdapter(Protocol):
     def __call__(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Request: ...
 
 
+_SYSTEM_ROLES = ("system", "developer")
+
+
 def _get(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
 
@@ -114,10 +117,11 @@ class ChatRequest:
 
     The last message must be the user's (calls ending in tool results or an assistant prefill
     bypass the cache); its text is embedded. Everything else that shapes the answer is scope:
-    the model,
-    generation parameters (all keyword arguments except transport ones such as ``stream`` or
-    ``timeout``), the system/developer messages, ``tools``, the earlier turns of the conversation
-    (so "and in French?" never matches across conversations), and the tenant.
+    the model, generation parameters (all keyword arguments except transport ones such as
+    ``timeout``), the system/developer messages (their text, and their roles and places unless
+    there is one leading system message), ``tools``, the earlier turns of the conversation (so
+    "and in French?" never matches across conversations), the last message's ``name``, and the
+    tenant (``user=0`` is a tenant; only ``None`` or ``""`` is none).
 
     Attributes:
         tenant: a function of the call giving the tenant; by default the ``user`` argument.
@@ -143,24 +147,37 @@ class ChatRequest:
             # Tool results or an assistant prefill follow the question: the answer depends on
             # them, and they are rarely repeated. Never serve such a call from the cache.
             return Request(text=text, scope=Scope(), bypass="not_a_user_turn")
-        system = "\n".join(
-            message_text(m) for m in before if _get(m, "role") in ("system", "developer")
-        )
-        history = [_plain(m) for m in before if _get(m, "role") not in ("system", "developer")]
+        instructions = [
+            (i, _get(m, "role"), message_text(m))
+            for i, m in enumerate(before)
+            if _get(m, "role") in _SYSTEM_ROLES
+        ]
+        history = [_plain(m) for m in before if _get(m, "role") not in _SYSTEM_ROLES]
         skip = TRANSPORT_ARGS | self.ignore | {"messages", "model", "tools", "functions"}
         params = {k: v for k, v in kwargs.items() if k not in skip}
+        if [(i, role) for i, role, _ in instructions] not in ([], [(0, "system")]):
+            # Beyond one leading system message, where each sits and its role shape the answer.
+            params["semcache.system"] = _digest(instructions)
         if self.include_history and history:
             params["semcache.history"] = _digest(history)
-        tenant = self.tenant(kwargs) if self.tenant else kwargs.get("user")
+        if (name := _get(messages[-1], "name")) is not None:
+            params["semcache.name"] = name
         scope = Scope(
             model=str(kwargs.get("model") or ""),
             params=params,
-            system=system,
+            system="\n".join(text for _, _, text in instructions),
             tools=kwargs.get("tools") or kwargs.get("functions"),
-            tenant=str(tenant or ""),
+            tenant=_tenant(self.tenant(kwargs) if self.tenant else kwargs.get("user")),
         )
         bypass = "nondeterministic" if self.skip_nondeterministic and _samples(kwargs) else ""
         return Request(text=text, scope=scope, bypass=bypass)
+
+
+def _tenant(value: Any) -> str:
+    """The tenant as scope text: ``None`` is no tenant, and ``0`` or ``False`` are tenants."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    return canonical_json(value)
 
 
 def _samples(kwargs: Mapping[str, Any]) -> bool:

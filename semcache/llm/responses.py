@@ -133,24 +133,31 @@ class Codec(Protocol[T]):
     def decode(self, data: Any) -> T: ...
 
 
-def _check_json(value: Any, path: str = "$") -> None:
-    if isinstance(value, _JSON_SCALARS):
-        if isinstance(value, float) and value != value:  # NaN
-            raise NotCacheableError(f"NaN at {path} cannot be stored as JSON")
-        return
-    if isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            _check_json(v, f"{path}[{i}]")
-        return
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise NotCacheableError(f"non-string key {k!r} at {path}")
-            _check_json(v, f"{path}.{k}")
-        return
-    raise NotCacheableError(
-        f"a {type(value).__name__} at {path} is not JSON; pass codec=ModelCodec(YourType)"
-    )
+_MAX_DEPTH = 200  # nesting a stored value may have (LLM responses nest a handful of levels)
+
+
+def _check_json(value: Any) -> None:
+    """Raise :class:`NotCacheableError` unless ``value`` is plain JSON, without recursion: a
+    hostile value nested thousands deep is refused, not a ``RecursionError``."""
+    todo: list[tuple[Any, str, int]] = [(value, "$", 0)]
+    while todo:
+        item, path, depth = todo.pop()
+        if depth > _MAX_DEPTH:
+            raise NotCacheableError(f"a value nested deeper than {_MAX_DEPTH} levels at {path}")
+        if isinstance(item, _JSON_SCALARS):
+            if isinstance(item, float) and item != item:  # NaN
+                raise NotCacheableError(f"NaN at {path} cannot be stored as JSON")
+        elif isinstance(item, list | tuple):
+            todo.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
+        elif isinstance(item, Mapping):
+            for k in item:
+                if not isinstance(k, str):
+                    raise NotCacheableError(f"non-string key {k!r} at {path}")
+            todo.extend((v, f"{path}.{k}", depth + 1) for k, v in item.items())
+        else:
+            raise NotCacheableError(
+                f"a {type(item).__name__} at {path} is not JSON; pass codec=ModelCodec(YourType)"
+            )
 
 
 class JsonCodec:

@@ -110,7 +110,7 @@ class RedisRetrievalStore:
         self.hnsw = hnsw or HnswParams(ef_search=128)
         self.vector_type = vector_type
         self.recalibrate_growth = recalibrate_growth
-        self.capabilities = self._run(
+        self.capabilities = self._bulk(
             "capability probe", lambda: detect_capabilities(self.core.client)
         )
         if vector_type not in self.capabilities.vector_types:
@@ -145,7 +145,12 @@ class RedisRetrievalStore:
         return self.core.client
 
     def _run(self, what: str, fn: Callable[[], T]) -> T:
+        """A command on the query path: timed, so a slow Redis opens the circuit."""
         return self.core.run(what, fn)
+
+    def _bulk(self, what: str, fn: Callable[[], T]) -> T:
+        """Ingest and administration: not timed (their duration grows with the work)."""
+        return self.core.run(what, fn, timed=False)
 
     def _pipe(self) -> Any:
         """A pipeline to queue commands on (no I/O); run it with ``self._run(what, p.execute)``."""
@@ -156,7 +161,7 @@ class RedisRetrievalStore:
     def bind(self, fingerprint: ModelFingerprint) -> None:
         client, where = self.client, self.core.where
         with self._lock:
-            stored = self._run("bind", lambda: client.hget(self._meta, "fingerprint"))
+            stored = self._bulk("bind", lambda: client.hget(self._meta, "fingerprint"))
             check_fingerprint(
                 stored_fingerprint(stored, where),
                 fingerprint,
@@ -165,9 +170,9 @@ class RedisRetrievalStore:
             )
             if stored is None:
                 record = json.dumps(fingerprint.to_dict())
-                self._run("bind", lambda: client.hset(self._meta, "fingerprint", record))
+                self._bulk("bind", lambda: client.hset(self._meta, "fingerprint", record))
             self._ensure_index(fingerprint.dim)
-            raw = self._run("bind", lambda: client.hget(self._meta, "int8"))
+            raw = self._bulk("bind", lambda: client.hget(self._meta, "int8"))
             self._int8 = Int8Quantizer.from_dict(json.loads(raw)) if raw else None
             self._fingerprint = fingerprint
 
@@ -194,8 +199,8 @@ class RedisRetrievalStore:
                 if not is_existing_index(e):  # else another process created it just now
                     raise
 
-        if not self._run("index check", exists):
-            self._run("index setup", create)
+        if not self._bulk("index check", exists):
+            self._bulk("index setup", create)
 
     def _require(self) -> int:
         if self._fingerprint is None:
@@ -315,26 +320,26 @@ class RedisRetrievalStore:
                 pipe.sadd(self._doc_set + c.doc_id, c.id)
             for d in docs:
                 pipe.hset(self._docs, d.id, d.hash)
-            self._run("store", pipe.execute)
+            self._bulk("store", pipe.execute)
             if calibrate:
                 self._set_quantizer(quantizer, len(chunks))
             else:
                 live = self.count()
-                raw = self._run("store", lambda: self.client.hget(self._meta, "calibrated_on"))
+                raw = self._bulk("store", lambda: self.client.hget(self._meta, "calibrated_on"))
                 if live >= self.recalibrate_growth * max(1, int(raw or 0)):
                     self.recalibrate()
 
     def _set_quantizer(self, quantizer: Int8Quantizer, n: int) -> None:
         mapping = {"int8": json.dumps(quantizer.to_dict()), "calibrated_on": n}
-        self._run("store", lambda: self.client.hset(self._meta, mapping=mapping))
+        self._bulk("store", lambda: self.client.hset(self._meta, mapping=mapping))
         self._int8 = quantizer
 
     def _chunk_keys(self, limit: int | None = None) -> list[Any]:
         """The keys of the stored chunks (the first ``limit`` found by SCAN, if given)."""
         found = self.client.scan_iter(match=self._prefix + "*", count=min(limit or 1000, 1000))
         if limit is None:
-            return self._run("scan", lambda: list(found))
-        return self._run("scan", lambda: [k for _, k in zip(range(limit), found, strict=False)])
+            return self._bulk("scan", lambda: list(found))
+        return self._bulk("scan", lambda: [k for _, k in zip(range(limit), found, strict=False)])
 
     def recalibrate(self) -> None:
         """Fit int8 ranges on every stored vector and rewrite every code."""
@@ -345,7 +350,7 @@ class RedisRetrievalStore:
             pipe = self._pipe()
             for key in keys:
                 pipe.hget(key, "vec")
-            blobs = self._run("recalibrate", pipe.execute)
+            blobs = self._bulk("recalibrate", pipe.execute)
             dtype = VECTOR_TYPES[self.vector_type]
             vecs = np.stack([np.frombuffer(b, dtype=dtype).astype(np.float32) for b in blobs])
             quantizer = Int8Quantizer.calibrate(vecs)
@@ -356,20 +361,20 @@ class RedisRetrievalStore:
                     keys[start : start + _BATCH], codes[start : start + _BATCH], strict=True
                 ):
                     pipe.hset(key, "i8", code.tobytes())
-                self._run("recalibrate", pipe.execute)
+                self._bulk("recalibrate", pipe.execute)
             self._set_quantizer(quantizer, len(keys))
 
     def _remove(self, doc_ids: list[str]) -> int:
         existing = self.doc_hashes(doc_ids)
         for doc_id in existing:
             key = self._doc_set + doc_id
-            members = self._run("remove", partial(self.client.smembers, key))
+            members = self._bulk("remove", partial(self.client.smembers, key))
             pipe = self._pipe()
             for cid in members:
                 pipe.delete(self._prefix + text(cid))
             pipe.delete(key)
             pipe.hdel(self._docs, doc_id)
-            self._run("remove", pipe.execute)
+            self._bulk("remove", pipe.execute)
         return len(existing)
 
     def delete(self, doc_ids: Iterable[str]) -> int:
@@ -389,7 +394,7 @@ class RedisRetrievalStore:
             pipe = self._pipe()
             for key in sample:
                 pipe.memory_usage(key)
-            sizes = self._run("memory", pipe.execute)
+            sizes = self._bulk("memory", pipe.execute)
             used = sum(int(u or 0) for u in sizes)
             out.append(
                 MemoryUse(

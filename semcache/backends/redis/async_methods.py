@@ -67,9 +67,9 @@ class AsyncRedisOps:
     async def _recreate(self) -> None:
         await asyncio.to_thread(self._ensure_schema)
 
-    async def _arun(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _arun(self, what: str, call: Callable[[], Awaitable[T]], *, timed: bool = True) -> T:
         """Await Redis through the core; recreate a vanished index once."""
-        return await self.core.arun(what, call, recreate=self._recreate)
+        return await self.core.arun(what, call, recreate=self._recreate, timed=timed)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -197,7 +197,7 @@ class AsyncRedisOps:
                 if cursor == 0:
                     return
 
-        await self._arun("sweep", run)
+        await self._arun("sweep", run, timed=False)
 
     async def aclear(self, scope_key: str | None = None) -> int:
         client = self.core.aclient()

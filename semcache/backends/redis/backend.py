@@ -106,9 +106,9 @@ class RedisBackend:
     def breaker(self) -> CircuitBreaker:
         return self._core.breaker
 
-    def _run(self, what: str, fn: Callable[[], T]) -> T:
+    def _run(self, what: str, fn: Callable[[], T], *, timed: bool = True) -> T:
         """Call Redis through the core; recreate a vanished index once."""
-        return self._core.run(what, fn, recreate=self._ensure_schema)
+        return self._core.run(what, fn, recreate=self._ensure_schema, timed=timed)
 
     def _require_index(self) -> Any:
         if self._closed:
@@ -186,7 +186,7 @@ class RedisBackend:
             if stored is None and not client.set(self.keys.meta, rs.meta_record(fp), nx=True):
                 rs.check_meta(client.get(self.keys.meta), fp, where)
 
-        self._core.run("index setup", check_or_create)
+        self._core.run("index setup", check_or_create, timed=False)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -239,7 +239,7 @@ class RedisBackend:
     ) -> list[Entry]:
         """Store several entries in one pipelined round trip (each replaced atomically)."""
         rows = rs.entry_rows(self.keys, entries, vectors, self._dim())
-        self._run("store", lambda: self._write(rows))
+        self._run("store", lambda: self._write(rows), timed=len(rows) == 1)  # bulk: untimed
         return rs.stored_entries(rows)
 
     def _write(self, rows: list[rs.Row]) -> None:
@@ -326,7 +326,7 @@ class RedisBackend:
                 if cursor == 0:
                     return
 
-        self._run("sweep", run)
+        self._run("sweep", run, timed=False)
 
     def clear(self, scope_key: str | None = None) -> int:
         self._require_index()

@@ -3,8 +3,10 @@
 The cache backend and the retrieval store both run every command through :meth:`RedisCore.run`
 (or :meth:`RedisCore.arun`): a call is refused at once while the circuit is open, and a foreign
 error leaves as :class:`BackendUnavailableError` (Redis unreachable or too slow: the breaker
-counts it) or :class:`BackendError` (Redis answered with an error). Whether an error means
-"this index does not exist" is decided here only, by :func:`classify_error`.
+counts it) or :class:`BackendError` (Redis answered with an error). Each call is timed: one that
+answers after the breaker's ``slow_call_seconds`` counts as a failure too, so a slow Redis opens
+the circuit like a dead one. Whether an error means "this index does not exist" is decided here
+only, by :func:`classify_error`.
 
 ``redis.asyncio`` connections belong to the event loop that opened them, so each running loop
 gets its own async client, opened on first use and closed by :meth:`RedisCore.aclose`.
@@ -143,23 +145,30 @@ class RedisCore:
         return self._client
 
     def run(
-        self, what: str, fn: Callable[[], T], *, recreate: Callable[[], None] | None = None
+        self,
+        what: str,
+        fn: Callable[[], T],
+        *,
+        recreate: Callable[[], None] | None = None,
+        timed: bool = True,
     ) -> T:
         """``fn()`` through the breaker, with errors mapped; ``what`` names it in messages.
 
-        With ``recreate``, an "index missing" error calls it once and retries ``fn``.
+        With ``recreate``, an "index missing" error calls it once and retries ``fn``. Bulk work
+        (ingest, sweeps, drops) passes ``timed=False``: its duration says nothing of health.
         """
         for attempt in (0, 1):
-            self.breaker.before_call()
+            admitted = self.breaker.before_call()
+            started = admitted if timed else None
             try:
                 result = fn()
             except self._errors as e:
-                kind = self._settle(e)
+                kind = self._settle(e, started)
                 if kind == "missing_index" and recreate is not None and attempt == 0:
                     recreate()
                     continue
                 raise mapped_error(self.where, what, e, kind) from e
-            self.breaker.record_success()
+            self.breaker.record_success(started)
             return result
         raise AssertionError("unreachable")
 
@@ -169,29 +178,38 @@ class RedisCore:
         call: Callable[[], Awaitable[T]],
         *,
         recreate: Callable[[], Awaitable[None]] | None = None,
+        timed: bool = True,
     ) -> T:
-        """:meth:`run`, awaiting ``call()``: the same breaker and error mapping."""
+        """:meth:`run`, awaiting ``call()``: the same breaker and error mapping.
+
+        A call cancelled (e.g. by a lookup's budget) after ``slow_call_seconds`` counts as slow.
+        """
         for attempt in (0, 1):
-            self.breaker.before_call()
+            admitted = self.breaker.before_call()
+            started = admitted if timed else None
             try:
                 result = await call()
             except self._errors as e:
-                kind = self._settle(e)
+                kind = self._settle(e, started)
                 if kind == "missing_index" and recreate is not None and attempt == 0:
                     await recreate()
                     continue
                 raise mapped_error(self.where, what, e, kind) from e
-            self.breaker.record_success()
+            except asyncio.CancelledError:
+                if started is not None:
+                    self.breaker.record_abandoned(started)
+                raise
+            self.breaker.record_success(started)
             return result
         raise AssertionError("unreachable")
 
-    def _settle(self, error: BaseException) -> ErrorKind:
-        """Tell the breaker whether Redis answered, and say what ``error`` means."""
+    def _settle(self, error: BaseException, started: float | None) -> ErrorKind:
+        """Tell the breaker whether Redis answered (and how fast), and say what ``error`` means."""
         kind = classify_error(error)
         if kind == "unavailable":
             self.breaker.record_failure()
         else:
-            self.breaker.record_success()
+            self.breaker.record_success(started)
         return kind
 
     # -- async clients -------------------------------------------------------------------------
@@ -236,7 +254,7 @@ class RedisCore:
                 pipe.execute()
             return len(keys)
 
-        return self.run("drop", run)
+        return self.run("drop", run, timed=False)
 
     async def adrop(self, index: str, match: str) -> int:
         """:meth:`drop`, awaiting this event loop's client."""
@@ -256,7 +274,7 @@ class RedisCore:
                 await pipe.execute()
             return len(keys)
 
-        return await self.arun("drop", run)
+        return await self.arun("drop", run, timed=False)
 
     async def aclose(self) -> None:
         """Close the running event loop's async client (if ours)."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from semcache.backends.base import check_vector
+from semcache.backends.base import check_vector, encode_json
 from semcache.backends.vector_index import HnswParams
 from semcache.errors import ConfigurationError, CorruptEntryError, FingerprintMismatchError
 from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry, check_fingerprint
@@ -222,8 +222,8 @@ def entry_fields(entry: NewEntry, vector: NDArray[np.float32]) -> dict[str, byte
         TEXT_KEY: entry.text_key,
         VECTOR: np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
         PROMPT: entry.prompt,
-        RESPONSE: json.dumps(entry.response, ensure_ascii=False, allow_nan=False),
-        METADATA: json.dumps(dict(entry.metadata), ensure_ascii=False, allow_nan=False),
+        RESPONSE: encode_json(entry.response, "the response"),
+        METADATA: encode_json(dict(entry.metadata), "the metadata"),
         CREATED_AT: repr(float(entry.created_at)),
     }
     if entry.expires_at is not None:
