@@ -8,8 +8,8 @@ nothing; the upstream answers at once, so the figures are the cache's own cost) 
 ``--threads`` threads for ``--seconds`` per phase, over 64 prompts stored beforehand (healthy
 calls are exact hits):
 
-1. *healthy*: default settings (``CachePolicy.lookup_budget=0.25``,
-   ``BreakerParams.slow_call_seconds=0.1``);
+1. *healthy*: default settings (``CachePolicy.lookup_budget`` and
+   ``BreakerParams.slow_call_seconds`` at their defaults);
 2. *slow, errors-only breaker, no budget*: the settings before issue #14, with Redis slowed by
    another connection issuing ``CLIENT PAUSE 300 ALL`` every 0.31 s (busy ~97% of the time;
    every command waits for the pause to end, then succeeds);
@@ -41,8 +41,9 @@ import numpy as np
 from _report import ROOT, write_section
 
 from semcache import CachePolicy, SemanticCache, cached
-from semcache.backends.breaker import BreakerParams
+from semcache.backends.breaker import DEFAULT_SLOW_CALL_SECONDS, BreakerParams
 from semcache.backends.redis import RedisBackend
+from semcache.policy import DEFAULT_LOOKUP_BUDGET
 from semcache.testing import HashingEmbedder
 
 SECTION = "Slow Redis"
@@ -195,7 +196,7 @@ def main() -> None:
                 slow=True,
             ),
             run_phase(
-                "slow, after (slow-call breaker, 0.25 s budget)",
+                f"slow, after (slow-call breaker, {DEFAULT_LOOKUP_BUDGET:g} s budget)",
                 url,
                 args.threads,
                 args.seconds,
@@ -219,7 +220,8 @@ def main() -> None:
         f"{PAUSE_EVERY} s: every command waits for the pause to end, then succeeds (the "
         "socket timeout is 0.5 s). *Before* is the settings before "
         "issue #14 (`BreakerParams(slow_call_seconds=None)`, `CachePolicy(lookup_budget=None)`); "
-        "*after* is the defaults (`slow_call_seconds=0.1`, `lookup_budget=0.25`).\n\n"
+        f"*after* is the defaults (`slow_call_seconds={DEFAULT_SLOW_CALL_SECONDS:g}`, "
+        f"`lookup_budget={DEFAULT_LOOKUP_BUDGET:g}`).\n\n"
         + header
         + "\n"
         + "\n".join(p.row() for p in phases)
