@@ -1,7 +1,7 @@
 """A real LiteLLM proxy process with semcache as its cache, over real HTTP.
 
 The proxy runs examples/litellm_proxy/config.yaml (plus two models pointing at a local fake
-OpenAI-compatible upstream, two API keys from a custom-auth module, and counters headers). The
+OpenAI-compatible upstream, three API keys from a custom-auth module, and counters headers). The
 upstream counts its calls, so a hit is proven by the upstream not being called.
 """
 
@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,7 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "litellm_proxy" / "config.yaml"
 LITELLM = Path(sys.executable).parent / "litellm"
 
-# Custom auth: two API keys in two teams, so the tenant scope can be tested without a database.
+# Custom auth: three API keys (alpha and gamma in one team, beta in another), so the tenant scope
+# can be tested without a database (LiteLLM's virtual keys need one). Each key authenticates as
+# its own SHA-256 hash, as LiteLLM's virtual keys do.
 AUTH_MODULE = """
 import hashlib, json, os
 from litellm.proxy._types import UserAPIKeyAuth
@@ -51,6 +54,8 @@ async def user_api_key_auth(request, api_key: str) -> UserAPIKeyAuth:
 
 
 # -- a fake OpenAI-compatible upstream -------------------------------------------------------
+
+SLOW_UPSTREAM = 2.0  # seconds the upstream takes to answer a question containing "slowly"
 
 
 @dataclass
@@ -99,6 +104,8 @@ def _make_handler(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             upstream.calls.append(body)
             question = body["messages"][-1]["content"]
+            if "slowly" in question:  # long enough for concurrent requests to all look up first
+                time.sleep(SLOW_UPSTREAM)
             text = f"Answer {len(upstream.calls)} from {body['model']}: {question}"
             if body.get("stream"):
                 self.send_response(200)
@@ -171,7 +178,8 @@ def proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Itera
     store = work / "store"
     (work / "config.yaml").write_text(yaml.safe_dump(_config(upstream, store)))
     (work / "semcache_test_auth.py").write_text(AUTH_MODULE)
-    keys = {"alpha": "sk-" + secrets.token_hex(24), "beta": "sk-" + secrets.token_hex(24)}
+    keys = {name: "sk-" + secrets.token_hex(24) for name in ("alpha", "beta", "gamma")}
+    teams = {keys["alpha"]: "team-alpha", keys["beta"]: "team-beta", keys["gamma"]: "team-alpha"}
     port = _free_port()
     env = {
         **os.environ,
@@ -181,7 +189,7 @@ def proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "TRANSFORMERS_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",
-        "SEMCACHE_TEST_KEYS": json.dumps({keys["alpha"]: "team-alpha", keys["beta"]: "team-beta"}),
+        "SEMCACHE_TEST_KEYS": json.dumps(teams),
         "NO_PROXY": "127.0.0.1,localhost",
     }
     env.pop("DATABASE_URL", None)
@@ -242,10 +250,17 @@ def _eventually(get: Callable[[], T], done: Callable[[T], bool], seconds: float 
     return value
 
 
-def chat(proxy: Proxy, question: str, *, key: str = "alpha", **body: Any) -> httpx.Response:
+def chat(
+    proxy: Proxy,
+    question: str,
+    *,
+    key: str = "alpha",
+    headers: dict[str, str] | None = None,
+    **body: Any,
+) -> httpx.Response:
     response = httpx.post(
         f"{proxy.url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {proxy.keys[key]}"},
+        headers={"Authorization": f"Bearer {proxy.keys[key]}", **(headers or {})},
         json={"model": "fake-a", "messages": [{"role": "user", "content": question}], **body},
         timeout=60,
     )
@@ -430,6 +445,106 @@ def test_example_demo_model_is_cached(proxy: Proxy) -> None:
     assert answer(first) == "Paris is the capital of France."
     second = chat(proxy, "Can you tell me the capital of France?", **body)
     assert second.headers["x-semcache"].startswith("hit")
+
+
+def _rows(proxy: Proxy, prompt: str) -> list[tuple[str, float]]:
+    uri = f"file:{proxy.store / 'entries.sqlite3'}?mode=ro"
+    with sqlite3.connect(uri, uri=True) as db:
+        rows = db.execute("SELECT response, created_at FROM entries WHERE prompt = ?", (prompt,))
+        return [(str(r), float(c)) for r, c in rows.fetchall()]
+
+
+def test_entry_older_than_s_maxage_is_a_stale_miss(proxy: Proxy, upstream: Upstream) -> None:
+    question = "What is the tallest mountain on Earth?"
+    first = chat(proxy, question)
+    assert first.headers["x-semcache"].startswith("miss")
+    assert not first.headers.get("x-litellm-cache-key"), "LiteLLM sets it on hits only"
+    _eventually(lambda: _rows(proxy, question), bool)
+    young = chat(proxy, question, cache={"s-maxage": 3600})
+    assert young.headers["x-semcache"].startswith("hit; tier=exact")
+    assert answer(young) == answer(first)
+
+    hour_ago = time.time() - 3600  # age the entry: LiteLLM's timestamp and semcache's clock
+    with sqlite3.connect(proxy.store / "entries.sqlite3") as db:
+        db.execute(
+            "UPDATE entries SET response = json_set(response, '$.timestamp', ?), created_at = ? "
+            "WHERE prompt = ?",
+            (hour_ago, hour_ago, question),
+        )
+    calls, before = upstream.count(), counters(young)
+    stale = chat(proxy, question, cache={"s-maxage": 60})
+    assert upstream.count() == calls + 1, "a stale entry must not be served"
+    assert stale.headers["x-semcache"].startswith("miss")
+    assert "reason=stale" in stale.headers["x-semcache"]
+    assert answer(stale) != answer(first)
+    after = counters(stale)
+    for name in ("hits_exact", "hits_semantic", "tokens_saved"):
+        assert after[name] == before[name], f"{name} counted a hit that was not served"
+    assert after["misses"] == before["misses"] + 1
+
+    # the fresh answer replaced the stale entry (same scope and text), so a plain request gets it
+    rows = _eventually(lambda: _rows(proxy, question), lambda r: r[0][1] > hour_ago + 1)
+    assert len(rows) == 1
+    assert rows[0][1] > hour_ago + 1
+    calls = upstream.count()
+    plain = chat(proxy, question)
+    assert plain.headers["x-semcache"].startswith("hit; tier=exact")
+    assert answer(plain) == answer(stale)
+    assert upstream.count() == calls
+
+
+def test_concurrent_identical_misses_each_go_upstream(proxy: Proxy, upstream: Upstream) -> None:
+    """The proxy does not coalesce (docs/integrations.md): N concurrent copies of a new question
+    all miss and make N upstream calls; the answers are stored as one entry, served next."""
+    question, copies = "Please answer slowly: what is the speed of light?", 8
+    calls = upstream.count()
+    with ThreadPoolExecutor(copies) as pool:
+        responses = list(pool.map(lambda _: chat(proxy, question), range(copies)))
+    assert upstream.count() == calls + copies
+    assert all(r.headers["x-semcache"].startswith("miss") for r in responses)
+    rows = _eventually(lambda: _rows(proxy, question), lambda r: len(r) == 1, seconds=5)
+    assert len(rows) == 1, "each store replaced the previous one (same scope and text)"
+    later = chat(proxy, question)
+    assert later.headers["x-semcache"].startswith("hit; tier=exact")
+    assert upstream.count() == calls + copies
+
+
+def test_cache_control_header_no_cache(proxy: Proxy, upstream: Upstream) -> None:
+    question = "What is the chemical symbol for copper?"
+    chat(proxy, question)
+    _eventually(lambda: _rows(proxy, question), bool)
+    calls = upstream.count()
+    skipped = chat(proxy, question, headers={"Cache-Control": "no-cache"})
+    assert skipped.headers["x-semcache"] == "bypass; reason=no-cache"
+    assert upstream.count() == calls + 1
+    assert chat(proxy, question).headers["x-semcache"].startswith("hit")
+    assert upstream.count() == calls + 1
+
+
+def test_keys_of_one_team_do_not_share_entries(proxy: Proxy, upstream: Upstream) -> None:
+    """``tenant: key``: alpha and gamma are two keys of the same team; neither sees the other's
+    entries, each sees its own."""
+    question = "How many moons does Mars have?"
+    chat(proxy, question, key="alpha")
+    _eventually(lambda: _rows(proxy, question), bool)
+    calls = upstream.count()
+    other = chat(proxy, question, key="gamma")
+    assert other.headers["x-semcache"].startswith("miss")
+    assert upstream.count() == calls + 1
+    own = chat(proxy, "how many moons does Mars have", key="alpha")
+    assert own.headers["x-semcache"].startswith("hit")
+    assert upstream.count() == calls + 1
+
+
+def test_install_is_logged(proxy: Proxy) -> None:
+    line = next(
+        (ln for ln in proxy.log.read_text().splitlines() if "installed as litellm.cache" in ln),
+        "",
+    )
+    assert "semcache.litellm:INFO" in line
+    assert f"store {proxy.store}" in line
+    assert "min_similarity 0.9," in line
+    assert line.endswith("entries)")
 
 
 def test_backend_failure_still_answers(proxy: Proxy, upstream: Upstream) -> None:

@@ -9,8 +9,9 @@ In the proxy's ``config.yaml``::
         path: /var/lib/semcache
 
 ``proxy_handler`` is built when LiteLLM first reads it (at config load), from
-``litellm.callback_settings["semcache"]``; it installs the cache as ``litellm.cache``. Do not
-also set ``litellm_settings.cache: true``: LiteLLM would replace semcache with its own cache.
+``litellm.callback_settings["semcache"]``; it installs the cache as ``litellm.cache`` and logs
+one INFO line saying so. Do not also set ``litellm_settings.cache: true``: LiteLLM would build
+its own cache (Redis unless ``cache_params`` says otherwise), failing or replacing semcache.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from semcache_litellm.proxy import (
     SemcacheProxyHandler,
     build_semantic_cache,
     install,
+    show_info_logs,
 )
 from semcache_litellm.request import GENERATION_PARAMS, plan_request, tenant_of
 from semcache_litellm.settings import TENANT_MODES, LiteLLMCacheSettings
@@ -65,5 +67,6 @@ def __getattr__(name: str) -> Any:
                 "semcache_litellm.proxy_handler needs a `callback_settings: semcache:` section "
                 "in the proxy config (at least `path:`)"
             )
+        show_info_logs()
         _handlers[name] = install(raw)
     return _handlers[name]

@@ -3,9 +3,10 @@
 LiteLLM calls ``async_get_cache(key, **request)`` before a call and ``async_set_cache(key,
 {"timestamp", "response"}, **request)`` after it. The ``key`` is LiteLLM's hash of the whole
 request, prompt included, so it is not used: the scope and the text come from the request
-(:func:`semcache_litellm.request.plan_request`). Every semcache failure is a miss (lookups) or a
-skipped store, logged and counted once (:mod:`semcache._failopen`): the request always reaches
-the model.
+(:func:`semcache_litellm.request.plan_request`). A request's ``s-maxage`` is decided in the
+lookup (:mod:`semcache_litellm.controls`): LiteLLM checks it only after a hit was counted. Every
+semcache failure is a miss (lookups) or a skipped store, logged and counted once
+(:mod:`semcache._failopen`): the request always reaches the model.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from litellm.caching.base_cache import BaseCache
@@ -23,7 +24,8 @@ from semcache._failopen import Bypass, FailOpen, Lookup
 from semcache.cache import Query, SemanticCache
 from semcache.errors import SemcacheError
 from semcache.llm.responses import inspect_response, refusal_reason
-from semcache.models import CallOutcome, Outcome
+from semcache.models import CallOutcome, Entry, Outcome
+from semcache_litellm.controls import max_age, stale_check, stored_at
 from semcache_litellm.outcomes import OutcomeLog, header
 from semcache_litellm.request import plan_request
 from semcache_litellm.settings import LiteLLMCacheSettings
@@ -84,12 +86,12 @@ class SemcacheLiteLLMCache(BaseCache):
     def get_cache(self, key: str, **kwargs: Any) -> Any:
         """The stored ``{"timestamp", "response"}`` for a hit, else ``None``."""
         q = self._key(kwargs)
-        found = None if isinstance(q, Bypass) else self._fo.find(q)
+        found = None if isinstance(q, Bypass) else self._fo.find(q, check=_fresh(kwargs))
         return self._answer(kwargs, q, found)
 
     async def async_get_cache(self, key: str, **kwargs: Any) -> Any:
         q = self._key(kwargs)
-        found = None if isinstance(q, Bypass) else await self._fo.afind(q)
+        found = None if isinstance(q, Bypass) else await self._fo.afind(q, check=_fresh(kwargs))
         return self._answer(kwargs, q, found)
 
     def _key(self, kwargs: Mapping[str, Any]) -> Query | Bypass:
@@ -111,7 +113,11 @@ class SemcacheLiteLLMCache(BaseCache):
         metadata = kwargs.get("metadata")
         if isinstance(metadata, dict):
             metadata["semantic-similarity"] = found.result.similarity
-        return found.result.entry.response
+        entry = found.result.entry
+        if not isinstance(entry.response, Mapping):
+            return entry.response
+        # the timestamp the age check used, so LiteLLM's own check agrees with it
+        return {**entry.response, "timestamp": stored_at(entry)}
 
     # -- stores ----------------------------------------------------------------------------------
 
@@ -184,6 +190,11 @@ class SemcacheLiteLLMCache(BaseCache):
         if info.entries < 0:
             return {"status": "failed", "message": "semcache backend did not answer", "error": None}
         return {"status": "success", "message": f"semcache: {info.entries} entries"}
+
+
+def _fresh(kwargs: Mapping[str, Any]) -> Callable[[Entry], str | None] | None:
+    """Refuses an entry older than the request's ``s-maxage`` (a miss, reason ``stale``)."""
+    return stale_check(max_age(kwargs.get("cache")))
 
 
 def _outcome(q: Query | Bypass, found: Lookup | None) -> CallOutcome:

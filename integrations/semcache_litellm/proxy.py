@@ -3,8 +3,10 @@
 LiteLLM's pre-call hook cannot answer a request (a returned response is ignored), so semcache
 goes in through LiteLLM's own cache: ``litellm.cache`` becomes a ``Cache`` whose backend is a
 :class:`~semcache_litellm.cache.SemcacheLiteLLMCache`. LiteLLM then handles the per-request
-controls (``no-cache``, ``no-store``, ``s-maxage``), streaming a hit back as chunks, and its
-``x-litellm-cache-key`` header; the callback adds an ``x-semcache`` header per response.
+controls ``no-cache`` and ``no-store`` (semcache decides ``s-maxage`` in the lookup), streaming
+a hit back as chunks, and its ``x-litellm-cache-key`` header; the callback turns an HTTP
+``Cache-Control: no-cache`` request header into the ``no-cache`` control and adds an
+``x-semcache`` header per response.
 """
 
 from __future__ import annotations
@@ -23,10 +25,18 @@ from litellm.types.caching import CachingSupportedCallTypes, LiteLLMCacheType
 from semcache.cache import SemanticCache
 from semcache.errors import ConfigurationError
 from semcache_litellm.cache import SemcacheLiteLLMCache
+from semcache_litellm.controls import header_no_cache
 from semcache_litellm.outcomes import header
 from semcache_litellm.settings import LiteLLMCacheSettings
 
-__all__ = ["CACHED_CALL_TYPES", "SemcacheProxyHandler", "build_semantic_cache", "install"]
+__all__ = [
+    "CACHED_CALL_TYPES",
+    "SemcacheProxyHandler",
+    "build_semantic_cache",
+    "describe",
+    "install",
+    "show_info_logs",
+]
 
 log = logging.getLogger("semcache.litellm")
 
@@ -95,12 +105,18 @@ class SemcacheProxyHandler(CustomLogger):
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
     ) -> None:
+        """Turn ``Cache-Control: no-cache`` into the body's ``no-cache`` control (if the key is
+        allowed it); warn once if ``litellm.cache`` is no longer semcache."""
         if litellm.cache is not self.litellm_cache and not self._warned:
             self._warned = True
             log.error(
                 "semcache: litellm.cache was replaced after semcache installed itself (is "
                 "`cache: true` set in litellm_settings? remove it); requests bypass semcache"
             )
+        allowed = getattr(user_api_key_dict, "allowed_cache_controls", None)
+        if header_no_cache(_request_headers(data), allowed):
+            control = data.get("cache")
+            data["cache"] = {**(control if isinstance(control, Mapping) else {}), "no-cache": True}
 
     async def async_post_call_response_headers_hook(
         self,
@@ -121,6 +137,12 @@ class SemcacheProxyHandler(CustomLogger):
             counters = {name: getattr(info, name) for name in info.__dataclass_fields__}
             headers["x-semcache-counters"] = json.dumps(counters, separators=(",", ":"))
         return headers or None
+
+
+def _request_headers(data: Mapping[str, Any]) -> object:
+    """The HTTP request headers the proxy keeps in ``proxy_server_request`` (lower-case)."""
+    request = data.get("proxy_server_request")
+    return request.get("headers") if isinstance(request, Mapping) else None
 
 
 def _no_cache(data: Mapping[str, Any]) -> bool:
@@ -144,5 +166,27 @@ def install(settings: LiteLLMCacheSettings | Mapping[str, Any]) -> SemcacheProxy
     if litellm.cache is not None:
         log.warning("semcache: replacing the existing litellm.cache (%r)", litellm.cache.type)
     litellm.cache = litellm_cache
-    log.info("semcache: installed as litellm.cache (%s)", settings.path or settings.factory)
+    log.info("semcache: installed as litellm.cache (%s)", describe(semantic, settings))
     return SemcacheProxyHandler(backend, litellm_cache, settings)
+
+
+def describe(cache: SemanticCache, settings: LiteLLMCacheSettings) -> str:
+    """One line for the log: where entries live, the threshold and how many there are."""
+    where = f"store {settings.path}" if settings.factory is None else f"factory {settings.factory}"
+    return (
+        f"{where}, backend {type(cache.backend).__name__}, "
+        f"min_similarity {cache.policy.min_similarity}, {cache.info().entries} entries"
+    )
+
+
+def show_info_logs() -> None:
+    """Let semcache's INFO lines reach stderr when nothing configured logging (the proxy
+    configures only LiteLLM's own loggers); a configured handler is left alone."""
+    logger = logging.getLogger("semcache")
+    if logger.hasHandlers():
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s:%(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
