@@ -23,11 +23,21 @@ from semcache import (
     SemanticCache,
 )
 from semcache.backends.embedded import LocalBackend
-from semcache.backends.scoped_index import layout, over_cap
+from semcache.backends.scoped_index import (
+    REBUILD_UP_TO,
+    ScopedIndexes,
+    layout,
+    over_cap,
+    rebuild_due,
+    reuses_slots,
+)
+from semcache.backends.vector_index import HnswIndex
 from semcache.models import NewEntry
 from semcache.testing import HashingEmbedder, ManualClock
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from numpy.typing import NDArray
 
 DIM = 32
@@ -72,6 +82,20 @@ def test_over_cap() -> None:
     assert over_cap(6, 1, 6) == 1
     assert over_cap(6, 100, 6) == 6  # more incoming than the cap: everything held goes
     assert over_cap(0, 100, 6) == 0
+
+
+def test_rebuild_due_once_deleted_slots_pass_a_quarter_of_the_live_ones() -> None:
+    assert not rebuild_due(0, 100)
+    assert not rebuild_due(25, 100)
+    assert rebuild_due(26, 100)
+
+
+def test_a_graph_past_the_rebuild_size_is_rebuilt_once_into_one_that_reuses_slots() -> None:
+    """Large graphs never pause for a rebuild: past REBUILD_UP_TO they reuse deleted slots."""
+    assert rebuild_due(0, REBUILD_UP_TO + 1)  # the one rebuild, into a slot-reusing graph
+    assert not rebuild_due(10 * REBUILD_UP_TO, REBUILD_UP_TO + 1, reuses=True)
+    assert reuses_slots(REBUILD_UP_TO + 1)
+    assert not reuses_slots(REBUILD_UP_TO)
 
 
 def test_caps_are_validated(tmp_path: Path) -> None:
@@ -197,6 +221,71 @@ def test_resident_graphs_are_capped_and_a_reloaded_graph_searches_the_same(
         assert b.stats().resident_graphs == 0  # graphs are loaded on first use, not on open
         assert _top(b, "g1", data["g1"][7])[0] == "t7"
         assert b.count() == 151
+
+
+def test_a_graph_keeps_deleted_slots_and_counts_them_again_once_reloaded(tmp_path: Path) -> None:
+    vecs = _unit(np.random.default_rng(8), 11)
+    index = HnswIndex(DIM, HnswParams(), reuse_deleted=False)
+    index.add(np.arange(10, dtype=np.int64), vecs[:10])
+    index.remove(3)
+    index.remove(4)
+    index.add(np.array([10], dtype=np.int64), vecs[10:])  # a new slot: none is reused
+    assert (len(index), index.deleted) == (9, 2)
+    index.save(tmp_path / "g.bin")
+    loaded = HnswIndex(DIM, HnswParams(), tmp_path / "g.bin", reuse_deleted=False)
+    assert (len(loaded), loaded.deleted) == (11, 0)  # hnswlib lists deleted labels too
+    loaded.remove(3)  # as reconciling with the entry store does
+    loaded.remove(4)
+    assert (len(loaded), loaded.deleted) == (9, 2)
+
+
+class _Vectors:
+    """The vectors of one scope in a dict: a :class:`VectorSource` for :class:`ScopedIndexes`."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, NDArray[np.float32]] = {}
+
+    def scope_ids(self, scope_key: str) -> set[int]:
+        return set(self.by_id)
+
+    def scope_vectors(
+        self, scope_key: str, ids: list[int] | None = None
+    ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
+        keys = sorted(self.by_id) if ids is None else ids
+        yield np.array(keys, dtype=np.int64), np.stack([self.by_id[i] for i in keys])
+
+
+def _self_recall(indexes: ScopedIndexes, vectors: dict[int, NDArray[np.float32]]) -> float:
+    """How often an entry's own vector finds it as the top hit of its scope."""
+    return float(np.mean([indexes.knn("s", v, 1)[0][0] == i for i, v in vectors.items()]))
+
+
+def test_a_graph_churned_many_times_its_size_finds_its_vectors_as_a_fresh_one_does() -> None:
+    dim, n = 384, 1000
+    rng = np.random.default_rng(7)
+    centers = rng.standard_normal((5, dim)).astype(np.float32)
+
+    def near_duplicates(count: int) -> NDArray[np.float32]:  # as paraphrased prompts are
+        x = centers[rng.integers(5, size=count)]
+        x += 0.01 / np.sqrt(dim) * rng.standard_normal((count, dim)).astype(np.float32)
+        out: NDArray[np.float32] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
+
+    store = _Vectors()
+    churned = ScopedIndexes(dim, HnswParams(exact_up_to=64), None, store)
+    store.by_id = dict(enumerate(near_duplicates(n)))
+    churned.add("s", np.arange(n, dtype=np.int64), np.stack(list(store.by_id.values())))
+    for new_id in range(n, 4 * n):  # each step replaces an entry: its old label goes
+        old_id = int(rng.choice(list(store.by_id)))
+        del store.by_id[old_id]
+        churned.remove("s", [old_id])
+        store.by_id[new_id] = near_duplicates(1)[0]
+        churned.add("s", np.array([new_id], dtype=np.int64), store.by_id[new_id][None, :])
+    fresh = ScopedIndexes(dim, HnswParams(exact_up_to=64), None, store)
+    fresh.add("s", *next(store.scope_vectors("s")))
+    assert churned.counts().graph_scopes == fresh.counts().graph_scopes == 1
+    assert (churned.rebuilds, fresh.rebuilds) == (12, 0)  # 3,000 removals, a rebuild per 250
+    assert _self_recall(churned, store.by_id) >= _self_recall(fresh, store.by_id) - 0.01
 
 
 # -- caps ----------------------------------------------------------------------------------------

@@ -23,6 +23,14 @@ Brute force is exact and, up to ~2,000 vectors, about as fast as a graph search 
 ``exact_up_to`` is promoted to a graph; one that shrinks to half of it is demoted (the gap stops
 a scope at the boundary from flapping). Graphs that are not resident are loaded on first use and
 reconciled with SQLite, the source of truth.
+
+A graph keeps a removed entry (a replaced one too) as a deleted slot that still routes searches;
+reusing such slots instead degraded recall under churn. Once a graph's deleted slots exceed
+``REBUILD_AFTER`` of its live vectors it is rebuilt from those (:func:`rebuild_due`), which
+bounds the slots (memory) and the dead nodes a search walks. A rebuild blocks the store while
+it runs (0.3 s at 5,000 vectors), so only graphs of up to ``REBUILD_UP_TO`` live vectors work
+this way; a larger graph is rebuilt once, as it grows past that size, into one that reuses
+deleted slots (no pauses; some recall lost under heavy churn, as before).
 """
 
 from __future__ import annotations
@@ -42,11 +50,32 @@ from semcache.backends.vector_index import ExactIndex, HnswIndex, HnswParams, Ve
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["IndexCounts", "Layout", "ScopedIndexes", "VectorSource", "layout", "over_cap"]
+__all__ = [
+    "REBUILD_AFTER",
+    "REBUILD_UP_TO",
+    "IndexCounts",
+    "Layout",
+    "ScopedIndexes",
+    "VectorSource",
+    "layout",
+    "over_cap",
+    "rebuild_due",
+    "reuses_slots",
+]
 
 log = logging.getLogger("semcache")
 
 Layout = Literal["exact", "hnsw"]
+
+# Measured on 5,000 384-d vectors (docs/BENCHMARKS.md, "Many small scopes"): deleted slots cost
+# no recall, but a search walks them (k=5 took 1.35x as long with 25% deleted, 2x with 50%); a
+# rebuild (0.3 s) spread over the 1,250 removals that trigger it adds ~0.25 ms to each, where a
+# write that reused a deleted slot cost ~2 ms.
+REBUILD_AFTER = 0.25
+
+#: Graphs of at most this many live vectors are rebuilt when due (a pause of a second or so);
+#: larger ones reuse deleted slots instead.
+REBUILD_UP_TO = 20_000
 
 
 def over_cap(held: int, incoming: int, cap: int | None) -> int:
@@ -66,6 +95,19 @@ def layout(current: Layout, size: int, exact_up_to: int | None) -> Layout:
     if current == "exact":
         return "hnsw" if size > exact_up_to else "exact"
     return "exact" if size <= exact_up_to // 2 else "hnsw"
+
+
+def rebuild_due(deleted: int, size: int, reuses: bool = False) -> bool:
+    """Whether a graph with ``size`` live vectors and ``deleted`` deleted slots is rebuilt: past
+    ``REBUILD_AFTER``, or once when it outgrows ``REBUILD_UP_TO`` (into a slot-reusing graph)."""
+    if reuses:
+        return False
+    return deleted > REBUILD_AFTER * size or size > REBUILD_UP_TO
+
+
+def reuses_slots(size: int) -> bool:
+    """Whether a graph built for ``size`` live vectors reuses deleted slots (see module doc)."""
+    return size > REBUILD_UP_TO
 
 
 class VectorSource(Protocol):
@@ -131,6 +173,7 @@ class ScopedIndexes:
         self._resident: OrderedDict[str, None] = OrderedDict()  # graphs in memory, LRU first
         self._dirty: set[str] = set()  # graphs changed since their snapshot
         self._unlink: set[str] = set()  # snapshots of scopes now exact or gone
+        self._rebuilds = 0
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -171,7 +214,7 @@ class ScopedIndexes:
         index = self._index(scope, state)
         fresh = _absent(labels, index) if loaded else labels
         if layout(state.kind, state.size + len(fresh), self._exact_up_to) != state.kind:
-            index = self._change_layout(scope, state, "hnsw")
+            index = self._rebuild(scope, state, "hnsw")
         if len(fresh) < len(labels):
             vectors = vectors[np.isin(labels, fresh)]
         if len(fresh):
@@ -196,7 +239,7 @@ class ScopedIndexes:
         if layout(state.kind, state.size, self._exact_up_to) != state.kind:
             self._index(scope, state)  # a graph on disk is loaded (and reconciled) first
             if layout(state.kind, state.size, self._exact_up_to) != state.kind:
-                self._change_layout(scope, state, "exact")
+                self._rebuild(scope, state, "exact")
         self._changed(scope, state)
 
     def use(self, scope: str) -> None:
@@ -229,6 +272,11 @@ class ScopedIndexes:
             resident_graphs=len(self._resident),
             exact_vectors=sum(s.size for s in exact),
         )
+
+    @property
+    def rebuilds(self) -> int:
+        """Graphs rebuilt to drop their deleted slots (:func:`rebuild_due`) since creation."""
+        return self._rebuilds
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -284,20 +332,26 @@ class ScopedIndexes:
         """A scope's graph from its snapshot, reconciled with the source; rebuilt if unreadable."""
         assert self._hnsw is not None
         index: VectorIndex | None = None
+        stored = self._source.scope_ids(scope)
         if self._dir is not None and snapshots.verified(self._path(scope)):
             try:
-                index = HnswIndex(self._dim, self._hnsw, self._path(scope))
+                index = HnswIndex(
+                    self._dim,
+                    self._hnsw,
+                    self._path(scope),
+                    reuse_deleted=reuses_slots(len(stored)),
+                )
             except (RuntimeError, ValueError, OSError) as e:
                 log.warning(
                     "semcache: cannot load %s (%s); rebuilding it from SQLite", self._path(scope), e
                 )
                 index = None
         if index is None:
-            index = HnswIndex(self._dim, self._hnsw)
+            index = HnswIndex(self._dim, self._hnsw, reuse_deleted=reuses_slots(len(stored)))
             self._fill(index, self._source.scope_vectors(scope))
             self._dirty.add(scope)
             return index
-        have, stored = index.labels(), self._source.scope_ids(scope)
+        have = index.labels()
         missing = sorted(stored - have)
         if missing:
             self._fill(index, self._source.scope_vectors(scope, missing))
@@ -320,14 +374,14 @@ class ScopedIndexes:
                 self._dirty.discard(scope)
             state.index = None
 
-    def _change_layout(self, scope: str, state: _Scope, kind: Layout) -> VectorIndex:
+    def _rebuild(self, scope: str, state: _Scope, kind: Layout) -> VectorIndex:
         """Rebuild the scope's index as ``kind`` from its current vectors."""
         assert state.index is not None
         assert self._hnsw is not None
         labels, vectors = state.index.items()
         index: VectorIndex
         if kind == "hnsw":
-            index = HnswIndex(self._dim, self._hnsw)
+            index = HnswIndex(self._dim, self._hnsw, reuse_deleted=reuses_slots(len(labels)))
             self._unlink.discard(scope)
         else:
             index = ExactIndex(self._dim)
@@ -344,8 +398,16 @@ class ScopedIndexes:
         return index
 
     def _changed(self, scope: str, state: _Scope) -> None:
-        if state.kind == "hnsw":
-            self._dirty.add(scope)
+        """Mark a graph's snapshot out of date; rebuild it if deleted slots are too many."""
+        if state.kind != "hnsw":
+            return
+        self._dirty.add(scope)
+        index = state.index
+        if isinstance(index, HnswIndex) and rebuild_due(
+            index.deleted, len(index), index.reuse_deleted
+        ):
+            self._rebuild(scope, state, "hnsw")
+            self._rebuilds += 1
 
     def _drop(self, scope: str, state: _Scope) -> None:
         del self._scopes[scope]

@@ -156,17 +156,32 @@ class ExactIndex:
 
 
 class HnswIndex:
-    """An hnswlib inner-product index that grows as needed and reuses deleted slots."""
+    """An hnswlib inner-product index that grows as needed.
 
-    def __init__(self, dim: int, params: HnswParams, path: Path | None = None) -> None:
+    A removed label stays in the graph, marked deleted, and still routes searches. With
+    ``reuse_deleted`` a new label takes a deleted slot (hnswlib's ``replace_deleted``): memory
+    stays bounded with no pause, but rewiring in place cost recall under heavy churn and made
+    each write ~10x slower (docs/BENCHMARKS.md). Without it a new label gets a new slot, and the
+    owner rebuilds the graph when :attr:`deleted` grows large.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        params: HnswParams,
+        path: Path | None = None,
+        *,
+        reuse_deleted: bool = True,
+    ) -> None:
         import hnswlib
 
         self._dim = dim
         self._params = params
+        self.reuse_deleted = reuse_deleted
         self._index = hnswlib.Index(space="ip", dim=dim)
         self._live: set[int] = set()
         if path is not None:
-            self._index.load_index(str(path), allow_replace_deleted=True)
+            self._index.load_index(str(path), allow_replace_deleted=reuse_deleted)
             if self._index.dim != dim:
                 raise ValueError(f"stored HNSW index has dim {self._index.dim}, expected {dim}")
             self._live = set(int(x) for x in self._index.get_ids_list())
@@ -175,7 +190,7 @@ class HnswIndex:
                 max_elements=params.initial_capacity,
                 ef_construction=params.ef_construction,
                 M=params.m,
-                allow_replace_deleted=True,
+                allow_replace_deleted=reuse_deleted,
             )
         self._index.set_ef(params.ef_search)
 
@@ -184,7 +199,7 @@ class HnswIndex:
         capacity = self._index.get_max_elements()
         if needed > capacity:
             self._index.resize_index(max(needed, capacity * 2))
-        self._index.add_items(vectors, labels, replace_deleted=True)
+        self._index.add_items(vectors, labels, replace_deleted=self.reuse_deleted)
         self._live.update(int(x) for x in labels.tolist())
 
     def remove(self, label: int) -> None:
@@ -223,6 +238,15 @@ class HnswIndex:
 
     def labels(self) -> set[int]:
         return set(self._live)
+
+    @property
+    def deleted(self) -> int:
+        """Slots of removed labels still in the graph.
+
+        A loaded snapshot lists its deleted labels as live until they are removed again, as
+        reconciling it with the entry store does.
+        """
+        return int(self._index.element_count) - len(self._live)
 
     def save(self, path: Path) -> None:
         """Write atomically: a temporary file, fsync, then rename over the old snapshot."""
