@@ -44,8 +44,8 @@ DIM = 32
 FP = ModelFingerprint(model="test-model", dim=DIM)
 
 
-def _unit(rng: np.random.Generator, n: int) -> NDArray[np.float32]:
-    x = rng.standard_normal((n, DIM)).astype(np.float32)
+def _unit(rng: np.random.Generator, n: int, dim: int = DIM) -> NDArray[np.float32]:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
     out: NDArray[np.float32] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
@@ -358,3 +358,21 @@ def test_the_cache_counts_evictions_by_the_caps() -> None:
     assert cache.backend.count() == 2
     assert cache.lookup("question from d", Scope(model="m", tenant="d")).hit
     assert not cache.lookup("question from a", Scope(model="m", tenant="a")).hit
+
+
+def test_a_large_graph_reuses_slots_and_never_pauses_for_a_rebuild() -> None:
+    """A scope loaded past REBUILD_UP_TO at once gets a slot-reusing graph: churn rebuilds
+    nothing (a rebuild of a large graph would block the store for seconds or minutes)."""
+    dim, n = 8, REBUILD_UP_TO + 100
+    rng = np.random.default_rng(3)
+    store = _Vectors()
+    store.by_id = dict(enumerate(_unit(rng, n, dim)))
+    indexes = ScopedIndexes(dim, HnswParams(exact_up_to=64), None, store)
+    indexes.add("s", *next(store.scope_vectors("s")))
+    for old_id in range(n // 2):  # half the entries replaced: far past REBUILD_AFTER
+        indexes.remove("s", [old_id])
+        new_id = n + old_id
+        store.by_id[new_id] = _unit(rng, 1, dim)[0]
+        indexes.add("s", np.array([new_id], dtype=np.int64), store.by_id[new_id][None, :])
+    assert indexes.rebuilds == 0
+    assert indexes.counts().graph_scopes == 1

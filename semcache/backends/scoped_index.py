@@ -214,7 +214,7 @@ class ScopedIndexes:
         index = self._index(scope, state)
         fresh = _absent(labels, index) if loaded else labels
         if layout(state.kind, state.size + len(fresh), self._exact_up_to) != state.kind:
-            index = self._rebuild(scope, state, "hnsw")
+            index = self._rebuild(scope, state, "hnsw", growing_to=state.size + len(fresh))
         if len(fresh) < len(labels):
             vectors = vectors[np.isin(labels, fresh)]
         if len(fresh):
@@ -374,14 +374,18 @@ class ScopedIndexes:
                 self._dirty.discard(scope)
             state.index = None
 
-    def _rebuild(self, scope: str, state: _Scope, kind: Layout) -> VectorIndex:
-        """Rebuild the scope's index as ``kind`` from its current vectors."""
+    def _rebuild(
+        self, scope: str, state: _Scope, kind: Layout, *, growing_to: int = 0
+    ) -> VectorIndex:
+        """Rebuild the scope's index as ``kind`` from its current vectors (about to be
+        ``growing_to``, which decides whether a graph reuses slots: no second rebuild)."""
         assert state.index is not None
         assert self._hnsw is not None
         labels, vectors = state.index.items()
         index: VectorIndex
         if kind == "hnsw":
-            index = HnswIndex(self._dim, self._hnsw, reuse_deleted=reuses_slots(len(labels)))
+            size = max(len(labels), growing_to)
+            index = HnswIndex(self._dim, self._hnsw, reuse_deleted=reuses_slots(size))
             self._unlink.discard(scope)
         else:
             index = ExactIndex(self._dim)
