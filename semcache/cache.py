@@ -148,23 +148,23 @@ class SemanticCache:
         """Exact tier, then embed (unless ``vector`` is given) and search. No counters touched.
 
         Returns the result and the query vector (``None`` when the exact tier answered). Raises
-        :class:`LookupTimeoutError` at the end of the step that spent the policy's
-        ``lookup_budget`` (a blocking step cannot be interrupted).
+        :class:`LookupTimeoutError` before starting a step once the policy's ``lookup_budget``
+        is spent (a blocking step cannot be interrupted; a finished one is used, as going
+        upstream instead would only cost more).
         """
         threshold, now = self._threshold(min_similarity), self.clock.now()
         started = time.monotonic()
         if self.policy.exact_tier:
             with self._io("exact"):
                 entry = self.backend.get_exact(q.scope_key, q.text_key, now)
-            check_budget(self.policy, time.monotonic() - started, "exact")
             if entry is not None:
                 return self._exact(entry, threshold), vector
+            check_budget(self.policy, time.monotonic() - started, "exact")
         if vector is None:
             vector = self._embed(q.text)
             check_budget(self.policy, time.monotonic() - started, "embed")
         with self._io("search"):
             candidates = self.backend.search(q.scope_key, vector, self.policy.candidates, now)
-        check_budget(self.policy, time.monotonic() - started, "search")
         return self._choose(q, candidates, threshold, vector), vector
 
     async def _afind(

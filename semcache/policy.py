@@ -83,9 +83,9 @@ class CachePolicy:
         lookup_budget: seconds a lookup's exact tier, embedding and search may take together
             (the decision, guards and verifier are not counted); past it the lookup fails with
             :class:`LookupTimeoutError` and the call goes upstream. ``None``: no budget. An
-            async lookup is cancelled at the deadline; a sync one is checked after each step,
+            async lookup is cancelled at the deadline; a sync one is checked before each step,
             since a blocking call cannot be interrupted (a Redis command is bounded by its own
-            socket timeout instead).
+            socket timeout instead), and a finished step's result is used.
         max_entry_bytes: larger entries (UTF-8 JSON of the response plus metadata) are not
             stored (:class:`NotCacheableError`, reason ``too_large``). ``None``: no limit.
     """
