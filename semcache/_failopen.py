@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeGuard, TypeVar
 
 from semcache.errors import (
     BackendUnavailableError,
@@ -44,7 +44,18 @@ if TYPE_CHECKING:
     from semcache.stats import Counters
     from semcache.telemetry import Telemetry
 
-__all__ = ["MISSING", "Bypass", "FailOpen", "Failures", "Lookup", "Stage", "Trap"]
+__all__ = [
+    "MISSING",
+    "Bypass",
+    "FailOpen",
+    "Failures",
+    "Lookup",
+    "Stage",
+    "Trap",
+    "may_store",
+    "result_of",
+    "vector_of",
+]
 
 log = logging.getLogger("semcache")
 
@@ -443,3 +454,19 @@ def _checked(result: LookupResult, check: Callable[[Entry], str | None]) -> Look
         threshold=result.threshold,
         reason=reason,
     )
+
+
+def result_of(found: Lookup | None) -> LookupResult | None:
+    """The lookup's result (``None`` if there was no lookup, or it failed)."""
+    return None if found is None else found.result
+
+
+def vector_of(found: Lookup | None) -> NDArray[np.float32] | None:
+    """The query's vector, if the lookup computed it."""
+    return None if found is None else found.vector
+
+
+def may_store(q: Query | Bypass, found: Lookup | None) -> TypeGuard[Query]:
+    """Store an answer unless its request was bypassed or its lookup failed as the store would
+    (:attr:`Lookup.skip_store`), for callers that look up and store in one call."""
+    return not isinstance(q, Bypass) and not (found is not None and found.skip_store)

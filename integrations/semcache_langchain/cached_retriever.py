@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeGuard
+from typing import Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
@@ -12,11 +12,10 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from semcache._failopen import MISSING, Bypass, FailOpen, Lookup
-from semcache.cache import Query, SemanticCache
+from semcache._failopen import MISSING, Bypass, FailOpen, may_store, result_of, vector_of
+from semcache.cache import SemanticCache
 from semcache.errors import NotCacheableError
 from semcache.keys import Scope
-from semcache.models import LookupResult
 from semcache_langchain.codec import documents_from_json, documents_to_json
 
 __all__ = ["CachedRetriever"]
@@ -69,11 +68,11 @@ class CachedRetriever(BaseRetriever):
         fo = self._fo
         q = fo.query(query, self._scope(kwargs))
         found = None if isinstance(q, Bypass) else fo.find(q, min_similarity=self.min_similarity)
-        if (hit := fo.decode(_result(found), documents_from_json)) is not MISSING:
+        if (hit := fo.decode(result_of(found), documents_from_json)) is not MISSING:
             return hit
         docs = self.retriever.invoke(query, config={"callbacks": run_manager.get_child()}, **kwargs)
-        if _may_store(q, found) and (value := self._encode(docs)) is not None:
-            fo.put(q, value, ttl=self.ttl, vector=_vector(found))
+        if may_store(q, found) and (value := self._encode(docs)) is not None:
+            fo.put(q, value, ttl=self.ttl, vector=vector_of(found))
         return docs
 
     async def _aget_relevant_documents(
@@ -84,24 +83,11 @@ class CachedRetriever(BaseRetriever):
         found = (
             None if isinstance(q, Bypass) else await fo.afind(q, min_similarity=self.min_similarity)
         )
-        if (hit := await fo.adecode(_result(found), documents_from_json)) is not MISSING:
+        if (hit := await fo.adecode(result_of(found), documents_from_json)) is not MISSING:
             return hit
         docs = await self.retriever.ainvoke(
             query, config={"callbacks": run_manager.get_child()}, **kwargs
         )
-        if _may_store(q, found) and (value := self._encode(docs)) is not None:
-            await fo.aput(q, value, ttl=self.ttl, vector=_vector(found))
+        if may_store(q, found) and (value := self._encode(docs)) is not None:
+            await fo.aput(q, value, ttl=self.ttl, vector=vector_of(found))
         return docs
-
-
-def _result(found: Lookup | None) -> LookupResult | None:
-    return None if found is None else found.result
-
-
-def _vector(found: Lookup | None) -> Any:
-    return None if found is None else found.vector
-
-
-def _may_store(q: Query | Bypass, found: Lookup | None) -> TypeGuard[Query]:
-    """Store unless the query was bypassed or its lookup failed as the store would."""
-    return isinstance(q, Query) and not (found is not None and found.skip_store)

@@ -20,10 +20,10 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
-from semcache._failopen import MISSING, Bypass, FailOpen, Lookup
-from semcache.cache import Query, SemanticCache
+from semcache._failopen import MISSING, Bypass, FailOpen, Lookup, may_store, vector_of
+from semcache.cache import SemanticCache
 from semcache.errors import BackendError, ConfigurationError, NotCacheableError
 from semcache.keys import Scope
 from semcache.llm.responses import JsonCodec
@@ -202,8 +202,8 @@ class RagCache:
         result = fn(question, hits)
         sources = retrieval_fingerprint(hits)
         entry = None
-        if self._may_store(q, found) and (value := self._storable(result)) is not MISSING:
-            entry = self._fo.put(q, value, metadata={SOURCES_KEY: sources}, vector=_vec(found))
+        if may_store(q, found) and (value := self._storable(result)) is not MISSING:
+            entry = self._fo.put(q, value, metadata={SOURCES_KEY: sources}, vector=vector_of(found))
             if entry is not None:
                 self._cite(entry.id, sources)
         return RagAnswer(answer=result, cached=False, sources=sources, entry_id=_id(entry))
@@ -225,9 +225,9 @@ class RagCache:
         result = await fn(question, hits)
         sources = retrieval_fingerprint(hits)
         entry = None
-        if self._may_store(q, found) and (value := self._storable(result)) is not MISSING:
+        if may_store(q, found) and (value := self._storable(result)) is not MISSING:
             meta = {SOURCES_KEY: sources}
-            entry = await self._fo.aput(q, value, metadata=meta, vector=_vec(found))
+            entry = await self._fo.aput(q, value, metadata=meta, vector=vector_of(found))
             if entry is not None:
                 await asyncio.to_thread(self._cite, entry.id, sources)
         return RagAnswer(answer=result, cached=False, sources=sources, entry_id=_id(entry))
@@ -243,14 +243,9 @@ class RagCache:
         self._drop([entry.id])
         return "stale_sources"
 
-    @staticmethod
-    def _may_store(q: Query | Bypass, found: Lookup | None) -> TypeGuard[Query]:
-        """Store unless the question was bypassed or its lookup failed as the store would."""
-        return isinstance(q, Query) and not (found is not None and found.skip_store)
-
     def _reusable(self, found: Lookup | None) -> Any:
         """The question's vector for the retriever, if it embeds with the cache's model."""
-        return _vec(found) if self._same_model else None
+        return vector_of(found) if self._same_model else None
 
     def _storable(self, result: Any) -> Any:
         """The answer if it can be stored as JSON, else ``MISSING`` (a counted refusal)."""
@@ -303,11 +298,6 @@ def _served(found: Lookup | None) -> RagAnswer | None:
         return None
     sources = list(entry.metadata.get(SOURCES_KEY, []))
     return RagAnswer(answer=entry.response, cached=True, sources=sources, entry_id=entry.id)
-
-
-def _vec(found: Lookup | None) -> Any:
-    """The question's vector under the cache's model, if the lookup computed it."""
-    return None if found is None else found.vector
 
 
 def _id(entry: Entry | None) -> str | None:
