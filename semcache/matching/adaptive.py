@@ -20,6 +20,18 @@ keep ``initial_threshold`` (and stay above every false hit seen). An entry that 
 is not served again at that similarity or below (the per-entry idea of vCache, Schroeder et al.
 2025, implemented here from the paper's description).
 
+Observations are kept as counts per ``(region, similarity bin)`` of width 0.001
+(:mod:`semcache.matching.binned`): an update is an increment, and the thresholds are re-solved from
+cumulative counts in O(regions x bins) when a decision needs them after a change. A solved
+threshold is a bin edge, within one bin width of the per-observation solution.
+
+By default everything lives in process memory. With ``state=`` (a
+:class:`~semcache.matching.learned_state.SqliteLearnedState` or
+:class:`~semcache.matching.learned_redis.RedisLearnedState`) the counts and the per-entry floors
+are shared by every replica on that store and survive restarts (:mod:`semcache.matching.ledger`
+says how and how fresh); a storage failure never fails a lookup. Which entry was served to whom
+(for :meth:`AdaptiveThresholds.feedback`) stays in the serving process.
+
 Plug it into a cache with ``SemanticCache(thresholds=AdaptiveThresholds(...))``; the policy's
 ``min_similarity`` stays the floor below which nothing is served, and ``cache.feedback(...)``
 feeds it.
@@ -27,6 +39,7 @@ feeds it.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 from collections import OrderedDict
@@ -37,7 +50,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from semcache.errors import ConfigurationError, InvalidInputError
-from semcache.matching.bounds import AllowanceTable, lowest_safe_threshold
+from semcache.matching.binned import BIN_WIDTH, bin_of, bins_of, solve
+from semcache.matching.bounds import AllowanceTable
+from semcache.matching.learned_state import LearnedState, StateSpec
+from semcache.matching.ledger import Ledger
 from semcache.models import Candidate
 
 if TYPE_CHECKING:
@@ -89,11 +105,17 @@ class AdaptiveConfig:
         delta: the false-hit rate to stay under (its upper confidence bound, not the estimate).
         confidence: the confidence of that bound (one-sided Clopper-Pearson).
         initial_threshold: served-at threshold before any evidence certifies a lower one.
-        window: observations kept per region; the oldest are forgotten (drift).
+        window: observations kept per region (drift): they are counted in generations of
+            ``window // 2`` and the two latest are kept, so between ``window / 2`` and
+            ``window`` observations count; an older generation is forgotten whole.
         verify_margin: candidates less than this far from their threshold (either side) are
             checked by the verifier, if one is given: it decides, and its verdict is learned
             from (this is how thresholds can come down). ``0`` disables verification.
-        pending: how many recently served entries are remembered for :meth:`feedback`.
+        pending: how many recently served entries are remembered for :meth:`feedback` (and
+            how many entries served wrongly keep their per-entry floor).
+        refresh_every: with a shared ``state``, seconds after which a decision schedules a
+            re-read of the store (in the background): how stale another replica's verdicts
+            may be here, plus their writer's flush and one read.
     """
 
     delta: float = 0.01
@@ -102,6 +124,7 @@ class AdaptiveConfig:
     window: int = 50_000
     verify_margin: float = 0.0
     pending: int = 10_000
+    refresh_every: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.delta < 1.0:
@@ -118,12 +141,18 @@ class AdaptiveConfig:
             )
         if not 0.0 <= self.verify_margin <= 2.0:
             raise ConfigurationError(f"verify_margin must be in [0, 2], got {self.verify_margin}")
+        if not self.refresh_every > 0.0:
+            raise ConfigurationError(f"refresh_every must be > 0 seconds, got {self.refresh_every}")
 
-
-@dataclass(slots=True)
-class _Region:
-    sims: list[float]
-    correct: list[bool]
+    def shared(self) -> dict[str, float | int]:
+        """The settings replicas sharing a learned state must agree on."""
+        return {
+            "delta": self.delta,
+            "confidence": self.confidence,
+            "initial_threshold": self.initial_threshold,
+            "window": self.window,
+            "bin_width": BIN_WIDTH,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +170,11 @@ class AdaptiveThresholds:
             (e.g. :func:`kmeans_centroids` of past queries); ``None`` = one region.
         verifier: optional :class:`Judge` of candidates within ``config.verify_margin`` of their
             threshold: its verdict decides them and is learned from.
+        state: where observations and per-entry floors are shared and kept
+            (:class:`~semcache.matching.learned_state.SqliteLearnedState`,
+            :class:`~semcache.matching.learned_redis.RedisLearnedState`); ``None``: in memory.
+            A store written with other settings or centroids raises :class:`ConfigurationError`.
+            Call :meth:`close` (or :meth:`refresh`) to write what is pending before exiting.
     """
 
     def __init__(
@@ -149,6 +183,7 @@ class AdaptiveThresholds:
         *,
         centroids: NDArray[np.float32] | None = None,
         verifier: Judge | None = None,
+        state: LearnedState | None = None,
     ) -> None:
         self.config = config or AdaptiveConfig()
         if centroids is not None:
@@ -160,10 +195,20 @@ class AdaptiveThresholds:
         self._centroids = centroids
         self._verifier = verifier
         k = 1 if centroids is None else len(centroids)
-        self._regions = [_Region([], []) for _ in range(k)]
-        self._solved: tuple[float | None, list[float]] | None = None  # None = stale
+        spec = StateSpec(
+            settings={
+                **self.config.shared(),
+                "regions": k,
+                "dim": 0 if centroids is None else int(centroids.shape[1]),
+            },
+            centroids=b"" if centroids is None else centroids.astype("<f4").tobytes(),
+            half=max(1, self.config.window // 2),
+            keep_floors=self.config.pending,
+        )
+        self._ledger = Ledger(spec, state=state, refresh_every=self.config.refresh_every)
+        self._regions = k
+        self._solved: tuple[int, tuple[float | None, list[float]]] | None = None
         self._table = AllowanceTable(self.config.delta, self.config.confidence)
-        self._entry_floor: OrderedDict[str, float] = OrderedDict()
         self._pending: OrderedDict[str, _Served] = OrderedDict()
         self._lock = threading.RLock()
         self.verified = 0
@@ -172,7 +217,7 @@ class AdaptiveThresholds:
 
     @property
     def regions(self) -> int:
-        return len(self._regions)
+        return self._regions
 
     def region(self, vector: NDArray[np.float32]) -> int:
         """The region of ``vector``: its nearest centroid."""
@@ -184,66 +229,16 @@ class AdaptiveThresholds:
             )
         return int(np.argmax(self._centroids @ vector))
 
-    def _uncertified(self, sims: NDArray[np.float64], ok: NDArray[np.bool_]) -> float:
-        """No threshold certified: ``initial_threshold``, kept above every false hit seen."""
-        fallback = self.config.initial_threshold
-        false = sims[~ok]
-        if false.size == 0:
-            return fallback
-        return max(fallback, math.nextafter(float(false.max()), math.inf))
-
-    def _solve(self) -> tuple[float | None, list[float]]:
-        """(pooled threshold, per-region thresholds), as the module docstring describes."""
-        k = len(self._regions)
-        region = np.concatenate(
-            [np.full(len(r.sims), i, dtype=np.int64) for i, r in enumerate(self._regions)]
-        )
-        sims = np.fromiter((s for r in self._regions for s in r.sims), dtype=np.float64)
-        ok = np.fromiter((c for r in self._regions for c in r.correct), dtype=bool)
-        pooled = lowest_safe_threshold(sims, ok, self.config.delta, table=self._table)
-        own = np.full(k, math.inf)
-        for i in range(k):
-            mine = region == i
-            t = lowest_safe_threshold(sims[mine], ok[mine], self.config.delta, table=self._table)
-            own[i] = math.inf if t is None else t
-        ceiling = self._uncertified(sims, ok) if pooled is None else pooled
-        lowered = own < ceiling
-        fixed = lowered[region] & (sims >= own[region])
-        rest = ~lowered[region]
-        shared = self._shared(
-            sims[rest], ok[rest], int(fixed.sum()), int((fixed & ~ok).sum()), ceiling
-        )
-        if shared is None:
-            shared = max(ceiling, self._uncertified(sims[rest], ok[rest]))
-        return pooled, [float(own[i]) if lowered[i] else shared for i in range(k)]
-
-    def _shared(
-        self,
-        sims: NDArray[np.float64],
-        ok: NDArray[np.bool_],
-        fixed_hits: int,
-        fixed_false: int,
-        floor: float,
-    ) -> float | None:
-        """The lowest cut ``>= floor`` over ``sims`` whose bound, with the fixed hits, holds."""
-        keep = sims >= floor
-        sims, ok = sims[keep], ok[keep]
-        if sims.size == 0:
-            return None
-        order = np.argsort(-sims, kind="stable")
-        sims, ok = sims[order], ok[order]
-        hits = fixed_hits + np.arange(1, sims.size + 1)
-        false = fixed_false + np.cumsum(~ok)
-        last = np.append(sims[1:] != sims[:-1], True)  # cut only between distinct values
-        allowed = self._table.upto(fixed_hits + sims.size)[hits]
-        idx = np.flatnonzero(last & (false <= allowed))
-        return None if idx.size == 0 else float(sims[idx[-1]])
-
     def _current(self) -> tuple[float | None, list[float]]:
+        """(pooled, per-region) thresholds, re-solved from the counts when they changed."""
+        solved = self._solved
+        if solved is not None and solved[0] == self._ledger.version:
+            return solved[1]
         with self._lock:
-            if self._solved is None:
-                self._solved = self._solve()
-            return self._solved
+            total, false, version = self._ledger.counts()
+            result = solve(total, false, self.config.initial_threshold, self._table)
+            self._solved = (version, result)
+            return result
 
     def global_threshold(self) -> float | None:
         """The pooled threshold (a calibrated static threshold); ``None`` if none is certified."""
@@ -257,17 +252,27 @@ class AdaptiveThresholds:
         """The current threshold of every region."""
         return list(self._current()[1])
 
+    @property
+    def observations(self) -> int:
+        """Observations the thresholds are solved from (every region, within the window)."""
+        return self._ledger.observations
+
+    @property
+    def state_errors(self) -> int:
+        """Failed reads or writes of the shared state (each logged; none reached a caller)."""
+        return self._ledger.errors
+
     # -- learning -----------------------------------------------------------------------------
 
     def observe(self, region: int, similarity: float, correct: bool) -> None:
         """Record that serving at ``similarity`` in ``region`` was right or wrong."""
-        with self._lock:
-            r = self._regions[region]
-            r.sims.append(float(similarity))
-            r.correct.append(bool(correct))
-            if len(r.sims) > self.config.window:
-                del r.sims[0], r.correct[0]
-            self._solved = None
+        if not 0 <= region < self._regions:
+            raise InvalidInputError(f"region must be in 0..{self._regions - 1}, got {region}")
+        self._ledger.observe(
+            region,
+            np.array([bin_of(float(similarity))], dtype=np.int64),
+            np.array([not correct]),
+        )
 
     def fit(
         self,
@@ -276,45 +281,67 @@ class AdaptiveThresholds:
         correct: NDArray[np.bool_],
     ) -> AdaptiveThresholds:
         """Learn from labelled pairs: the query vector, its similarity to the entry, the label."""
+        sims = np.asarray(similarities, dtype=np.float64)
+        ok = np.asarray(correct, dtype=bool)
+        if not len(vectors) == len(sims) == len(ok):
+            raise InvalidInputError(
+                f"fit needs as many vectors, similarities and labels, got "
+                f"{len(vectors)}, {len(sims)} and {len(ok)}"
+            )
         regions = (
-            np.zeros(len(vectors), dtype=np.int64)
+            np.zeros(len(sims), dtype=np.int64)
             if self._centroids is None
             else np.argmax(np.asarray(vectors, dtype=np.float32) @ self._centroids.T, axis=1)
         )
-        with self._lock:
-            for reg, s, ok in zip(regions, similarities, correct, strict=True):
-                r = self._regions[int(reg)]
-                r.sims.append(float(s))
-                r.correct.append(bool(ok))
-            for r in self._regions:
-                del r.sims[: -self.config.window], r.correct[: -self.config.window]
-            self._solved = None
+        bins = bins_of(sims)
+        for r in range(self._regions):
+            mine = regions == r
+            if mine.any():
+                self._ledger.observe(r, bins[mine], ~ok[mine])
         return self
 
     def feedback(self, entry_id: str, correct: bool) -> bool:
         """Learn from a verdict on an entry served recently; ``False`` if it is not remembered."""
         with self._lock:
             served = self._pending.pop(entry_id, None)
-            if served is None:
-                return False
-            self.observe(served.region, served.similarity, correct)
-            if not correct:
-                floor = math.nextafter(served.similarity, math.inf)
-                self._entry_floor[entry_id] = max(floor, self._entry_floor.get(entry_id, floor))
-                self._entry_floor.move_to_end(entry_id)
-                while len(self._entry_floor) > self.config.pending:
-                    self._entry_floor.popitem(last=False)
-            return True
+        if served is None:
+            return False
+        self.observe(served.region, served.similarity, correct)
+        if not correct:
+            self._ledger.raise_floor(entry_id, math.nextafter(served.similarity, math.inf))
+        return True
+
+    # -- sharing --------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Write pending verdicts to the shared state and read everyone's (blocking; no-op in
+        memory). Failures are counted in :attr:`state_errors`, never raised."""
+        self._ledger.sync()
+
+    async def arefresh(self) -> None:
+        """:meth:`refresh`, awaited (the store's I/O runs on the learned-state worker thread)."""
+        await self._ledger.async_sync()
+
+    def close(self) -> None:
+        """Write what is pending and release the state (its worker thread and connection)."""
+        self._ledger.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, without blocking the event loop."""
+        await asyncio.to_thread(self._ledger.close)
 
     # -- the hooks the cache calls ------------------------------------------------------------
 
     def for_query(self, query: str, vector: NDArray[np.float32]) -> Callable[[Candidate], float]:
+        self._ledger.poll()
         region = self.region(vector)
         base = self.threshold(region)
         margin = self.config.verify_margin
+        floor_of = self._ledger.floor
 
         def threshold_for(candidate: Candidate) -> float:
-            t = max(base, self._entry_floor.get(candidate.entry.id, base))
+            floor = floor_of(candidate.entry.id)
+            t = base if floor is None else max(base, floor)
             if self._verifier is None or not margin or abs(candidate.similarity - t) >= margin:
                 return t
             # Near the threshold, on either side: the verifier decides, and is learned from.
@@ -326,8 +353,9 @@ class AdaptiveThresholds:
         return threshold_for
 
     def served(self, entry_id: str, vector: NDArray[np.float32], similarity: float) -> None:
+        region = self.region(vector)
         with self._lock:
-            self._pending[entry_id] = _Served(self.region(vector), float(similarity))
+            self._pending[entry_id] = _Served(region, float(similarity))
             self._pending.move_to_end(entry_id)
             while len(self._pending) > self.config.pending:
                 self._pending.popitem(last=False)

@@ -136,20 +136,36 @@ def max_false_allowed(n: int, delta: float, confidence: float = 0.95) -> int:
 
 
 class AllowanceTable:
-    """``max_false_allowed(n)`` for n = 0..N, grown incrementally (it is non-decreasing in n)."""
+    """``max_false_allowed(n)`` for n = 0..N, grown incrementally (it is non-decreasing in n).
+
+    The values are kept in a numpy array grown by doubling, so :meth:`upto` is a view, not a
+    copy: the online solver reads it on every re-solve.
+    """
 
     def __init__(self, delta: float, confidence: float) -> None:
         self.delta, self.alpha = delta, 1.0 - confidence
-        self._table = [-1]
+        self._table = np.full(1, -1, dtype=np.int64)
+        self._size = 1
 
     def upto(self, n: int) -> NDArray[np.int64]:
-        table = self._table
-        while len(table) <= n:
-            m, k = len(table), table[-1]
+        """``max_false_allowed(m)`` for m = 0..n (a read-only view)."""
+        if n >= self._size:
+            self._grow(n)
+        view = self._table[: n + 1]
+        view.flags.writeable = False
+        return view
+
+    def _grow(self, n: int) -> None:
+        if n >= len(self._table):
+            grown = np.empty(max(n + 1, 2 * len(self._table)), dtype=np.int64)
+            grown[: self._size] = self._table[: self._size]
+            self._table = grown
+        table, k = self._table, int(self._table[self._size - 1])
+        for m in range(self._size, n + 1):
             while k + 1 < m and binomial_cdf(k + 1, m, self.delta) <= self.alpha:
                 k += 1
-            table.append(k)
-        return np.asarray(table[: n + 1], dtype=np.int64)
+            table[m] = k
+        self._size = n + 1
 
 
 def lowest_safe_threshold(
