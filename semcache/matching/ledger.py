@@ -16,7 +16,8 @@ the decision path makes is in memory. With a :class:`LearnedState`:
 Storage failures never reach the caller: a failed write keeps its batch pending (merged with
 later ones: bounded by a few generations' counts per region plus the floors) and retries; a
 failed read keeps the last snapshot (or, before any, no observations: the static
-``initial_threshold``). Each failure is counted in :attr:`Ledger.errors` and logged (a warning at most every 10 s).
+``initial_threshold``). Each failure is counted in :attr:`Ledger.errors` and logged (a warning
+at most every 10 s).
 """
 
 from __future__ import annotations
