@@ -60,12 +60,13 @@ def first_bin_at(threshold: float) -> int:
     return min(max(b, 0), BINS)
 
 
-def _above_false(false: NDArray[np.int64], initial: float) -> float:
-    """No threshold certified: ``initial``, kept above every false hit seen (its bin's top)."""
+def _above_false(false: NDArray[np.int64], initial: float, lo: int) -> float:
+    """No threshold certified: ``initial``, kept above every false hit seen (its bin's top);
+    ``false`` counts bins from ``lo`` on."""
     seen = np.flatnonzero(false)
     if seen.size == 0:
         return initial
-    top = int(seen[-1]) + 1
+    top = lo + int(seen[-1]) + 1
     above = edge(top) if top < BINS else math.nextafter(1.0, math.inf)
     return max(initial, above)
 
@@ -105,23 +106,32 @@ def solve(
        above their false hits.
     """
     k = len(total)
+    used = np.flatnonzero(total.any(axis=0))
+    if used.size == 0:
+        return None, [initial] * k
+    lo = int(used[0])  # solve over the bins in use only: indices below are relative to lo
+    total, false = total[:, lo : int(used[-1]) + 1], false[:, lo : int(used[-1]) + 1]
     all_t, all_f = total.sum(axis=0, keepdims=True), false.sum(axis=0, keepdims=True)
-    pooled_bin = int(_lowest_safe(all_t, all_f, table)[0])
-    pooled = None if pooled_bin < 0 else edge(pooled_bin)
-    ceiling = _above_false(all_f[0], initial) if pooled is None else pooled
-    own = _lowest_safe(total, false, table)
-    lowered = (own >= 0) & (own < first_bin_at(ceiling))
+    # one pass for the pooled threshold (last row) and every region's own
+    cuts = _lowest_safe(np.vstack([total, all_t]), np.vstack([false, all_f]), table)
+    own, pooled_bin = cuts[:k], int(cuts[k])
+    pooled = None if pooled_bin < 0 else edge(lo + pooled_bin)
+    ceiling = _above_false(all_f[0], initial, lo) if pooled is None else pooled
+    start = max(first_bin_at(ceiling) - lo, 0)
+    lowered = (own >= 0) & (own < start)
     if k == 1 and not lowered[0]:
         return pooled, [ceiling]  # the shared step over one region finds the ceiling again
-    cum_t = np.cumsum(total[:, ::-1], axis=1)[:, ::-1]
-    cum_f = np.cumsum(false[:, ::-1], axis=1)[:, ::-1]
     rows = np.flatnonzero(lowered)
-    fixed_hits = int(cum_t[rows, own[rows]].sum())
-    fixed_false = int(cum_f[rows, own[rows]].sum())
+    fixed_hits = fixed_false = 0
+    for r in rows:
+        fixed_hits += int(total[r, own[r] :].sum())
+        fixed_false += int(false[r, own[r] :].sum())
     rest = ~lowered
     rest_t = total[rest].sum(axis=0, keepdims=True)
     rest_f = false[rest].sum(axis=0, keepdims=True)
-    start = first_bin_at(ceiling)
     shared_bin = int(_lowest_safe(rest_t, rest_f, table, fixed_hits, fixed_false, start)[0])
-    shared = edge(shared_bin) if shared_bin >= 0 else max(ceiling, _above_false(rest_f[0], initial))
-    return pooled, [edge(int(own[i])) if lowered[i] else shared for i in range(k)]
+    if shared_bin >= 0:
+        shared = edge(lo + shared_bin)
+    else:
+        shared = max(ceiling, _above_false(rest_f[0], initial, lo))
+    return pooled, [edge(lo + int(own[i])) if lowered[i] else shared for i in range(k)]

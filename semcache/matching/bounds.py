@@ -161,11 +161,24 @@ class AllowanceTable:
             grown[: self._size] = self._table[: self._size]
             self._table = grown
         table, k = self._table, int(self._table[self._size - 1])
+        log_alpha = math.log(self.alpha)
         for m in range(self._size, n + 1):
-            while k + 1 < m and binomial_cdf(k + 1, m, self.delta) <= self.alpha:
+            while k + 1 < m and _log_binomial_cdf(k + 1, m, self.delta) <= log_alpha:
                 k += 1
             table[m] = k
         self._size = n + 1
+
+
+def _log_binomial_cdf(k: int, n: int, p: float) -> float:
+    """``log P(X <= k)`` for ``X ~ Binomial(n, p)``, ``0 <= k < n``, summed in log space with
+    numpy (about ten times faster than :func:`binomial_cdf` for the table's small ``k``)."""
+    j = np.arange(k, dtype=np.float64)
+    log_comb = np.zeros(k + 1)
+    np.cumsum(np.log((n - j) / (j + 1)), out=log_comb[1:])
+    i = np.arange(k + 1, dtype=np.float64)
+    log_pmf = log_comb + i * math.log(p) + (n - i) * math.log1p(-p)
+    top = float(log_pmf.max())
+    return top + math.log(float(np.exp(log_pmf - top).sum()))
 
 
 def lowest_safe_threshold(

@@ -7,10 +7,13 @@ the decision path makes is in memory. With a :class:`LearnedState`:
 - construction binds the store (a store of other settings or centroids raises
   :class:`ConfigurationError`) and loads it;
 - each update is also added to a pending batch, written by one background worker thread soon
-  after (own writes are visible locally at once);
+  after (at most one write every 50 ms, batching what arrives meanwhile; own updates are
+  visible locally at once);
 - the worker re-reads the store when the snapshot is older than ``refresh_every`` seconds (checked
-  on every decision), so a replica sees another's verdicts within ``refresh_every`` plus the
-  writer's flush and one read (on an idle replica, at its next decision's refresh);
+  on every decision). Staleness bound: a verdict given on replica A reaches the store within
+  50 ms plus one write (while the store is reachable), and replica B reads it at its first
+  refresh after that, within ``refresh_every`` plus one read (``bench/bench_adaptive.py``
+  measures both) provided B is making decisions (an idle replica refreshes at its next one);
 - :meth:`Ledger.sync` / :meth:`Ledger.async_sync` write and read now (tests, shutdown).
 
 Storage failures never reach the caller: a failed write keeps its batch pending (merged with
@@ -50,6 +53,7 @@ __all__ = ["Ledger"]
 log = logging.getLogger("semcache")
 
 _WARN_EVERY = 10.0
+_WRITE_EVERY = 0.05  # seconds between two background writes (the batching window)
 _CHUNKS = 3  # pending generations kept per region while the store cannot be written
 
 
@@ -71,6 +75,8 @@ class Ledger:
         self._seen = np.zeros(k, dtype=np.int64)
         self._total = np.zeros((k, 2, BINS), dtype=np.int64)  # [latest generation, previous]
         self._false = np.zeros((k, 2, BINS), dtype=np.int64)
+        self._kept_total = np.zeros((k, BINS), dtype=np.int64)  # both generations summed
+        self._kept_false = np.zeros((k, BINS), dtype=np.int64)
         self._floors: dict[str, float] = {}
         self._pending = _Pending(k)
         self.version = 0  # bumped on every change of the counts
@@ -79,6 +85,8 @@ class Ledger:
         self._refused: ConfigurationError | None = None
         self._loaded_at = -float("inf")
         self._queued = False
+        self._written_at = -float("inf")
+        self._hurry = threading.Event()  # set by sync(): a waiting background write goes now
         self._worker: ThreadPoolExecutor | None = None
         self._last_warning = -float("inf")
         if state is not None:
@@ -87,9 +95,10 @@ class Ledger:
     # -- reads (in memory) ----------------------------------------------------------------------
 
     def counts(self) -> tuple[NDArray[np.int64], NDArray[np.int64], int]:
-        """Both generations summed: ``(regions, BINS)`` observations, false hits, and version."""
+        """Both generations summed: ``(regions, BINS)`` observations, false hits, and version
+        (copies, so a solve can run outside the lock)."""
         with self._lock:
-            return self._total.sum(axis=1), self._false.sum(axis=1), self.version
+            return self._kept_total.copy(), self._kept_false.copy(), self.version
 
     def floor(self, entry_id: str) -> float | None:
         """The similarity ``entry_id`` must exceed (after a wrong serve), if any."""
@@ -117,8 +126,10 @@ class Ledger:
                 room = (gen + 1) * half - seen  # observations left in this generation
                 chunk = slice(start, start + room)
                 b, f = bins[chunk], false[chunk]
-                np.add.at(self._total[region, 0], b, 1)
-                np.add.at(self._false[region, 0], b[f], 1)
+                for counts in (self._total[region, 0], self._kept_total[region]):
+                    np.add.at(counts, b, 1)
+                for counts in (self._false[region, 0], self._kept_false[region]):
+                    np.add.at(counts, b[f], 1)
                 self._seen[region] += len(b)
                 if self._state is not None:
                     self._pending.add(region, b, f, new=new)
@@ -130,6 +141,8 @@ class Ledger:
         """Start generation ``new`` of ``region`` (its latest was ``old``)."""
         if new == old:
             return
+        self._kept_total[region] -= self._total[region, 1]  # the oldest generation goes
+        self._kept_false[region] -= self._false[region, 1]
         if new == old + 1:
             self._total[region, 1] = self._total[region, 0]
             self._false[region, 1] = self._false[region, 0]
@@ -138,6 +151,9 @@ class Ledger:
             self._false[region, 1] = 0
         self._total[region, 0] = 0
         self._false[region, 0] = 0
+        if new != old + 1:
+            self._kept_total[region] = 0
+            self._kept_false[region] = 0
 
     def raise_floor(self, entry_id: str, floor: float) -> None:
         """``entry_id`` is not served again at ``floor`` or below (keeps the latest ``keep``)."""
@@ -190,6 +206,8 @@ class Ledger:
         self._submit(force=False)
 
     def _submit(self, *, force: bool) -> Future[None]:
+        if force:
+            self._hurry.set()
         with self._lock:
             if self._worker is None:
                 self._worker = ThreadPoolExecutor(1, thread_name_prefix="semcache-learned")
@@ -199,15 +217,20 @@ class Ledger:
 
     def _run(self, force: bool) -> None:
         """One worker job: bind if needed, write what is pending, read if due (or forced)."""
-        with self._lock:
-            if not force:
+        if not force:  # batch what arrives meanwhile: one write per _WRITE_EVERY at most
+            self._hurry.wait(max(0.0, self._written_at + _WRITE_EVERY - time.monotonic()))
+            with self._lock:
                 self._queued = False
+        else:
+            self._hurry.clear()
         if self._refused is not None or (not self._bound and not self._connect()):
             return
         with self._lock:
             batch = self._pending.take()
-        if batch is not None and not self._write(batch):
-            return
+        if batch is not None:
+            self._written_at = time.monotonic()
+            if not self._write(batch):
+                return
         if force or time.monotonic() - self._loaded_at >= self._refresh_every:
             self._read()
 
@@ -258,6 +281,7 @@ class Ledger:
         for entry_id, f in self._pending.floors.items():
             floors[entry_id] = max(f, floors.get(entry_id, f))
         self._seen, self._total, self._false, self._floors = seen, total, false, floors
+        self._kept_total, self._kept_false = total.sum(axis=1), false.sum(axis=1)
         self._loaded_at = time.monotonic()
         self.version += 1
 
