@@ -247,10 +247,12 @@ class FailOpen:
         vector: NDArray[np.float32] | None = None,
         check: Callable[[Entry], str | None] | None = None,
         count: bool = True,
+        review: Callable[[LookupResult], LookupResult] | None = None,
     ) -> Lookup:
         """Look ``q`` up and count the outcome; a failed lookup has no result.
 
-        ``check`` may refuse a found entry (its return is the miss reason) before it counts.
+        ``check`` may refuse a found entry (its return is the miss reason) before it counts;
+        ``review`` may then replace the result (exploration turns a hit into a miss).
         ``count=False`` for a second look at the same request (a coalesced follower's): its
         outcome was counted by the first.
         """
@@ -263,6 +265,8 @@ class FailOpen:
             result, vector = cache._find(q, min_similarity=min_similarity, vector=vector)
             if check is not None:
                 result = _checked(result, check)
+            if review is not None:
+                result = review(result)
             if count:
                 cache._record_result(span, result)
         if (entry_id := _corrupt_id(trap.error)) is not None:
@@ -277,6 +281,7 @@ class FailOpen:
         vector: NDArray[np.float32] | None = None,
         check: Callable[[Entry], str | None] | None = None,
         count: bool = True,
+        review: Callable[[LookupResult], LookupResult] | None = None,
     ) -> Lookup:
         """:meth:`find`, awaiting the cache (``check`` runs in a worker thread)."""
         cache = self.cache
@@ -288,6 +293,8 @@ class FailOpen:
             result, vector = await cache._afind(q, min_similarity=min_similarity, vector=vector)
             if check is not None:
                 result = await asyncio.to_thread(_checked, result, check)
+            if review is not None:
+                result = review(result)
             if count:
                 await cache._arecord_result(span, result)
         if (entry_id := _corrupt_id(trap.error)) is not None:

@@ -28,6 +28,9 @@ class CacheInfo:
         shadow_hits: shadow-mode lookups that would have been hits (and were returned as misses).
         feedback: verdicts received by ``feedback()``; false_hits / shadow_false_hits: those that
             said a served / would-be hit was wrong.
+        explored / explored_false: hits in the uncertain band sent upstream anyway by
+            exploration (:mod:`semcache.matching.explore`), and those whose stored answer the
+            fresh one contradicted (counted as misses: the caller got the fresh answer).
         entries: entries stored now (``-1`` if the backend could not say).
     """
 
@@ -46,6 +49,8 @@ class CacheInfo:
     feedback: int = 0
     false_hits: int = 0
     shadow_false_hits: int = 0
+    explored: int = 0
+    explored_false: int = 0
     entries: int = 0
 
     @property
@@ -80,6 +85,8 @@ Counter = Literal[
     "feedback",
     "false_hits",
     "shadow_false_hits",
+    "explored",
+    "explored_false",
 ]
 """The name of a :class:`CacheInfo` counter (a typo fails in mypy, not at run time)."""
 

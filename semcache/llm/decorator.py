@@ -12,6 +12,7 @@ The four shells share every step of :class:`_Cached`: :meth:`~_Cached.begin` (ke
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -34,6 +35,8 @@ from semcache.llm.responses import (
     inspect_stream,
     refusal_reason,
 )
+from semcache.matching.adaptive import AdaptiveThresholds
+from semcache.matching.explore import AnswerCheck, AnswerMatch, Exploration, explore_target
 from semcache.models import CallOutcome, Candidate, Entry, LookupResult, Outcome
 from semcache.policy import check_threshold, guard_veto
 from semcache.stats import CacheInfo
@@ -41,6 +44,7 @@ from semcache.stats import CacheInfo
 __all__ = ["cached"]
 
 log = logging.getLogger("semcache")
+EXPLORE = "explore"  # the miss reason of an explored hit: the LLM answered it
 F = TypeVar("F", bound=Callable[..., Any])
 Inspect = Callable[[Any], ResponseInfo]
 
@@ -59,6 +63,7 @@ class _Call:
     flight: Flight | None = None
     failed: bool = False
     skip_store: bool = False
+    explored: Entry | None = None  # the entry judged against this call's fresh answer
 
 
 class _Cached:
@@ -95,6 +100,19 @@ class _Cached:
         self.flights = Flights()
         self.tel = cache.telemetry
         self.on_outcome = on_outcome
+        thresholds = cache.thresholds
+        self.exploration: Exploration | None = (
+            thresholds.exploration
+            if isinstance(thresholds, AdaptiveThresholds)
+            and not stream
+            and thresholds.exploration.band > 0
+            else None
+        )
+        self.answers: AnswerCheck = (
+            self.exploration.check
+            if self.exploration is not None and self.exploration.check is not None
+            else AnswerMatch(embedder=cache.embedder)
+        )
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -141,11 +159,59 @@ class _Cached:
 
     def find(self, call: _Call) -> None:
         """Look the call up (blocking); a failure leaves no result."""
-        self._found(call, self.fo.find(call.query, min_similarity=call.threshold))
+        found = self.fo.find(call.query, min_similarity=call.threshold, review=self._reviewer(call))
+        self._found(call, found)
 
     async def afind(self, call: _Call) -> None:
         """:meth:`find`, awaiting the cache."""
-        self._found(call, await self.fo.afind(call.query, min_similarity=call.threshold))
+        found = await self.fo.afind(
+            call.query, min_similarity=call.threshold, review=self._reviewer(call)
+        )
+        self._found(call, found)
+
+    # -- exploration (online learning from the LLM's own answers) -------------------------------
+
+    def _reviewer(self, call: _Call) -> Callable[[LookupResult], LookupResult] | None:
+        """With exploration on: the lookup's review, which may turn an uncertain hit into a miss
+        (reason ``explore``) and note the entry to judge in ``call.explored``."""
+        x = self.exploration
+        if x is None:
+            return None
+
+        def review(result: LookupResult) -> LookupResult:
+            shadow = self.cache.shadow
+            target = explore_target(
+                result, band=x.band, probability=x.probability, draw=x.draw(), shadow=shadow
+            )
+            if target is None:
+                return result
+            call.explored = target
+            return result if shadow else replace(result, entry=None, tier=None, reason=EXPLORE)
+
+        return review
+
+    def judge(self, call: _Call, response: Any) -> None:
+        """Compare an explored call's fresh answer with the entry's stored one, and learn from
+        the verdict (blocking: the check may embed). A failure is recorded, never raised."""
+        entry = call.explored
+        if entry is None or call.result is None:
+            return
+        with self.fo.failures.trap(None, "lookup"):
+            stored = inspect_response(self._decode(entry.response)).text
+            verdict = bool(self.answers(inspect_response(response).text, stored))
+            if self.cache.shadow:  # reported like any shadow-mode verdict
+                self.cache.feedback(call.result, verdict)
+                return
+            self.cache._count("explored")
+            if not verdict:
+                self.cache._count("explored_false")
+            if self.cache.thresholds is not None:
+                self.cache.thresholds.feedback(entry.id, verdict)
+
+    async def ajudge(self, call: _Call, response: Any) -> None:
+        """:meth:`judge` in a worker thread (the check may run an embedder)."""
+        if call.explored is not None:
+            await asyncio.to_thread(self.judge, call, response)
 
     def _found(self, call: _Call, found: Lookup) -> None:
         call.result, call.vector, call.failed = found.result, found.vector, found.result is None
@@ -183,9 +249,10 @@ class _Cached:
         """Join the in-flight calls. Returns a flight to wait for, or ``None`` if we lead.
 
         Shadow mode never coalesces (it promises every call reaches the LLM), nor does a call
-        whose lookup failed (the cache could not decide for it).
+        whose lookup failed (the cache could not decide for it), nor an explored call (it must
+        reach the LLM).
         """
-        if not self.coalesce or self.cache.shadow or call.failed:
+        if not self.coalesce or self.cache.shadow or call.failed or call.explored is not None:
             return None
         flight, leader = self.flights.join(
             call.query.scope_key,
@@ -358,6 +425,7 @@ class _Cached:
             with self.tel.stage("upstream"):
                 response = self.fn(*args, **kwargs)
             stored = self.save(call, response, inspect_response)
+            self.judge(call, response)
             return response
         finally:
             self.release(call, stored)
@@ -380,6 +448,7 @@ class _Cached:
             with self.tel.stage("upstream"):
                 response = await self.fn(*args, **kwargs)
             stored = await self.asave(call, response, inspect_response)
+            await self.ajudge(call, response)
             return response
         finally:
             self.release(call, stored)

@@ -52,6 +52,7 @@ import numpy as np
 from semcache.errors import ConfigurationError, InvalidInputError
 from semcache.matching.binned import BIN_WIDTH, bin_of, bins_of, solve
 from semcache.matching.bounds import AllowanceTable
+from semcache.matching.explore import Exploration
 from semcache.matching.learned_state import LearnedState, StateSpec
 from semcache.matching.ledger import Ledger
 from semcache.models import Candidate
@@ -175,6 +176,11 @@ class AdaptiveThresholds:
             :class:`~semcache.matching.learned_redis.RedisLearnedState`); ``None``: in memory.
             A store written with other settings or centroids raises :class:`ConfigurationError`.
             Call :meth:`close` (or :meth:`refresh`) to write what is pending before exiting.
+        explore: online learning from the LLM's own answers (:mod:`semcache.matching.explore`):
+            the ``@cached`` decorator sends a small share of hits in the uncertain band upstream
+            anyway and learns from comparing the answers. On by default (``Exploration()``:
+            5% of hits within 0.03 of their threshold, seeded ``random.Random(0)``);
+            ``Exploration(band=0)`` turns it off.
     """
 
     def __init__(
@@ -184,8 +190,10 @@ class AdaptiveThresholds:
         centroids: NDArray[np.float32] | None = None,
         verifier: Judge | None = None,
         state: LearnedState | None = None,
+        explore: Exploration | None = None,
     ) -> None:
         self.config = config or AdaptiveConfig()
+        self.exploration = explore or Exploration()
         if centroids is not None:
             centroids = np.ascontiguousarray(centroids, dtype=np.float32)
             if centroids.ndim != 2 or len(centroids) < 1:
