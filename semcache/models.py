@@ -152,6 +152,8 @@ class LookupResult:
         threshold: the ``min_similarity`` the decision used.
         reason: why a candidate was refused, when one was (``"below_threshold"``, ``"vetoed"``...).
         shadow: in shadow mode, the entry that would have been served (the result is a miss).
+        nearest: on a miss whose nearest candidate was refused only by its learned threshold,
+            that candidate (exploration judges it against the LLM's answer, at no extra cost).
     """
 
     entry: Entry | None
@@ -160,6 +162,7 @@ class LookupResult:
     threshold: float
     reason: str = ""
     shadow: Entry | None = None
+    nearest: Candidate | None = None
 
     @property
     def hit(self) -> bool:

@@ -42,6 +42,8 @@ __all__ = [
 #: The default threshold, chosen on Quora question pairs with all-MiniLM-L6-v2 (see README).
 DEFAULT_MIN_SIMILARITY = 0.95
 
+#: The reason of a miss whose candidate was below its learned threshold.
+BELOW_LEARNED = "below_learned_threshold"
 #: The reason of a shadow-mode miss that would have been a hit (the entry is in ``shadow``).
 SHADOW_HIT = "shadow_hit"
 
@@ -233,11 +235,11 @@ def choose(
     best = max((c.similarity for c in candidates), default=None)
     reason = "no_candidates" if best is None else "below_threshold"
     applied: float | None = None
+    nearest: Candidate | None = None
     for cand in sorted(candidates, key=lambda c: -c.similarity):
         if cand.similarity < threshold:
             break
         own = learned_threshold(cand, threshold, threshold_for)
-        applied = own if applied is None else applied
         refusal = (
             below_learned(cand, own)
             or guard_veto(query, cand, guards)
@@ -247,9 +249,14 @@ def choose(
             return LookupResult(
                 entry=cand.entry, tier=Tier.SEMANTIC, similarity=cand.similarity, threshold=own
             )
+        if applied is None:  # the nearest candidate: its threshold is the result's
+            applied = own
+            nearest = cand if refusal == BELOW_LEARNED else None
         reason = refusal
     used = threshold if applied is None else applied
-    return LookupResult(entry=None, tier=None, similarity=best, threshold=used, reason=reason)
+    return LookupResult(
+        entry=None, tier=None, similarity=best, threshold=used, reason=reason, nearest=nearest
+    )
 
 
 def learned_threshold(
@@ -261,7 +268,7 @@ def learned_threshold(
 
 def below_learned(cand: Candidate, own: float) -> str | None:
     """Step 2's verdict: ``below_learned_threshold`` if the candidate misses its threshold."""
-    return "below_learned_threshold" if cand.similarity < own else None
+    return BELOW_LEARNED if cand.similarity < own else None
 
 
 def guard_veto(query: str, cand: Candidate, guards: Sequence[Guard]) -> str | None:

@@ -26,8 +26,8 @@ class CacheInfo:
         tokens_saved: prompt + completion tokens of the responses served from cache.
         cost_saved: their estimated price, from the telemetry's price table (0 without one).
         shadow_hits: shadow-mode lookups that would have been hits (and were returned as misses).
-        feedback: verdicts received by ``feedback()``; false_hits / shadow_false_hits: those that
-            said a served / would-be hit was wrong.
+        feedback: verdicts received by ``feedback()`` (and near misses judged by exploration);
+            false_hits / shadow_false_hits: those that said a served / would-be hit was wrong.
         explored / explored_false: hits in the uncertain band sent upstream anyway by
             exploration (:mod:`semcache.matching.explore`), and those whose stored answer the
             fresh one contradicted (counted as misses: the caller got the fresh answer).

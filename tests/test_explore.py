@@ -11,16 +11,22 @@ import pytest
 from semcache import CachePolicy, MemoryBackend, PromptRequest, SemanticCache, cached
 from semcache.matching.adaptive import AdaptiveConfig, AdaptiveThresholds
 from semcache.matching.explore import AnswerMatch, Exploration, explore_target
-from semcache.models import Entry, LookupResult, Tier
+from semcache.models import Candidate, Entry, LookupResult, Tier
 from semcache.testing import HashingEmbedder
 
 FIRST = "what is the price of a train ticket to rome"
 NEAR = "what is the price of a plane ticket to rome"
 
 
-def _cache(*, explore: Exploration | None, adaptive: bool = True, shadow: bool = False) -> Any:
+def _cache(
+    *,
+    explore: Exploration | None,
+    adaptive: bool = True,
+    shadow: bool = False,
+    initial: float = 0.5,
+) -> Any:
     thresholds = (
-        AdaptiveThresholds(AdaptiveConfig(initial_threshold=0.5), explore=explore)
+        AdaptiveThresholds(AdaptiveConfig(initial_threshold=initial), explore=explore)
         if adaptive
         else None
     )
@@ -104,6 +110,19 @@ def test_shadow_mode_reports_the_verdicts_of_would_be_hits() -> None:
     assert info.explored == 0  # no extra upstream call: shadow mode calls it anyway
 
 
+@pytest.mark.parametrize("agree", [True, False])
+def test_a_near_miss_below_the_learned_threshold_is_judged_for_free(agree: bool) -> None:
+    cache = _cache(explore=Exploration(probability=0.0, band=1.0), initial=0.999)
+    llm, asked = _llm({FIRST: "about 40 euros", NEAR: "about 40 euros" if agree else "120 euros"})
+    ask = cached(cache, request=PromptRequest())(llm)
+    ask(FIRST)
+    assert ask(NEAR) == llm(NEAR)  # a miss: the LLM answers, as it would anyway
+    assert asked == [FIRST, NEAR, NEAR]
+    info = cache.info()
+    assert (info.misses, info.explored, info.feedback, info.false_hits) == (2, 0, 1, 0)
+    assert cache.thresholds.observations == 1  # a verdict below the threshold: evidence
+
+
 def _result(similarity: float, threshold: float, tier: Tier = Tier.SEMANTIC) -> LookupResult:
     entry = Entry(id="e", scope_key="s", text_key="t", prompt="p", response=1, created_at=0)
     return LookupResult(entry=entry, tier=tier, similarity=similarity, threshold=threshold)
@@ -118,6 +137,11 @@ def test_the_decision_explores_only_inside_the_band_and_under_the_probability() 
     assert explore_target(exact, draw=0.0, **decide) is None  # type: ignore[arg-type]
     miss = LookupResult(entry=None, tier=None, similarity=0.91, threshold=0.9)
     assert explore_target(miss, draw=0.0, **decide) is None  # type: ignore[arg-type]
+    near = Candidate(_result(0.88, 0.9).entry, 0.88)  # type: ignore[arg-type]
+    below = LookupResult(entry=None, tier=None, similarity=0.88, threshold=0.9, nearest=near)
+    assert explore_target(below, draw=0.99, **decide) is near  # type: ignore[arg-type]
+    far = LookupResult(entry=None, tier=None, similarity=0.8, threshold=0.9, nearest=near)
+    assert explore_target(far, draw=0.0, **decide) is None  # type: ignore[arg-type]
 
 
 def test_answer_match_short_exact_long_by_embedding() -> None:

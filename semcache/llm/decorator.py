@@ -63,7 +63,7 @@ class _Call:
     flight: Flight | None = None
     failed: bool = False
     skip_store: bool = False
-    explored: Entry | None = None  # the entry judged against this call's fresh answer
+    explored: Candidate | None = None  # judged against this call's fresh answer
 
 
 class _Cached:
@@ -186,27 +186,36 @@ class _Cached:
             if target is None:
                 return result
             call.explored = target
-            return result if shadow else replace(result, entry=None, tier=None, reason=EXPLORE)
+            if shadow or result.entry is None:
+                return result  # the call goes upstream anyway
+            return replace(result, entry=None, tier=None, reason=EXPLORE)
 
         return review
 
     def judge(self, call: _Call, response: Any) -> None:
-        """Compare an explored call's fresh answer with the entry's stored one, and learn from
-        the verdict (blocking: the check may embed). A failure is recorded, never raised."""
-        entry = call.explored
-        if entry is None or call.result is None:
+        """Compare an explored call's fresh answer with the candidate's stored one, and learn
+        from the verdict (blocking: the check may embed). A failure is recorded, never raised.
+
+        An explored hit counts in ``explored`` (``explored_false`` if wrong); a shadow-mode
+        would-be hit as shadow feedback; a judged near miss as feedback (it was not a hit)."""
+        target, result, thresholds = call.explored, call.result, self.cache.thresholds
+        if target is None or result is None or thresholds is None:
             return
         with self.fo.failures.trap(None, "lookup"):
-            stored = inspect_response(self._decode(entry.response)).text
+            stored = inspect_response(self._decode(target.entry.response)).text
             verdict = bool(self.answers(inspect_response(response).text, stored))
-            if self.cache.shadow:  # reported like any shadow-mode verdict
-                self.cache.feedback(call.result, verdict)
-                return
-            self.cache._count("explored")
-            if not verdict:
-                self.cache._count("explored_false")
-            if self.cache.thresholds is not None:
-                self.cache.thresholds.feedback(entry.id, verdict)
+            entry_id = target.entry.id
+            if self.cache.shadow and result.shadow is not None:
+                self.cache.feedback(result, verdict)
+            elif result.reason == EXPLORE:
+                self.cache._count("explored")
+                if not verdict:
+                    self.cache._count("explored_false")
+                thresholds.feedback(entry_id, verdict)
+            elif call.vector is not None:  # a near miss: never served, so note it first
+                self.cache._count("feedback")
+                thresholds.served(entry_id, call.vector, target.similarity)
+                thresholds.feedback(entry_id, verdict)
 
     async def ajudge(self, call: _Call, response: Any) -> None:
         """:meth:`judge` in a worker thread (the check may run an embedder)."""

@@ -4,8 +4,10 @@ With adaptive thresholds (a false-hit bound), a lookup whose served candidate li
 *uncertain band* (similarity in ``[threshold, threshold + band)``) is, with probability
 ``probability``, answered by the LLM anyway: the caller gets the fresh answer, which is compared
 with the candidate's stored answer by an :class:`AnswerCheck`, and the verdict is fed to the
-thresholds as feedback on that entry. In shadow mode every call goes upstream already, so every
-would-be hit in the band is judged (at no extra cost) and reported like any shadow feedback.
+thresholds as feedback on that entry. A miss whose nearest candidate was refused only by its
+learned threshold, within ``band`` below it, goes upstream anyway, so it is always judged (this
+is the evidence that can bring a threshold down). In shadow mode every call goes upstream
+already, so every would-be hit in the band is judged too, and reported like any shadow feedback.
 
 :func:`explore_target` is the decision, a pure function shared by the sync and async paths of the
 decorator; the random draw is made by the caller (:meth:`Exploration.draw`, a seeded RNG).
@@ -22,7 +24,7 @@ import numpy as np
 
 from semcache.errors import ConfigurationError
 from semcache.keys import normalize_text
-from semcache.models import Entry, LookupResult, Tier
+from semcache.models import Candidate, LookupResult, Tier
 
 if TYPE_CHECKING:
     from semcache.embedders.base import Embedder
@@ -102,18 +104,23 @@ class Exploration:
 
 def explore_target(
     result: LookupResult, *, band: float, probability: float, draw: float, shadow: bool
-) -> Entry | None:
-    """The entry to judge against the LLM's answer for this lookup, or ``None`` (no exploring).
+) -> Candidate | None:
+    """The candidate to judge against the LLM's answer for this lookup, or ``None``.
 
-    A served semantic hit (or, in shadow mode, a would-be hit) whose similarity is within
-    ``band`` above its threshold is explored when ``draw < probability``; in shadow mode always
-    (the call goes upstream anyway).
+    - a served semantic hit (in shadow mode, a would-be hit) within ``band`` above its threshold
+      is explored when ``draw < probability`` (one extra upstream call), in shadow mode always;
+    - a miss whose nearest candidate was refused only by its learned threshold, within ``band``
+      below it, is always judged: the call goes upstream anyway, so the verdict is free.
     """
-    entry = result.shadow if shadow else result.entry
-    if entry is None or result.similarity is None or result.threshold is None:
-        return None
-    if result.tier is Tier.EXACT or result.similarity >= 1.0:
-        return None  # an exact repeat is never uncertain
-    if not result.threshold <= result.similarity < result.threshold + band:
-        return None
-    return entry if shadow or draw < probability else None
+    if result.similarity is None or result.similarity >= 1.0 or result.tier is Tier.EXACT:
+        return None  # no candidate, or an exact repeat: never uncertain
+    low, high = result.threshold - band, result.threshold + band
+    served = result.shadow if shadow else result.entry
+    if served is not None:
+        if not result.threshold <= result.similarity < high:
+            return None
+        return Candidate(served, result.similarity) if shadow or draw < probability else None
+    near = result.nearest
+    if near is not None and low <= near.similarity < result.threshold:
+        return near
+    return None
