@@ -140,7 +140,8 @@ def test_the_decision_explores_only_inside_the_band_and_under_the_probability() 
     near = Candidate(_result(0.88, 0.9).entry, 0.88)  # type: ignore[arg-type]
     below = LookupResult(entry=None, tier=None, similarity=0.88, threshold=0.9, nearest=near)
     assert explore_target(below, draw=0.99, **decide) is near  # type: ignore[arg-type]
-    far = LookupResult(entry=None, tier=None, similarity=0.8, threshold=0.9, nearest=near)
+    distant = Candidate(near.entry, 0.8)
+    far = LookupResult(entry=None, tier=None, similarity=0.8, threshold=0.9, nearest=distant)
     assert explore_target(far, draw=0.0, **decide) is None  # type: ignore[arg-type]
 
 
