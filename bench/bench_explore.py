@@ -181,7 +181,11 @@ def main() -> None:
             "upstream calls. The "
             "bound is certified when the pooled threshold exists: the one-sided Clopper-Pearson "
             "upper bound of the false-hit rate at or above it is <= delta at 95% (with no wrong "
-            "verdict that takes 29 verdicts for delta = 0.1, 59 for 0.05).",
+            "verdict that takes 14 verdicts for delta = 0.2, 19 for 0.15, 29 for 0.1); later "
+            "wrong verdicts can withdraw it (0.15, p = 1). On this sample about one explored "
+            "hit in six near the initial threshold was wrong (19 of 116 at delta = 0.2, p = 1), "
+            "so a 0.1 bound is not certifiable near 0.9 and a higher cut needs more verdicts "
+            "than this 2,800-request stream gives.",
             "",
             f"Command: `python bench/bench_explore.py --requests {args.requests}`",
         ]
