@@ -207,3 +207,41 @@ def test_an_unreachable_store_never_fails_a_decision_and_catches_up(tmp_path: Pa
         other.close()
         model.close()
     client.close()
+
+
+async def test_an_async_call_with_shared_learned_state_never_blocks_the_loop(
+    tmp_path: Path,
+) -> None:
+    from faults import BlockingCalls
+
+    from semcache import CachePolicy, EmbeddedBackend, PromptRequest, SemanticCache, cached
+    from semcache.matching.explore import Exploration
+    from semcache.testing import HashingEmbedder
+
+    state = SqliteLearnedState(tmp_path / "learned.sqlite3")
+    thresholds = AdaptiveThresholds(
+        AdaptiveConfig(initial_threshold=0.5, refresh_every=1e-9),  # a refresh on every decision
+        state=state,
+        explore=Exploration(probability=1.0, band=1.0),
+    )
+    cache = SemanticCache(
+        embedder=HashingEmbedder(),
+        backend=EmbeddedBackend(tmp_path / "cache"),
+        policy=CachePolicy(min_similarity=0.3),
+        thresholds=thresholds,
+    )
+
+    async def llm(prompt: str) -> str:
+        return "about 40 euros" if "train" in prompt else "120 euros"
+
+    ask = cached(cache, request=PromptRequest())(llm)
+    blocking = BlockingCalls()
+    with blocking.watching():
+        await ask("what is the price of a train ticket to rome")
+        await ask("what is the price of a plane ticket to rome")  # explored, judged, learned
+        await thresholds.arefresh()
+    assert blocking.seen == [], f"blocking calls on the event loop: {sorted(set(blocking.seen))}"
+    assert cache.info().explored_false == 1
+    assert thresholds.observations == 1
+    await thresholds.aclose()
+    await cache.aclose()
