@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from semcache.llm.responses import ResponseInfo
+from semcache._failopen import Trap
+from semcache.llm.responses import ResponseInfo, inspect_response
+from semcache.telemetry import Upstream
 
-__all__ = ["provider_of", "request_attributes", "response_report"]
+__all__ = ["provider_of", "report_response", "request_attributes", "response_report"]
 
 #: LiteLLM-style ``provider/model`` prefixes whose GenAI well-known provider name differs.
 _PREFIXES = {
@@ -108,3 +110,10 @@ def response_report(info: ResponseInfo) -> dict[str, Any]:
         "input_tokens": info.prompt_tokens if info.usage else None,
         "output_tokens": info.completion_tokens if info.usage else None,
     }
+
+
+def report_response(up: Upstream, response: Any) -> None:
+    """Report on ``up`` what a plain (not streamed) ``response`` says about itself, if it can be
+    read (an answer the cache cannot inspect is still the caller's answer)."""
+    with Trap(None, None, "store"):
+        up.respond(**response_report(inspect_response(response)))
