@@ -54,7 +54,7 @@ _TOKEN_BUCKETS = tuple(4**i for i in range(14))  # 1, 4, 16, ... 67108864
 MAX_REASONS = 64
 
 _SIMILARITY_BUCKETS = (
-    *(round(-0.2 + 0.05 * i, 2) for i in range(22)),
+    *(round(0.05 * i, 2) for i in range(18)),
     0.875, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0,
 )  # fmt: skip
 
@@ -349,7 +349,9 @@ class Telemetry:
             1, {**attrs, "semcache.reason": self._bounded(reason)} if reason else attrs
         )
         if similarity is not None:
-            self._similarity.record(similarity, {"semcache.outcome": str(outcome)})
+            # Histograms take non-negative values only: a negative cosine (an unrelated
+            # entry) is recorded as 0; the span keeps the exact value.
+            self._similarity.record(max(similarity, 0.0), {"semcache.outcome": str(outcome)})
             span.set_attribute("semcache.similarity", similarity)
         if threshold is not None:
             span.set_attribute("semcache.threshold", threshold)

@@ -221,3 +221,13 @@ def test_the_cached_retriever_and_the_rag_answer_emit_their_stages(otel: Otel) -
     }
     assert stages["retrieval"] == 1
     assert "semcache.retrieval" in {s.name for s in otel.spans.get_finished_spans()}
+
+
+def test_a_negative_similarity_is_recorded_not_dropped(otel: Otel) -> None:
+    tel = otel.telemetry()
+    with tel.span("semcache.lookup") as span:
+        tel.record_lookup(span, outcome="miss", tier=None, similarity=-0.3, threshold=0.9)
+    (point,) = otel.points("semcache.similarity")
+    assert (point.count, point.min) == (1, 0.0)
+    (span_data,) = otel.spans.get_finished_spans()
+    assert span_data.attributes["semcache.similarity"] == -0.3
