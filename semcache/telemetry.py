@@ -20,15 +20,16 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Histogram, Observation
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from semcache._genai_metrics import GenAiMetrics, Upstream
 from semcache._version import VERSION as _VERSION
 from semcache.errors import ConfigurationError, SemcacheError
 
@@ -44,12 +45,6 @@ _DURATION_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
-# The GenAI conventions' advised boundaries (gen_ai.client.operation.duration, .token.usage).
-_GENAI_DURATION_BUCKETS = (
-    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
-)  # fmt: skip
-_TOKEN_BUCKETS = tuple(4**i for i in range(14))  # 1, 4, 16, ... 67108864
-
 #: Distinct miss/bypass reasons put on ``semcache.requests``; later new ones become ``other``.
 MAX_REASONS = 64
 
@@ -71,56 +66,6 @@ class TokenPrice:
             raise ConfigurationError(
                 f"token prices must be >= 0, got input={self.input}, output={self.output}"
             )
-
-
-class Upstream:
-    """The upstream (LLM) call in progress: its span, and what the response reported.
-
-    Made by :meth:`Telemetry.upstream`; the caller reports the response (:meth:`respond`) and,
-    for a stream, each chunk (:meth:`chunk`) as it arrives.
-    """
-
-    __slots__ = ("_first_chunk", "_genai", "_start", "response_model", "span", "usage")
-
-    def __init__(self, span: Span, start: float, *, genai: bool) -> None:
-        self.span = span
-        self._start = start
-        self._genai = genai
-        self._first_chunk: float | None = None
-        self.response_model: str | None = None
-        #: (input, output) tokens the response reported, else ``None``.
-        self.usage: tuple[int, int] | None = None
-
-    def chunk(self) -> None:
-        """A stream chunk arrived (the first one sets ``gen_ai.response.time_to_first_chunk``)."""
-        if self._first_chunk is None:
-            self._first_chunk = time.perf_counter() - self._start
-            if self._genai:
-                self.span.set_attribute("gen_ai.response.time_to_first_chunk", self._first_chunk)
-
-    def respond(
-        self,
-        *,
-        model: str | None = None,
-        response_id: str | None = None,
-        finish_reasons: Sequence[str] = (),
-        input_tokens: int | None = None,
-        output_tokens: int | None = None,
-    ) -> None:
-        """What the response said about itself; ``None`` (or empty) where it said nothing."""
-        if not self._genai:
-            return
-        self.response_model = model or None
-        if input_tokens is not None or output_tokens is not None:
-            self.usage = (input_tokens or 0, output_tokens or 0)
-        attrs: dict[str, Any] = {
-            "gen_ai.response.model": self.response_model,
-            "gen_ai.response.id": response_id or None,
-            "gen_ai.response.finish_reasons": list(finish_reasons) or None,
-            "gen_ai.usage.input_tokens": input_tokens,
-            "gen_ai.usage.output_tokens": output_tokens,
-        }
-        self.span.set_attributes({k: v for k, v in attrs.items() if v is not None})
 
 
 class Telemetry:
@@ -198,21 +143,7 @@ class Telemetry:
             unit="{request}",
             description="Misses answered by a concurrent call's stored answer",
         )
-        self._genai_duration: Histogram | None = None
-        self._genai_tokens: Histogram | None = None
-        if genai:
-            self._genai_duration = meter.create_histogram(
-                "gen_ai.client.operation.duration",
-                unit="s",
-                description="GenAI operation duration",
-                explicit_bucket_boundaries_advisory=_GENAI_DURATION_BUCKETS,
-            )
-            self._genai_tokens = meter.create_histogram(
-                "gen_ai.client.token.usage",
-                unit="{token}",
-                description="Number of input and output tokens used",
-                explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
-            )
+        self._genai_metrics = GenAiMetrics(meter) if genai else None
         meter.create_observable_gauge(
             "semcache.entries",
             callbacks=[self._observe_entries],
@@ -302,26 +233,9 @@ class Telemetry:
         finally:
             elapsed = time.perf_counter() - start
             self._duration.record(elapsed, {"semcache.stage": "upstream"})
-            self._record_genai(call, attrs, elapsed, error_type)
+            if self._genai_metrics is not None:
+                self._genai_metrics.record(call, attrs, elapsed, error_type)
             span.end()
-
-    def _record_genai(
-        self, call: Upstream, request: Mapping[str, Any], elapsed: float, error_type: str | None
-    ) -> None:
-        if self._genai_duration is None or self._genai_tokens is None:
-            return
-        attrs = {
-            k: request[k]
-            for k in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")
-            if k in request
-        }
-        if call.response_model:
-            attrs["gen_ai.response.model"] = call.response_model
-        duration_attrs = attrs if error_type is None else {**attrs, "error.type": error_type}
-        self._genai_duration.record(elapsed, duration_attrs)
-        if call.usage is not None:
-            self._genai_tokens.record(call.usage[0], {**attrs, "gen_ai.token.type": "input"})
-            self._genai_tokens.record(call.usage[1], {**attrs, "gen_ai.token.type": "output"})
 
     def scope_label(self, scope_key: str) -> str | None:
         return scope_key[:8] if self._scope_attribute else None
