@@ -314,3 +314,42 @@ def test_request_attributes_read_plain_parameters_only() -> None:
         "gen_ai.request.stop_sequences": ["\n"],
         "gen_ai.request.choice.count": 2,
     }
+
+
+def test_the_rag_answer_function_is_the_upstream_call(otel: Otel, tmp_path: Any) -> None:
+    from semcache.retrieval import (
+        ChunkingConfig,
+        Document,
+        EmbeddedRetrievalStore,
+        HybridRetriever,
+        Indexer,
+        RagCache,
+        RecursiveSplitter,
+        ScoredChunk,
+    )
+
+    embedder = HashingEmbedder()
+    store = EmbeddedRetrievalStore(tmp_path / "store")
+    Indexer(store, embedder, RecursiveSplitter(ChunkingConfig(max_tokens=64))).upsert(
+        [Document(id="paris", text="Paris is the capital of France.")]
+    )
+    tel = otel.telemetry()
+    cache = SemanticCache(embedder=embedder, backend=MemoryBackend(), telemetry=tel)
+    rag = RagCache(cache=cache, retriever=HybridRetriever(store, embedder, telemetry=tel), k=1)
+
+    def answer(question: str, context: list[ScoredChunk]) -> dict[str, Any]:
+        return completion(context[0].chunk.text)
+
+    async def aanswer(question: str, context: list[ScoredChunk]) -> dict[str, Any]:
+        return completion(context[0].chunk.text)
+
+    rag(answer)("What is the capital of France?")
+    asyncio.run(rag(aanswer)("Which city is the French capital?"))
+    spans = upstream_spans(otel)
+    assert [s.name for s in spans] == ["chat", "chat"]
+    assert all((s.attributes or {})["gen_ai.usage.output_tokens"] == 3 for s in spans)
+    stages = {
+        p.attributes["semcache.stage"]: p.count for p in otel.points("semcache.stage.duration")
+    }
+    assert (stages["retrieval"], stages["upstream"]) == (2, 2)
+    cache.close()
