@@ -241,6 +241,7 @@ def test_genai_off_leaves_a_plain_upstream_span(otel: Otel) -> None:
     assert otel.points("gen_ai.client.token.usage") == []
 
 
+@pytest.mark.filterwarnings("ignore:Item .* is using the `ReadOnly` qualifier:UserWarning")
 def test_pydantic_and_litellm_responses_report_usage() -> None:
     from litellm import ModelResponse
 
