@@ -21,6 +21,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -109,10 +110,13 @@ def live(cache: SemanticCache, llm: FakeLLM, questions: list[str], rng: random.R
     """Serve ``questions`` through ``@cached``: plain calls, streams, and a few bypasses."""
     chat = cached(cache)(llm.complete)
     chat_stream = cached(cache)(llm.stream)
+    tracer = trace.get_tracer("semcache-demo")
     for question in questions:
         messages = [{"role": "user", "content": question}]
         roll = rng.random()
-        try:
+        # The app's own span (the cache's lookup and the LLM call are its children); a
+        # rate-limited question is dropped where a real app would retry.
+        with tracer.start_as_current_span("answer question"), suppress(RateLimitError):
             if roll < 0.08:
                 list(chat_stream(model=MODEL, messages=messages, stream=True))
             elif roll < 0.12:  # a turn after a tool result: never cached
@@ -123,8 +127,6 @@ def live(cache: SemanticCache, llm: FakeLLM, questions: list[str], rng: random.R
                     chat(model=MODEL, messages=messages, temperature=0)
             else:
                 chat(model=MODEL, messages=messages, temperature=0, max_tokens=400)
-        except RateLimitError:
-            continue  # the app's retry policy would go here
 
 
 def shadow(cache: SemanticCache, llm: FakeLLM, questions: list[str]) -> None:
