@@ -224,6 +224,7 @@ class FailOpen:
                 log.debug("semcache: bypass (%s)", e)
                 built = "invalid_input"
             return self.bypass(built) if isinstance(built, str) else built
+        self.cache.telemetry.record_failed_request("key")
         return Bypass(type(trap.error).__name__, error=True)
 
     def query(self, text: object, scope: Scope) -> Query | Bypass:
@@ -269,6 +270,8 @@ class FailOpen:
                 result = review(result)
             if count:
                 cache._record_result(span, result)
+        if trap.failed and count:
+            cache.telemetry.record_failed_request("lookup")
         if (entry_id := _corrupt_id(trap.error)) is not None:
             cache._discard(entry_id)
         return Lookup(None if trap.failed else result, vector, trap.error)
@@ -297,6 +300,8 @@ class FailOpen:
                 result = review(result)
             if count:
                 await cache._arecord_result(span, result)
+        if trap.failed and count:
+            cache.telemetry.record_failed_request("lookup")
         if (entry_id := _corrupt_id(trap.error)) is not None:
             await cache._adiscard(entry_id)
         return Lookup(None if trap.failed else result, vector, trap.error)

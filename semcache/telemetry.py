@@ -1,34 +1,19 @@
 """OpenTelemetry spans and metrics. Depends on ``opentelemetry-api`` only.
 
 With no SDK configured every call is a no-op (see "Telemetry overhead" in docs/BENCHMARKS.md);
-applications that install ``opentelemetry-sdk`` (or pass providers) get the spans and metrics below.
+applications that install ``opentelemetry-sdk`` (or pass providers) get the spans and metrics
+listed in docs/observability.md (one table: name, instrument, unit, attributes, meaning).
 ``SemanticCache.info()`` gives the same counts without OpenTelemetry.
 
-Spans: ``semcache.lookup`` with attributes ``semcache.outcome`` (hit/miss/bypass/error),
-``semcache.tier``, ``semcache.similarity``, ``semcache.threshold``, ``semcache.reason``,
-``semcache.shadow`` and ``semcache.partition`` (an 8-hex prefix of the scope hash), and a child span
-per stage: ``semcache.embed``, ``semcache.exact``, ``semcache.search``, ``semcache.store``,
-``semcache.retrieval`` and ``semcache.upstream`` (the LLM call; ``gen_ai.*`` attributes may be
-passed to :meth:`Telemetry.stage`).
+Spans: ``semcache.lookup`` with a child per cache stage (``semcache.embed``, ``semcache.exact``,
+``semcache.search``, ``semcache.store``, ``semcache.retrieval``), and the upstream (LLM) call,
+named and attributed by the OpenTelemetry GenAI conventions (``chat gpt-4o-mini``, kind CLIENT,
+``gen_ai.*`` attributes) unless ``genai=False`` (then ``semcache.upstream``).
 
-Metrics (``semcache.*`` where no OpenTelemetry GenAI convention exists; ``gen_ai.token.type`` and
-``gen_ai.request.model`` as attribute names where one does):
-
-==============================  =========  ===================================================
-``semcache.requests``           counter    by ``semcache.outcome``, ``semcache.tier``, shadow
-``semcache.stage.duration``     histogram  seconds, by ``semcache.stage``
-``semcache.similarity``         histogram  nearest candidate's cosine similarity, by outcome
-``semcache.entries``            gauge      entries stored, summed over the caches watched
-``semcache.evictions``          counter    entries evicted by the size bound
-``semcache.stores``             counter    by ``semcache.result`` (stored or a refusal reason)
-``semcache.errors``             counter    by ``semcache.stage`` and ``error.type``
-``semcache.tokens.saved``       counter    by ``gen_ai.token.type`` (input/output)
-``semcache.cost.saved``         counter    estimated price of those tokens (``prices=`` table)
-``semcache.feedback``           counter    by ``semcache.correct`` and ``semcache.shadow``
-==============================  =========  ===================================================
-
-Attributes are bounded: no prompt text, no tenant; the partition hash is on spans only.
-"""
+Metrics: ``semcache.*`` where no convention exists; the GenAI client metrics
+(``gen_ai.client.operation.duration``, ``gen_ai.client.token.usage``) for the upstream call.
+Attributes are bounded: no prompt text, no tenant; the partition hash is on spans only, and
+miss and bypass reasons are capped at a fixed number of distinct values."""
 
 from __future__ import annotations
 
@@ -42,12 +27,13 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from semcache._genai_metrics import GenAiMetrics, Upstream
 from semcache._version import VERSION as _VERSION
 from semcache.errors import ConfigurationError, SemcacheError
 
-__all__ = ["STAGES", "Telemetry", "TokenPrice"]
+__all__ = ["STAGES", "Telemetry", "TokenPrice", "Upstream"]
 
 _NAME = "semcache"
 
@@ -59,8 +45,11 @@ _DURATION_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
+#: Distinct miss/bypass reasons put on ``semcache.requests``; later new ones become ``other``.
+MAX_REASONS = 64
+
 _SIMILARITY_BUCKETS = (
-    *(round(-0.2 + 0.05 * i, 2) for i in range(22)),
+    *(round(0.05 * i, 2) for i in range(18)),
     0.875, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0,
 )  # fmt: skip
 
@@ -89,6 +78,11 @@ class Telemetry:
         prices: price per token by model name (the ``"model"`` metadata of a stored entry);
             the key ``"*"`` applies to entries with no or an unlisted model. Empty: no cost metric.
         currency: the unit of ``prices`` (the ``semcache.cost.saved`` unit).
+        genai: describe the upstream (LLM) call by the OpenTelemetry GenAI conventions (span
+            name, kind and ``gen_ai.*`` attributes; the ``gen_ai.client.*`` metrics). Turn it
+            off when the LLM client is instrumented already (e.g. by
+            ``opentelemetry-instrumentation-openai-v2``), so each call is counted once; the
+            upstream then gets a plain ``semcache.upstream`` span.
     """
 
     def __init__(
@@ -99,11 +93,14 @@ class Telemetry:
         scope_attribute: bool = True,
         prices: Mapping[str, TokenPrice] | None = None,
         currency: str = "USD",
+        genai: bool = True,
     ) -> None:
         self._tracer = trace.get_tracer(_NAME, _VERSION, tracer_provider=tracer_provider)
         meter = metrics.get_meter(_NAME, _VERSION, meter_provider=meter_provider)
         self._scope_attribute = scope_attribute
         self._prices = dict(prices or {})
+        self._genai = genai
+        self._reasons: set[str] = set()
         self._sources: list[weakref.WeakMethod[Callable[[], int]] | Callable[[], int]] = []
         self._sources_lock = threading.Lock()
         self._requests = meter.create_counter(
@@ -141,6 +138,12 @@ class Telemetry:
         self._feedback = meter.create_counter(
             "semcache.feedback", unit="{verdict}", description="Verdicts on served hits"
         )
+        self._coalesced = meter.create_counter(
+            "semcache.coalesced",
+            unit="{request}",
+            description="Misses answered by a concurrent call's stored answer",
+        )
+        self._genai_metrics = GenAiMetrics(meter) if genai else None
         meter.create_observable_gauge(
             "semcache.entries",
             callbacks=[self._observe_entries],
@@ -187,6 +190,53 @@ class Telemetry:
             finally:
                 self._duration.record(time.perf_counter() - start, {"semcache.stage": stage})
 
+    @contextmanager
+    def upstream(
+        self, attributes: Mapping[str, Any], *, current: bool = True
+    ) -> Iterator[Upstream]:
+        """The span of one upstream (LLM) call, its ``upstream`` stage duration and, with
+        ``genai``, the GenAI client metrics.
+
+        ``attributes`` are the request's ``gen_ai.*`` attributes (``gen_ai.operation.name``,
+        ``gen_ai.request.model``...). An exception raised in the block sets ``error.type`` and
+        the span's error status, and propagates. ``current=False`` for streams: a span made
+        current inside a generator would leak into its consumer's context between chunks.
+        """
+        start = time.perf_counter()
+        attrs = {k: v for k, v in attributes.items() if v is not None} if self._genai else {}
+        operation = str(attrs.get("gen_ai.operation.name", "chat"))
+        model = attrs.get("gen_ai.request.model")
+        name = (
+            (f"{operation} {model}" if model else operation) if self._genai else "semcache.upstream"
+        )
+        span = self._tracer.start_span(
+            name,
+            kind=SpanKind.CLIENT if self._genai else SpanKind.INTERNAL,
+            attributes=attrs or None,
+        )
+        call = Upstream(span, start, genai=self._genai)
+        error_type: str | None = None
+        try:
+            if current and span.is_recording():
+                with trace.use_span(
+                    span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+                ):
+                    yield call
+            else:
+                yield call
+        except Exception as e:
+            error_type = type(e).__qualname__
+            span.set_attribute("error.type", error_type)
+            span.record_exception(e)
+            span.set_status(Status(StatusCode.ERROR, error_type))
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            self._duration.record(elapsed, {"semcache.stage": "upstream"})
+            if self._genai_metrics is not None:
+                self._genai_metrics.record(call, attrs, elapsed, error_type)
+            span.end()
+
     def scope_label(self, scope_key: str) -> str | None:
         return scope_key[:8] if self._scope_attribute else None
 
@@ -202,15 +252,20 @@ class Telemetry:
         threshold: float | None,
         reason: str = "",
     ) -> None:
-        """Count one request by outcome; a ``shadow_hit`` reason is recorded as shadow."""
+        """Count one request by outcome (and the reason of a miss or bypass); a ``shadow_hit``
+        miss is also marked ``semcache.shadow``."""
         attrs: dict[str, str | bool] = {"semcache.outcome": str(outcome)}
         if tier:
             attrs["semcache.tier"] = tier
         if reason == "shadow_hit":
             attrs["semcache.shadow"] = True
-        self._requests.add(1, attrs)
+        self._requests.add(
+            1, {**attrs, "semcache.reason": self._bounded(reason)} if reason else attrs
+        )
         if similarity is not None:
-            self._similarity.record(similarity, {"semcache.outcome": str(outcome)})
+            # Histograms take non-negative values only: a negative cosine (an unrelated
+            # entry) is recorded as 0; the span keeps the exact value.
+            self._similarity.record(max(similarity, 0.0), {"semcache.outcome": str(outcome)})
             span.set_attribute("semcache.similarity", similarity)
         if threshold is not None:
             span.set_attribute("semcache.threshold", threshold)
@@ -224,6 +279,25 @@ class Telemetry:
         self.record_lookup(
             span, outcome="bypass", tier=None, similarity=None, threshold=None, reason=reason
         )
+
+    def _bounded(self, reason: str) -> str:
+        """``reason``, or ``other`` once :data:`MAX_REASONS` distinct ones were seen (a custom
+        guard or adapter must not blow up the metric's cardinality)."""
+        if reason in self._reasons:
+            return reason
+        with self._sources_lock:
+            if len(self._reasons) < MAX_REASONS:
+                self._reasons.add(reason)
+                return reason
+        return "other"
+
+    def record_failed_request(self, stage: str) -> None:
+        """A request the cache could not decide (its key or lookup failed): outcome ``error``."""
+        self._requests.add(1, {"semcache.outcome": "error", "semcache.stage": stage})
+
+    def record_coalesced(self) -> None:
+        """A miss answered by a concurrent call's stored answer (it was counted as a miss)."""
+        self._coalesced.add(1)
 
     def record_error(self, span: Span, stage: str, error: BaseException) -> None:
         """A failure the cache turned into a miss: the ``semcache.errors`` metric and the span."""

@@ -30,3 +30,10 @@ def test_otel_console_example_prints_spans_and_metrics() -> None:
     out = run(str(EXAMPLES / "otel_console.py"))
     for name in ("semcache.lookup", "semcache.embed", "semcache.requests", "semcache.tokens.saved"):
         assert f'"name": "{name}"' in out, name
+
+
+def test_observability_app_exports_genai_spans_and_cache_metrics() -> None:
+    out = run(str(EXAMPLES / "observability" / "app.py"), "--console", "--requests", "40")
+    for name in ("chat gpt-4o-mini", "gen_ai.client.token.usage", "semcache.requests"):
+        assert f'"name": "{name}"' in out, name
+    assert "hits_exact=" in out

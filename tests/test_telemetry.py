@@ -164,3 +164,70 @@ def test_no_sdk_telemetry_is_a_silent_no_op() -> None:
         c.store("a b c", 1)
         assert c.lookup("a b c").hit
         assert c.info().hits_exact == 1
+
+
+def test_requests_carry_bounded_reasons_and_failed_lookups_count_as_errors(otel: Otel) -> None:
+    from faults import RecordingEmbedder
+
+    from semcache import cached
+    from semcache.telemetry import MAX_REASONS
+
+    embedder = RecordingEmbedder()
+    tel = otel.telemetry()
+    with SemanticCache(embedder=embedder, backend=MemoryBackend(), telemetry=tel) as cache:
+
+        @cached(cache)
+        def chat(**kwargs: Any) -> str:
+            return "an answer"
+
+        chat(model="m", messages=[{"role": "user", "content": "hello world"}])  # a miss
+        chat(model="m", messages=[{"role": "assistant", "content": "no user turn"}])  # bypass
+        embedder.failing = True
+        chat(model="m", messages=[{"role": "user", "content": "something else entirely"}])
+    miss = {"semcache.outcome": "miss", "semcache.reason": "no_candidates"}
+    assert otel.total("semcache.requests", **miss) == 1
+    bypass = {"semcache.outcome": "bypass", "semcache.reason": "invalid_input"}
+    assert otel.total("semcache.requests", **bypass) == 1
+    error = {"semcache.outcome": "error", "semcache.stage": "lookup"}
+    assert otel.total("semcache.requests", **error) == 1
+    assert otel.total("semcache.requests") == 3  # every request once: a ratio's denominator
+    with tel.span("semcache.request") as span:
+        for i in range(MAX_REASONS + 5):
+            tel.record_bypass(span, f"custom-{i}")
+    reasons = {p.attributes.get("semcache.reason") for p in otel.points("semcache.requests")}
+    assert "other" in reasons
+    assert len(reasons - {None}) == MAX_REASONS + 1  # 64 distinct, then "other"
+
+
+def test_the_cached_retriever_and_the_rag_answer_emit_their_stages(otel: Otel) -> None:
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+
+    from semcache_langchain import CachedRetriever
+
+    class Fixed(BaseRetriever):
+        def _get_relevant_documents(
+            self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        ) -> list[Document]:
+            return [Document(page_content="Paris is the capital of France.")]
+
+    with _cache(otel) as cache:
+        retriever = CachedRetriever(retriever=Fixed(), cache=cache)
+        retriever.invoke("capital of france")
+        retriever.invoke("capital of france")  # a hit: the wrapped retriever is not called
+    stages = {
+        p.attributes["semcache.stage"]: p.count for p in otel.points("semcache.stage.duration")
+    }
+    assert stages["retrieval"] == 1
+    assert "semcache.retrieval" in {s.name for s in otel.spans.get_finished_spans()}
+
+
+def test_a_negative_similarity_is_recorded_not_dropped(otel: Otel) -> None:
+    tel = otel.telemetry()
+    with tel.span("semcache.lookup") as span:
+        tel.record_lookup(span, outcome="miss", tier=None, similarity=-0.3, threshold=0.9)
+    (point,) = otel.points("semcache.similarity")
+    assert (point.count, point.min) == (1, 0.0)
+    (span_data,) = otel.spans.get_finished_spans()
+    assert span_data.attributes["semcache.similarity"] == -0.3

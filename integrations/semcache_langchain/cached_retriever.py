@@ -70,7 +70,10 @@ class CachedRetriever(BaseRetriever):
         found = None if isinstance(q, Bypass) else fo.find(q, min_similarity=self.min_similarity)
         if (hit := fo.decode(result_of(found), documents_from_json)) is not MISSING:
             return hit
-        docs = self.retriever.invoke(query, config={"callbacks": run_manager.get_child()}, **kwargs)
+        with self.cache.telemetry.stage("retrieval"):
+            docs = self.retriever.invoke(
+                query, config={"callbacks": run_manager.get_child()}, **kwargs
+            )
         if may_store(q, found) and (value := self._encode(docs)) is not None:
             fo.put(q, value, ttl=self.ttl, vector=vector_of(found))
         return docs
@@ -85,9 +88,10 @@ class CachedRetriever(BaseRetriever):
         )
         if (hit := await fo.adecode(result_of(found), documents_from_json)) is not MISSING:
             return hit
-        docs = await self.retriever.ainvoke(
-            query, config={"callbacks": run_manager.get_child()}, **kwargs
-        )
+        with self.cache.telemetry.stage("retrieval"):
+            docs = await self.retriever.ainvoke(
+                query, config={"callbacks": run_manager.get_child()}, **kwargs
+            )
         if may_store(q, found) and (value := self._encode(docs)) is not None:
             await fo.aput(q, value, ttl=self.ttl, vector=vector_of(found))
         return docs

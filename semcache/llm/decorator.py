@@ -16,17 +16,19 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing, closing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from semcache._failopen import MISSING, Bypass, FailOpen, Lookup, Trap
 from semcache.cache import Query, SemanticCache
 from semcache.errors import ConfigurationError, CorruptEntryError, NotCacheableError
 from semcache.llm.coalesce import Flight, Flights
+from semcache.llm.genai import request_attributes, response_report
 from semcache.llm.options import CallOptions, current_options
-from semcache.llm.requests import ChatRequest, RequestAdapter
+from semcache.llm.requests import ChatRequest, PromptRequest, RequestAdapter
 from semcache.llm.responses import (
     Codec,
     JsonCodec,
@@ -40,6 +42,7 @@ from semcache.matching.explore import AnswerCheck, AnswerMatch, Exploration, exp
 from semcache.models import CallOutcome, Candidate, Entry, LookupResult, Outcome
 from semcache.policy import check_threshold, guard_veto
 from semcache.stats import CacheInfo
+from semcache.telemetry import Upstream
 
 __all__ = ["cached"]
 
@@ -66,6 +69,25 @@ class _Call:
     explored: Candidate | None = None  # judged against this call's fresh answer
 
 
+_BYPASS_TAIL = 8  # chunks a bypassed stream keeps: enough for the usage and finish chunks
+
+
+@dataclass(slots=True)
+class _Streamed:
+    """An upstream stream as it goes by: its chunks and, once it ended, what they said.
+
+    A stream that will be stored keeps every chunk; a bypassed one only its tail, so a long
+    uncached stream costs no memory (its usage and finish reason come in the last chunks).
+    """
+
+    chunks: list[Any] | deque[Any] = field(default_factory=list)
+    info: ResponseInfo | None = None
+
+    @classmethod
+    def tail(cls) -> _Streamed:
+        return cls(chunks=deque(maxlen=_BYPASS_TAIL))
+
+
 class _Cached:
     """The decisions behind one decorated function, shared by its sync and async shells."""
 
@@ -84,6 +106,7 @@ class _Cached:
         coalesce_timeout: float,
         stream: bool,
         on_outcome: Callable[[CallOutcome], None] | None,
+        provider: str | None = None,
     ) -> None:
         self.fn = fn
         self.cache = cache
@@ -113,6 +136,8 @@ class _Cached:
             if self.exploration is not None and self.exploration.check is not None
             else AnswerMatch(embedder=cache.embedder)
         )
+        self.provider = provider
+        self.operation = "text_completion" if isinstance(request, PromptRequest) else "chat"
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -320,6 +345,7 @@ class _Cached:
         call.result = found.result
         if value is not MISSING:
             self.cache._count("coalesced")
+            self.tel.record_coalesced()
             self.report(Outcome.COALESCED, call)
         elif found.result.entry is not None:
             call.failed = True  # the entry did not decode
@@ -335,28 +361,29 @@ class _Cached:
 
     # -- stores --------------------------------------------------------------------------------
 
-    def save(self, call: _Call, response: Any, inspect: Inspect) -> Any:
+    def save(self, call: _Call, response: Any, info: ResponseInfo | None) -> Any:
         """Store an eligible response (blocking); returns the stored JSON value or ``MISSING``.
 
         Nothing here can lose the response: any failure is recorded and the caller returns it.
-        Nothing is stored when the lookup failed in a way the store would repeat.
+        Nothing is stored when the lookup failed in a way the store would repeat, or when the
+        response could not be inspected (``info`` is ``None``; recorded by :meth:`inspected`).
         """
-        if call.skip_store:
+        if call.skip_store or info is None:
             return MISSING
         with self.fo.failures.trap(None, "store"):
-            prepared = self._prepare(call, response, inspect)
+            prepared = self._prepare(call, response, info)
             if prepared is not None:
                 value, info = prepared
                 if self.fo.put(call.query, value, **self._put_options(call, info)) is not None:
                     return value
         return MISSING
 
-    async def asave(self, call: _Call, response: Any, inspect: Inspect) -> Any:
+    async def asave(self, call: _Call, response: Any, info: ResponseInfo | None) -> Any:
         """:meth:`save`, awaiting the cache."""
-        if call.skip_store:
+        if call.skip_store or info is None:
             return MISSING
         with self.fo.failures.trap(None, "store"):
-            prepared = self._prepare(call, response, inspect)
+            prepared = self._prepare(call, response, info)
             if prepared is not None:
                 value, info = prepared
                 options = self._put_options(call, info)
@@ -365,10 +392,9 @@ class _Cached:
         return MISSING
 
     def _prepare(
-        self, call: _Call, response: Any, inspect: Inspect
+        self, call: _Call, response: Any, info: ResponseInfo
     ) -> tuple[Any, ResponseInfo] | None:
         """The JSON value to store and what it says about itself; ``None`` if refused (counted)."""
-        info = inspect(response)
         reason = refusal_reason(info, store_tool_calls=self.store_tool_calls)
         if reason is None and not call.store:
             reason = "no_store"
@@ -391,6 +417,74 @@ class _Cached:
             "completion_tokens": info.completion_tokens,
         }
         return {"ttl": call.ttl, "vector": call.vector, "metadata": metadata}
+
+    # -- the upstream call ----------------------------------------------------------------------
+    #
+    # Every call that reaches the wrapped function (bypassed or not) gets the upstream span, by
+    # the GenAI conventions; the response is inspected once, for the span and for the store.
+
+    def genai(self, kwargs: dict[str, Any], *, stream: bool = False) -> dict[str, Any]:
+        """The call's ``gen_ai.*`` request attributes (none if they cannot be read)."""
+        with Trap(None, None, "key"):
+            return request_attributes(
+                kwargs, operation=self.operation, provider=self.provider, stream=stream
+            )
+        return {}
+
+    def inspected(
+        self, response: Any, inspect: Inspect, up: Upstream, *, record: bool
+    ) -> ResponseInfo | None:
+        """What ``response`` says about itself, reported on the upstream span; ``None`` if it
+        cannot be inspected (a store failure, recorded if ``record``: the store needed it)."""
+        with Trap(self.fo.failures if record else None, None, "store"):
+            info = inspect(response)
+            up.respond(**response_report(info))
+            return info
+        return None
+
+    def upstream_sync(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], call: _Call | None
+    ) -> tuple[Any, ResponseInfo | None]:
+        with self.tel.upstream(self.genai(kwargs)) as up:
+            response = self.fn(*args, **kwargs)
+            return response, self.inspected(response, inspect_response, up, record=_saves(call))
+
+    async def upstream_async(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], call: _Call | None
+    ) -> tuple[Any, ResponseInfo | None]:
+        with self.tel.upstream(self.genai(kwargs)) as up:
+            response = await self.fn(*args, **kwargs)
+            return response, self.inspected(response, inspect_response, up, record=_saves(call))
+
+    def stream_upstream(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], call: _Call | None, out: _Streamed
+    ) -> Iterator[Any]:
+        """The upstream's chunks, kept in ``out``; ``out.info`` is set once the stream ended.
+
+        The span is not made current: the generator's consumer runs between chunks."""
+        attrs = self.genai(kwargs, stream=True)
+        with (
+            self.tel.upstream(attrs, current=False) as up,
+            closing(self.fn(*args, **kwargs)) as upstream,
+        ):
+            for chunk in upstream:
+                up.chunk()
+                out.chunks.append(chunk)
+                yield chunk
+            out.info = self.inspected(out.chunks, inspect_stream, up, record=_saves(call))
+
+    async def astream_upstream(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], call: _Call | None, out: _Streamed
+    ) -> AsyncGenerator[Any, None]:
+        """:meth:`stream_upstream` for an async generator."""
+        attrs = self.genai(kwargs, stream=True)
+        with self.tel.upstream(attrs, current=False) as up:
+            async with aclosing(self.fn(*args, **kwargs)) as upstream:
+                async for chunk in upstream:
+                    up.chunk()
+                    out.chunks.append(chunk)
+                    yield chunk
+            out.info = self.inspected(out.chunks, inspect_stream, up, record=_saves(call))
 
     # -- reporting -----------------------------------------------------------------------------
 
@@ -419,7 +513,7 @@ class _Cached:
     def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         call = self.begin(args, kwargs)
         if call is None:
-            return self.fn(*args, **kwargs)
+            return self.upstream_sync(args, kwargs, None)[0]
         self.find(call)
         hit = self.serve(call)
         if hit is not MISSING:
@@ -431,9 +525,8 @@ class _Cached:
                 return hit
         stored: Any = MISSING
         try:
-            with self.tel.stage("upstream"):
-                response = self.fn(*args, **kwargs)
-            stored = self.save(call, response, inspect_response)
+            response, info = self.upstream_sync(args, kwargs, call)
+            stored = self.save(call, response, info)
             self.judge(call, response)
             return response
         finally:
@@ -442,7 +535,7 @@ class _Cached:
     async def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         call = self.begin(args, kwargs)
         if call is None:
-            return await self.fn(*args, **kwargs)
+            return (await self.upstream_async(args, kwargs, None))[0]
         await self.afind(call)
         hit = await self.aserve(call)
         if hit is not MISSING:
@@ -454,9 +547,8 @@ class _Cached:
                 return hit
         stored: Any = MISSING
         try:
-            with self.tel.stage("upstream"):
-                response = await self.fn(*args, **kwargs)
-            stored = await self.asave(call, response, inspect_response)
+            response, info = await self.upstream_async(args, kwargs, call)
+            stored = await self.asave(call, response, info)
             await self.ajudge(call, response)
             return response
         finally:
@@ -465,7 +557,7 @@ class _Cached:
     def stream_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
         call = self.begin(args, kwargs)
         if call is None:
-            yield from self.fn(*args, **kwargs)
+            yield from self.stream_upstream(args, kwargs, None, _Streamed.tail())
             return
         self.find(call)
         hit = self.serve(call)
@@ -478,15 +570,12 @@ class _Cached:
         if hit is not MISSING:
             yield from hit
             return
-        chunks: list[Any] = []
+        out = _Streamed()
         stored: Any = MISSING
         try:
-            with closing(self.fn(*args, **kwargs)) as upstream:
-                for chunk in upstream:
-                    chunks.append(chunk)
-                    yield chunk
+            yield from self.stream_upstream(args, kwargs, call, out)
             # Reached only when the stream ran to its end: aborted streams are never stored.
-            stored = self.save(call, chunks, inspect_stream)
+            stored = self.save(call, out.chunks, out.info)
         finally:
             self.release(call, stored)
 
@@ -495,7 +584,7 @@ class _Cached:
     ) -> AsyncIterator[Any]:
         call = self.begin(args, kwargs)
         if call is None:
-            async for chunk in self.fn(*args, **kwargs):
+            async for chunk in self.astream_upstream(args, kwargs, None, _Streamed.tail()):
                 yield chunk
             return
         await self.afind(call)
@@ -510,14 +599,13 @@ class _Cached:
             for chunk in hit:
                 yield chunk
             return
-        chunks: list[Any] = []
+        out = _Streamed()
         stored: Any = MISSING
         try:
-            async with aclosing(self.fn(*args, **kwargs)) as upstream:
+            async with aclosing(self.astream_upstream(args, kwargs, call, out)) as upstream:
                 async for chunk in upstream:
-                    chunks.append(chunk)
                     yield chunk
-            stored = await self.asave(call, chunks, inspect_stream)
+            stored = await self.asave(call, out.chunks, out.info)
         finally:
             self.release(call, stored)
 
@@ -534,6 +622,7 @@ def cached(
     coalesce: bool = True,
     coalesce_timeout: float = 30.0,
     on_outcome: Callable[[CallOutcome], None] | None = None,
+    provider: str | None = None,
 ) -> Callable[[F], F]:
     """Put ``cache`` in front of an LLM-calling function.
 
@@ -555,6 +644,9 @@ def cached(
         coalesce_timeout: seconds a waiting call waits before calling upstream itself.
         on_outcome: called (in the caller's thread or task) with a :class:`CallOutcome` for
             every call: for per-request logging, or tests. It must not raise.
+        provider: the ``gen_ai.provider.name`` of the upstream span (``openai``,
+            ``anthropic``, ``aws.bedrock``...); by default read from a ``provider/model``
+            prefix or the model's family, and left out when neither tells.
 
     The wrapper keeps the function's kind (sync, async, generator, async generator) and gains
     ``cache_info()``, ``cache_clear()`` (empties the whole cache, shared or not) and
@@ -586,6 +678,7 @@ def cached(
             coalesce_timeout=coalesce_timeout,
             stream=is_gen or is_async_gen,
             on_outcome=on_outcome,
+            provider=provider,
         )
         wrapper: Any
         if is_async_gen:
@@ -617,3 +710,9 @@ def cached(
         return wrapper  # type: ignore[no-any-return]
 
     return decorate
+
+
+def _saves(call: _Call | None) -> bool:
+    """Whether the response of ``call`` is meant for the store (so failing to inspect it is a
+    store failure to record)."""
+    return call is not None and not call.skip_store

@@ -31,7 +31,12 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResponseInfo:
-    """What the cache needs to know about a response before storing it."""
+    """What the cache (and the upstream span) needs to know about a response.
+
+    ``usage`` says whether the response reported token usage at all (``prompt_tokens`` and
+    ``completion_tokens`` are 0 when it did not); ``model`` and ``response_id`` are the
+    response's own, ``finish_reasons`` one per choice.
+    """
 
     text: str
     finish_reason: str | None = None
@@ -39,13 +44,38 @@ class ResponseInfo:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: bool = False
+    usage: bool = False
+    model: str | None = None
+    response_id: str | None = None
+    finish_reasons: tuple[str, ...] = ()
 
 
-def _usage(obj: Any) -> tuple[int, int]:
+def _tokens(usage: Any, *names: str) -> int:
+    for name in names:
+        value = _get(usage, name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 0
+
+
+def _usage(obj: Any) -> tuple[int, int] | None:
+    """(input, output) tokens of an OpenAI/LiteLLM ``usage`` (``prompt_tokens``...) or a
+    Responses/Anthropic-style one (``input_tokens``...); ``None`` if there is none."""
     usage = _get(obj, "usage")
-    if usage is None:
-        return 0, 0
-    return int(_get(usage, "prompt_tokens", 0) or 0), int(_get(usage, "completion_tokens", 0) or 0)
+    if usage is None or isinstance(usage, str | int | float):
+        return None
+    return (
+        _tokens(usage, "prompt_tokens", "input_tokens"),
+        _tokens(usage, "completion_tokens", "output_tokens"),
+    )
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _finish_reasons(choices: Any) -> tuple[str, ...]:
+    return tuple(r for c in choices if isinstance(r := _get(c, "finish_reason"), str))
 
 
 def inspect_response(obj: Any) -> ResponseInfo:
@@ -66,13 +96,18 @@ def inspect_response(obj: Any) -> ResponseInfo:
         tool_calls = bool(
             message is not None and (_get(message, "tool_calls") or _get(message, "function_call"))
         )
-        prompt, completion = _usage(obj)
+        usage = _usage(obj)
+        prompt, completion = usage or (0, 0)
         return ResponseInfo(
             text=text if isinstance(text, str) else "",
             finish_reason=_get(first, "finish_reason"),
             tool_calls=tool_calls,
             prompt_tokens=prompt,
             completion_tokens=completion,
+            usage=usage is not None,
+            model=_str(_get(obj, "model")),
+            response_id=_str(_get(obj, "id")),
+            finish_reasons=_finish_reasons(choices),
         )
     for attr in ("content", "text"):
         value = _get(obj, attr)
@@ -85,13 +120,15 @@ def inspect_stream(chunks: Iterable[Any]) -> ResponseInfo:
     """Fold a complete stream of chunks (strings or OpenAI chat chunks) into one ResponseInfo."""
     parts: list[str] = []
     finish: str | None = None
-    tool_calls = False
+    finishes: dict[int, str] = {}
+    tool_calls = reported = False
     prompt = completion = 0
+    model = response_id = None
     for chunk in chunks:
         if isinstance(chunk, str):
             parts.append(chunk)
             continue
-        for choice in _get(chunk, "choices") or ():
+        for i, choice in enumerate(_get(chunk, "choices") or ()):
             delta = _get(choice, "delta")
             content = _get(delta, "content") if delta is not None else _get(choice, "text")
             if isinstance(content, str):
@@ -99,14 +136,24 @@ def inspect_stream(chunks: Iterable[Any]) -> ResponseInfo:
             if delta is not None and (_get(delta, "tool_calls") or _get(delta, "function_call")):
                 tool_calls = True
             finish = _get(choice, "finish_reason") or finish
-        p, c = _usage(chunk)
-        prompt, completion = max(prompt, p), max(completion, c)
+            if isinstance(reason := _get(choice, "finish_reason"), str):
+                index = _get(choice, "index")
+                finishes[index if isinstance(index, int) else i] = reason
+        if (usage := _usage(chunk)) is not None:  # usually on the last chunk only
+            reported = True
+            prompt, completion = max(prompt, usage[0]), max(completion, usage[1])
+        model = _str(_get(chunk, "model")) or model
+        response_id = _str(_get(chunk, "id")) or response_id
     return ResponseInfo(
         text="".join(parts),
         finish_reason=finish,
         tool_calls=tool_calls,
         prompt_tokens=prompt,
         completion_tokens=completion,
+        usage=reported,
+        model=model,
+        response_id=response_id,
+        finish_reasons=tuple(finishes[i] for i in sorted(finishes)),
     )
 
 

@@ -26,6 +26,7 @@ from semcache._failopen import MISSING, Bypass, FailOpen, Lookup, may_store, vec
 from semcache.cache import SemanticCache
 from semcache.errors import BackendError, ConfigurationError, NotCacheableError
 from semcache.keys import Scope
+from semcache.llm.genai import report_response
 from semcache.llm.responses import JsonCodec
 from semcache.models import Entry
 from semcache.retrieval.documents import Document, ScoredChunk
@@ -47,6 +48,9 @@ SOURCES_KEY = "rag_sources"
 """The entry-metadata key holding the retrieval fingerprint."""
 
 AnswerFn = Callable[[str, list[ScoredChunk]], Any]
+
+#: The answer function's span: a chat call to a model the RAG cache does not know.
+_CHAT = {"gen_ai.operation.name": "chat"}
 
 
 def retrieval_fingerprint(hits: Sequence[ScoredChunk]) -> list[dict[str, str]]:
@@ -198,8 +202,10 @@ class RagCache:
         with self._fo.failures.trap(None, "retrieval") as trap:
             hits = self.retriever.retrieve(question, self.k, vector=vector)
         if trap.failed:
-            return RagAnswer(answer=fn(question, []), cached=False, sources=[], degraded=True)
-        result = fn(question, hits)
+            return RagAnswer(
+                answer=self._call(fn, question, []), cached=False, sources=[], degraded=True
+            )
+        result = self._call(fn, question, hits)
         sources = retrieval_fingerprint(hits)
         entry = None
         if may_store(q, found) and (value := self._storable(result)) is not MISSING:
@@ -221,8 +227,9 @@ class RagCache:
         with self._fo.failures.trap(None, "retrieval") as trap:
             hits = await self.retriever.aretrieve(question, self.k, vector=vector)
         if trap.failed:
-            return RagAnswer(answer=await fn(question, []), cached=False, sources=[], degraded=True)
-        result = await fn(question, hits)
+            answer = await self._acall(fn, question, [])
+            return RagAnswer(answer=answer, cached=False, sources=[], degraded=True)
+        result = await self._acall(fn, question, hits)
         sources = retrieval_fingerprint(hits)
         entry = None
         if may_store(q, found) and (value := self._storable(result)) is not MISSING:
@@ -231,6 +238,25 @@ class RagCache:
             if entry is not None:
                 await asyncio.to_thread(self._cite, entry.id, sources)
         return RagAnswer(answer=result, cached=False, sources=sources, entry_id=_id(entry))
+
+    # -- the answer function: the upstream call ---------------------------------------------------
+
+    def _call(self, fn: AnswerFn, question: str, hits: list[ScoredChunk]) -> Any:
+        with self.cache.telemetry.upstream(_CHAT) as up:
+            result = fn(question, hits)
+            report_response(up, result)
+            return result
+
+    async def _acall(
+        self,
+        fn: Callable[[str, list[ScoredChunk]], Awaitable[Any]],
+        question: str,
+        hits: list[ScoredChunk],
+    ) -> Any:
+        with self.cache.telemetry.upstream(_CHAT) as up:
+            result = await fn(question, hits)
+            report_response(up, result)
+            return result
 
     # -- steps shared by both paths -------------------------------------------------------------
 
