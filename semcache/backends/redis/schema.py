@@ -553,6 +553,8 @@ def rank_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
         missing[COST] = repr(cost)
     if SIZE not in f:
         missing[SIZE] = str(_hash_size(f))
+    if HITS not in f:
+        missing[HITS] = "1"  # stored once; its uses were not counted
     return missing
 
 
