@@ -209,7 +209,7 @@ class RedisBackend:
     def _rerank(self) -> None:
         """If the cache's priorities were computed by another policy (an old cache: by LRU),
         recompute every entry's (and fill in the counts an older semcache did not keep)."""
-        client, keys, eviction = self.client, self.keys, self.eviction
+        client, keys, eviction, dim = self.client, self.keys, self.eviction, self._dim()
 
         def run() -> None:
             if rs.recorded_eviction(client.get(keys.eviction)) == eviction.name:
@@ -221,15 +221,16 @@ class RedisBackend:
                 ids = [rs.as_text(m) for m, _ in members]
                 pipe = client.pipeline(transaction=False)
                 for entry_id in ids:
-                    pipe.hgetall(keys.entry_key(entry_id))
+                    pipe.hmget(keys.entry_key(entry_id), rs.RANK_READ)
                 writes = client.pipeline(transaction=False)
-                for entry_id, fields in zip(ids, pipe.execute(), strict=True):
-                    if not fields:
+                for entry_id, values in zip(ids, pipe.execute(), strict=True):
+                    if (fields := rs.read_rank(values)) is None:
                         continue  # expired: purge_expired drops the id
-                    if missing := rs.rank_fields(fields):
+                    if missing := rs.rank_fields(fields, dim):
                         flat = [x for kv in missing.items() for x in kv]
                         writes.eval(rs.FILL_LUA, 1, keys.entry_key(entry_id), *flat)
-                    writes.zadd(keys.lru, {entry_id: rs.rank_of(eviction, fields, 0.0)}, xx=True)
+                    score = rs.rank_of(eviction, fields, dim, 0.0)
+                    writes.zadd(keys.lru, {entry_id: score}, xx=True)
                 writes.execute()
                 if cursor == 0:
                     break

@@ -46,6 +46,7 @@ __all__ = [
     "FORMAT",
     "PUT_LUA",
     "PUT_SHA",
+    "RANK_READ",
     "RESERVED_NAMES",
     "TOUCH_LUA",
     "TOUCH_SHA",
@@ -75,6 +76,7 @@ __all__ = [
     "raised_clock",
     "rank_fields",
     "rank_of",
+    "read_rank",
     "recorded_eviction",
     "reload_script",
     "result_ids",
@@ -98,7 +100,8 @@ PROMPT, RESPONSE, METADATA = "prompt", "response", "metadata"
 CREATED_AT, EXPIRES_AT = "created_at", "expires_at"
 # Not indexed: what eviction ranks an entry by (uses, tokens a hit saves, bytes, last use).
 HITS, COST, SIZE, ATIME = "hits", "cost", "size", "atime"
-_RANKING = frozenset({HITS, COST, SIZE, ATIME})
+_RANKING_ORDER = (HITS, COST, SIZE, ATIME)
+_RANKING = frozenset(_RANKING_ORDER)
 #: The one member of ``semcache:N:clock``.
 CLOCK = "clock"
 DISTANCE = "vector_distance"
@@ -542,9 +545,18 @@ def touch_score(eviction: Eviction, results: Sequence[Any], now: float) -> float
     )
 
 
-def rank_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
+#: What re-ranking reads of an entry with ``HMGET`` (not the vector: its size is ``4 * dim``).
+RANK_READ = (SCOPE, TEXT_KEY, PROMPT, RESPONSE, METADATA, CREATED_AT, EXPIRES_AT, *_RANKING_ORDER)
+
+
+def read_rank(values: Sequence[Any]) -> dict[str, Any] | None:
+    """The fields ``HMGET key *RANK_READ`` returned, or ``None`` for an entry gone."""
+    f = {k: v for k, v in zip(RANK_READ, values, strict=True) if v is not None}
+    return f if SCOPE in f else None
+
+
+def rank_fields(f: Mapping[str, Any], dim: int) -> dict[str, str]:
     """The ranking fields an entry lacks (written by an older semcache), from its content."""
-    f = {as_text(k): v for k, v in fields.items()}
     missing: dict[str, str] = {}
     if COST not in f:
         cost = metadata_cost(
@@ -552,21 +564,20 @@ def rank_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
         )
         missing[COST] = repr(cost)
     if SIZE not in f:
-        missing[SIZE] = str(_hash_size(f))
+        missing[SIZE] = str(_hash_size(f) + 4 * dim)
     if HITS not in f:
         missing[HITS] = "1"  # stored once; its uses were not counted
     return missing
 
 
-def rank_of(eviction: Eviction, fields: Mapping[Any, Any], clock: float) -> float:
-    """An entry's priority from its hash fields (with :func:`rank_fields` filled in), for
-    re-ranking a cache under another policy: last use for LRU, uses and cost for GDSF."""
-    f = {as_text(k): v for k, v in fields.items()}
-    f.update(rank_fields(f))
+def rank_of(eviction: Eviction, f: Mapping[str, Any], dim: int, clock: float) -> float:
+    """An entry's priority from :func:`read_rank`'s fields, for re-ranking a cache under another
+    policy: last use for LRU, uses and cost for GDSF."""
+    f = {**f, **rank_fields(f, dim)}
     used = f.get(ATIME, f.get(CREATED_AT, 0.0))
     return eviction.priority(
         clock,
-        int(as_text(f.get(HITS, 1))),
+        int(as_text(f[HITS])),
         float(as_text(f[COST])),
         int(as_text(f[SIZE])),
         float(as_text(used)),
