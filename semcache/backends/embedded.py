@@ -30,7 +30,14 @@ import numpy as np
 from semcache._clock import Clock, SystemClock
 from semcache.backends import sqlite_io
 from semcache.backends.base import check_vector, encode_json
-from semcache.backends.eviction import LRU, Eviction, check_eviction, entry_cost, metadata_cost
+from semcache.backends.eviction import (
+    GDSF,
+    LRU,
+    Eviction,
+    check_eviction,
+    entry_cost,
+    metadata_cost,
+)
 from semcache.backends.lock import DirectoryLock
 from semcache.backends.scoped_index import ScopedIndexes, over_cap
 from semcache.backends.vector_index import HnswParams
@@ -238,7 +245,7 @@ class LocalBackend:
         clock: Clock | None = None,
         eviction: Eviction | None = None,
     ) -> None:
-        self.eviction: Eviction = LRU() if eviction is None else check_eviction(eviction)
+        self.eviction: Eviction = GDSF() if eviction is None else check_eviction(eviction)
         self._evict_clock = 0.0  # GDSF's clock: the priority of the last entry evicted
         self._dir = Path(path) if path is not None else None
         self._hnsw = hnsw
@@ -741,9 +748,10 @@ class EmbeddedBackend(LocalBackend):
             larger than this is refused with :class:`NotCacheableError`. ``None``: no cap.
         autosave_seconds: while writing, snapshot the HNSW graphs at most this often.
         clock: time source for autosave.
-        eviction: which entries go first past ``max_entries`` or ``max_bytes``: ``LRU()``
-            (default) or ``GDSF()`` (:mod:`semcache.backends.eviction`). Reopening a store with
-            another policy re-ranks its entries once.
+        eviction: which entries go first past ``max_entries`` or ``max_bytes``: ``GDSF()``
+            (default: the fewest tokens saved per byte, aged) or ``LRU()``
+            (:mod:`semcache.backends.eviction`). A store ranked by another policy (one written
+            before semcache had this choice was ranked by LRU) is re-ranked once on open.
     """
 
     def __init__(

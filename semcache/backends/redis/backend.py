@@ -34,7 +34,7 @@ import numpy as np
 
 from semcache.backends.base import check_vector
 from semcache.backends.breaker import BreakerParams, CircuitBreaker
-from semcache.backends.eviction import LRU, Eviction, check_eviction
+from semcache.backends.eviction import GDSF, Eviction, check_eviction
 from semcache.backends.redis import schema as rs
 from semcache.backends.redis.async_methods import AsyncRedisOps
 from semcache.backends.redis.connection import RedisConnection
@@ -67,7 +67,9 @@ class RedisBackend:
         breaker: when to stop calling an unreachable Redis, and for how long.
         client: a ready ``redis.Redis`` (bytes responses) instead of ``url``; not closed by us.
         async_client: with ``client``, a ready ``redis.asyncio.Redis`` for the async methods.
-        eviction: which entries :meth:`evict` deletes first: ``LRU()`` (default) or ``GDSF()``.
+        eviction: which entries :meth:`evict` deletes first: ``GDSF()`` (default) or ``LRU()``
+            (:mod:`semcache.backends.eviction`); a cache ranked by another policy (or written
+            before semcache had this choice) is re-ranked once at :meth:`bind`.
     """
 
     def __init__(
@@ -82,7 +84,7 @@ class RedisBackend:
         async_client: Any = None,
         eviction: Eviction | None = None,
     ) -> None:
-        self.eviction: Eviction = LRU() if eviction is None else check_eviction(eviction)
+        self.eviction: Eviction = GDSF() if eviction is None else check_eviction(eviction)
         try:
             import redisvl.exceptions
         except ImportError:
