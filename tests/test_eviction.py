@@ -167,6 +167,19 @@ def test_gdsf_evicts_the_cheap_and_cold_before_the_costly_and_hot(stores: Stores
     assert b.evict(2) == 0
 
 
+def test_a_use_is_ranked_by_the_shared_arithmetic(stores: Stores) -> None:
+    b = stores.open(GDSF())
+    stored = b.put(entry("a", 300, at=1.0), vec(1)).id
+    if stores.kind == "embedded":
+        size = b.stats().stored_bytes  # the one entry's bytes, as max_bytes counts them
+    else:
+        size = int(b.client.hget(b.keys.entry_key(stored), "size"))
+    assert stores.priorities(b)[stored] == pytest.approx(GDSF().priority(0.0, 1, 300.0, size, 1))
+    b.touch(stored, now=2.0)
+    b.touch(stored, now=3.0)
+    assert stores.priorities(b)[stored] == pytest.approx(GDSF().priority(0.0, 3, 300.0, size, 3))
+
+
 def test_lru_when_selected_ignores_cost(stores: Stores) -> None:
     b = stores.open(LRU())
     ids = {
