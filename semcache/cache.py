@@ -76,7 +76,7 @@ class SemanticCache:
         guards: vetoes applied to semantic candidates. Default: one :class:`LexicalGuard`
             (numbers and negations must match); pass ``()`` for none.
         telemetry: OpenTelemetry spans and metrics; a default no-op-until-SDK instance if omitted.
-        clock: time source for TTL and LRU.
+        clock: time source for TTL and the recency of uses.
         thresholds: a learned per-candidate threshold above the policy's floor
             (:class:`semcache.matching.adaptive.AdaptiveThresholds`), fed by :meth:`feedback`.
         shadow: compute would-be hits but return misses (counted as ``shadow_hits``), to project
@@ -486,13 +486,13 @@ class SemanticCache:
     def _record_result(self, span: Span, result: LookupResult) -> None:
         """Count a lookup's hit or miss, touch the served entry, record tokens saved."""
         if (entry_id := self._count_result(span, result)) is not None:
-            with _logged("could not update LRU order"):  # best effort; the hit stands
+            with _logged("could not record the use for eviction"):  # best effort; the hit stands
                 self.backend.touch(entry_id, self.clock.now())
 
     async def _arecord_result(self, span: Span, result: LookupResult) -> None:
         """:meth:`_record_result`, awaiting the backend."""
         if (entry_id := self._count_result(span, result)) is not None:
-            with _logged("could not update LRU order"):  # best effort; the hit stands
+            with _logged("could not record the use for eviction"):  # best effort; the hit stands
                 await self.abackend.atouch(entry_id, self.clock.now())
 
     def _count_result(self, span: Span, result: LookupResult) -> str | None:

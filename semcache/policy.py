@@ -78,7 +78,8 @@ class CachePolicy:
     Attributes:
         min_similarity: cosine similarity (-1..1, higher is closer) a semantic hit needs.
         ttl: seconds an entry lives; ``None`` keeps it until evicted.
-        max_entries: size bound; least-recently-used entries are evicted past it.
+        max_entries: size bound; past it the backend evicts the entries its eviction policy
+            ranks lowest (``GDSF()`` by default: the fewest tokens saved per byte, aged).
         candidates: nearest neighbours fetched per lookup (guards may refuse the first).
         exact_tier: check the normalised-text exact tier before embedding.
         max_text_chars: longer texts are refused (:class:`InvalidInputError`).

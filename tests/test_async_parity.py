@@ -29,6 +29,7 @@ from semcache import (
 )
 from semcache.backends.base import AsyncBackend, ThreadedBackend
 from semcache.backends.breaker import BreakerParams
+from semcache.backends.eviction import LRU
 from semcache.testing import HashingEmbedder, ManualClock
 
 KINDS = ["embedded", pytest.param("redis", marks=pytest.mark.redis)]
@@ -81,11 +82,12 @@ class Stores:
         self.opened: list[Any] = []
 
     def open(self) -> Any:
+        """A new backend, evicting by recency as the script expects (GDSF: test_eviction)."""
         if self.kind == "embedded":
-            return EmbeddedBackend(self.tmp_path / uuid.uuid4().hex)
+            return EmbeddedBackend(self.tmp_path / uuid.uuid4().hex, eviction=LRU())
         from semcache.backends.redis import RedisBackend
 
-        backend = RedisBackend(self.url, name=f"t{uuid.uuid4().hex[:12]}")
+        backend = RedisBackend(self.url, name=f"t{uuid.uuid4().hex[:12]}", eviction=LRU())
         self.opened.append(backend)
         return backend
 

@@ -111,8 +111,9 @@ def test_every_key_is_namespaced_and_json(backend: Any) -> None:
         _unit(2),
     )
     keys = {k.decode() for k in backend.client.scan_iter(match=f"semcache:{backend.keys.name}:*")}
-    assert keys == {backend.keys.meta, backend.keys.lru, backend.keys.entry_key("s:t")}
-    fields = backend.client.hgetall(backend.keys.entry_key("s:t"))
+    entry_key, k = backend.keys.entry_key("s:t"), backend.keys
+    assert keys == {k.meta, k.lru, k.eviction, entry_key}  # k.clock: after an eviction
+    fields = backend.client.hgetall(entry_key)
     assert json.loads(fields[b"response"]) == {"a": [1]}
     assert json.loads(backend.client.get(backend.keys.meta))["fingerprint"]["dim"] == 16
 
@@ -162,10 +163,10 @@ async def test_drop_deletes_the_index_and_every_key(backend: Any, path: str) -> 
         [dataclasses.replace(new, text_key=f"t{i}") for i in range(3)], [_unit(i) for i in range(3)]
     )
     keys, indexed = _leftovers(backend)
-    assert len(keys) == 5  # meta, LRU list, three entries
+    assert len(keys) == 6  # meta, eviction policy, eviction order, three entries
     assert indexed
     dropped = backend.drop() if path == "sync" else await backend.adrop()
-    assert dropped == 5
+    assert dropped == 6
     assert _leftovers(backend) == ([], False)
     backend.put(new, _unit(7))  # still usable: the next search recreates the index
     deadline = time.monotonic() + 10
@@ -184,7 +185,7 @@ def test_an_unbound_backend_drops_a_cache_by_name(backend: Any, redis_url: str) 
         NewEntry(scope_key="s", text_key="t", prompt="p", response=1, created_at=1.0), _unit(5)
     )
     with RedisBackend(redis_url, name=backend.keys.name) as other:
-        assert other.drop() == 3
+        assert other.drop() == 4  # meta, eviction policy and order, the entry
     assert _leftovers(backend) == ([], False)
 
 

@@ -8,6 +8,7 @@ import pytest
 from otel_capture import Otel
 
 from semcache import CachePolicy, MemoryBackend, Scope, SemanticCache, Telemetry
+from semcache.backends.eviction import LRU
 from semcache.telemetry import TokenPrice
 from semcache.testing import HashingEmbedder
 
@@ -15,7 +16,7 @@ from semcache.testing import HashingEmbedder
 def _cache(otel: Otel, **kwargs: Any) -> SemanticCache:
     return SemanticCache(
         embedder=HashingEmbedder(),
-        backend=MemoryBackend(),
+        backend=MemoryBackend(eviction=LRU()),  # the size bound below evicts by recency
         policy=CachePolicy(min_similarity=0.6, max_entries=2),
         telemetry=otel.telemetry(**kwargs),
     )

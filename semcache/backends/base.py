@@ -56,14 +56,15 @@ class Backend(Protocol):
         """An entry by id, or ``None``."""
 
     def touch(self, entry_id: str, now: float) -> None:
-        """Mark an entry as used now (for LRU eviction)."""
+        """Count a use of an entry at ``now``: its eviction priority is recomputed."""
 
     def delete(self, entry_ids: Iterable[str]) -> int:
         """Delete entries by id; returns how many existed."""
 
     def evict(self, max_entries: int) -> int:
-        """Delete least-recently-used entries until at most ``max_entries`` remain; returns how
-        many went, including any a backend's own caps evicted since the last call."""
+        """Delete the entries its eviction policy ranks lowest until at most ``max_entries``
+        remain; returns how many went, including any a backend's own caps evicted since the last
+        call."""
 
     def purge_expired(self, now: float) -> int:
         """Delete expired entries; returns how many."""

@@ -6,6 +6,12 @@ a large one has an HNSW graph (``scoped_index.py`` gives each structure's cost a
 snapshotted to disk atomically on ``flush()`` / ``close()`` (and every ``autosave_seconds`` while
 writing) and reconciled with SQLite when loaded (entries added since are inserted, deleted ones
 marked). A crash loses no entry. ``max_scopes`` and ``max_bytes`` cap the store.
+
+Past ``max_entries`` or ``max_bytes``, entries go lowest priority first, as the backend's
+eviction policy (:mod:`.eviction`) ranks them: three columns per entry (uses, cost, priority;
+about 24 bytes) and an index on the priority (about 30 bytes), so a use is one indexed update and
+evicting ``k`` entries reads ``k`` index rows. ``max_scopes`` evicts whole scopes, least recently
+used first, whatever the policy.
 """
 
 from __future__ import annotations
@@ -24,6 +30,14 @@ import numpy as np
 from semcache._clock import Clock, SystemClock
 from semcache.backends import sqlite_io
 from semcache.backends.base import check_vector, encode_json
+from semcache.backends.eviction import (
+    GDSF,
+    LRU,
+    Eviction,
+    check_eviction,
+    entry_cost,
+    metadata_cost,
+)
 from semcache.backends.lock import DirectoryLock
 from semcache.backends.scoped_index import ScopedIndexes, over_cap
 from semcache.backends.vector_index import HnswParams
@@ -64,6 +78,10 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_lru ON entries (last_access);
 CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expires_at) WHERE expires_at IS NOT NULL;
 """
+#: Added to stores written before cost-aware eviction, one ``ADD COLUMN`` each (idempotent):
+#: uses so far, tokens a hit saves, and the policy's rank (lowest evicted first).
+_EVICTION_COLUMNS = {"hits": "INTEGER NOT NULL DEFAULT 1", "cost": "REAL", "priority": "REAL"}
+_EVICTION_INDEX = "CREATE INDEX IF NOT EXISTS entries_priority ON entries (priority, id)"
 _COLUMNS = "id, scope_key, text_key, prompt, response, metadata, created_at, expires_at"
 #: The bytes an entry takes in the store, counted against ``max_bytes`` (as :func:`_entry_bytes`).
 _SIZE = (
@@ -73,6 +91,14 @@ _SIZE = (
 )
 #: What :meth:`LocalBackend._delete_rows` takes: id, scope key and size.
 _ROW_REF = f"id, scope_key, {_SIZE}"
+#: The entries to evict first (:data:`_ROW_REF` and the priority), in the policy's order.
+_VICTIMS = f"SELECT {_ROW_REF}, priority FROM entries ORDER BY priority, id LIMIT ?"
+#: The priority of every entry (``?``: the clock), recomputed when the policy changes.
+_RANK = (
+    "UPDATE entries SET cost = coalesce(cost, semcache_cost(prompt, response, metadata)), "
+    "priority = semcache_priority(?, hits, "
+    f"coalesce(cost, semcache_cost(prompt, response, metadata)), {_SIZE}, last_access)"
+)
 
 
 def _row_id(entry_id: str) -> int | None:
@@ -217,7 +243,10 @@ class LocalBackend:
         max_bytes: int | None = None,
         autosave_seconds: float = 60.0,
         clock: Clock | None = None,
+        eviction: Eviction | None = None,
     ) -> None:
+        self.eviction: Eviction = GDSF() if eviction is None else check_eviction(eviction)
+        self._evict_clock = 0.0  # GDSF's clock: the priority of the last entry evicted
         self._dir = Path(path) if path is not None else None
         self._hnsw = hnsw
         self._snapshot = snapshot and self._dir is not None
@@ -263,6 +292,7 @@ class LocalBackend:
         db = self._path
         with self._sql("read the entry store"):
             self._db.executescript(_SCHEMA)
+            self._open_eviction()
             self._count = int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
             stored = self._meta("fingerprint")
             fmt = self._meta("format")
@@ -276,6 +306,28 @@ class LocalBackend:
             ) from e
         if version is not None and version != _FORMAT:
             raise ConfigurationError(f"{db} has format {fmt}; this semcache reads format {_FORMAT}")
+
+    def _open_eviction(self) -> None:
+        """Add the eviction columns if missing, then rank the entries without a priority (written
+        by an older semcache) or, if the store was ranked by another policy, all of them anew
+        (an old store was ranked by recency: LRU). O(entries) only then."""
+        db, policy = self._db, self.eviction
+        db.create_function("semcache_priority", 5, policy.priority, deterministic=True)
+        db.create_function("semcache_cost", 3, metadata_cost, deterministic=True)
+        with sqlite_io.transaction(db, self._path, "rank the entries for eviction"):
+            sqlite_io.add_missing_columns(db, "entries", _EVICTION_COLUMNS)
+            db.execute(_EVICTION_INDEX)
+            if (self._meta("eviction") or LRU().name) == policy.name:
+                clock = float(self._meta("eviction_clock") or 0.0)
+                db.execute(f"{_RANK} WHERE priority IS NULL", (clock,))
+            else:
+                clock = 0.0
+                db.execute(_RANK, (clock,))
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('eviction', ?), ('eviction_clock', ?)",
+                (policy.name, repr(clock)),
+            )
+        self._evict_clock = clock
 
     def _sql(self, action: str) -> AbstractContextManager[None]:
         """SQLite errors inside the block become a :class:`BackendError` naming the file."""
@@ -457,7 +509,9 @@ class LocalBackend:
             replaced_bytes = 0
             ids: list[int] = []
             with sqlite_io.transaction(self._db, self._path, "store entries"):
-                for entry, vec, (response, metadata) in zip(entries, vecs, encoded, strict=True):
+                for entry, vec, (response, metadata), size in zip(
+                    entries, vecs, encoded, sizes, strict=True
+                ):
                     old = self._db.execute(
                         f"SELECT id, {_SIZE} FROM entries WHERE scope_key = ? AND text_key = ?",
                         (entry.scope_key, entry.text_key),
@@ -467,9 +521,11 @@ class LocalBackend:
                         if added.pop(int(old[0]), None) is None:
                             replaced.append((int(old[0]), entry.scope_key))
                             replaced_bytes += int(old[1])
+                    cost = entry_cost(entry.prompt, response, entry.metadata)
                     cur = self._db.execute(
                         "INSERT INTO entries (scope_key, text_key, prompt, response, metadata, "
-                        "created_at, expires_at, last_access, vector) VALUES (?,?,?,?,?,?,?,?,?)",
+                        "created_at, expires_at, last_access, vector, hits, cost, priority) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,1,?,?)",
                         (
                             entry.scope_key,
                             entry.text_key,
@@ -480,6 +536,10 @@ class LocalBackend:
                             entry.expires_at,
                             entry.created_at,
                             vec.tobytes(),
+                            cost,
+                            self.eviction.priority(
+                                self._evict_clock, 1, cost, size, entry.created_at
+                            ),
                         ),
                     )
                     new_id = int(cur.lastrowid or 0)
@@ -493,21 +553,24 @@ class LocalBackend:
             for scope, scope_ids in _by_scope((i, s) for i, (s, _) in added.items()).items():
                 labels = np.array(scope_ids, dtype=np.int64)
                 indexes.add(scope, labels, np.stack([added[i][1] for i in scope_ids]))
-            self._make_room((), [], 0)  # a batch larger than a cap: its oldest entries go
+            self._make_room((), [], 0)  # a batch larger than a cap: its lowest-ranked entries go
             self._maybe_autosave()
         return [e.stored_as(str(new_id)) for new_id, e in zip(ids, entries, strict=True)]
 
     def touch(self, entry_id: str, now: float) -> None:
+        """Count a use of the entry at ``now`` and re-rank it (one indexed update)."""
         with self._lock, self._sql("mark an entry used"):
             rows = self._db.execute(
-                "UPDATE entries SET last_access = ? WHERE id = ? RETURNING scope_key",
-                (now, _row_id(entry_id)),
+                "UPDATE entries SET last_access = ?, hits = hits + 1, priority = "
+                f"semcache_priority(?, hits + 1, coalesce(cost, 0), {_SIZE}, ?) "
+                "WHERE id = ? RETURNING scope_key",
+                (now, self._evict_clock, now, _row_id(entry_id)),
             ).fetchall()  # fetched to the end, so the statement is done before the next one
             if rows and self._scoped is not None:
                 self._scoped.use(str(rows[0][0]))  # the scope's recency, for max_scopes
 
     def _make_room(self, entries: Sequence[NewEntry], sizes: list[int], incoming: int) -> None:
-        """Evict least-recently-used scopes and entries so that the batch fits the caps.
+        """Evict least-recently-used scopes, then the lowest-ranked entries, so the batch fits.
 
         An entry larger than ``max_bytes`` is refused, before anything is evicted. Caller holds
         the lock.
@@ -538,7 +601,7 @@ class LocalBackend:
         self._evicted_by_caps(self._delete_rows(rows))
 
     def _evict_bytes(self, entries: Sequence[NewEntry], incoming: int) -> None:
-        """Evict least-recently-used entries (``evict``'s order) until ``incoming`` bytes fit."""
+        """Evict the lowest-ranked entries (``evict``'s order) until ``incoming`` bytes fit."""
         need = over_cap(self._bytes, incoming, self.max_bytes)
         if need > 0 and entries:  # what the batch replaces makes room too
             keys = {(e.scope_key, e.text_key) for e in entries}
@@ -551,23 +614,29 @@ class LocalBackend:
             )
             need = over_cap(self._bytes - replaced, incoming, self.max_bytes)
         while need > 0:
-            rows = self._db.execute(
-                f"SELECT {_ROW_REF} FROM entries ORDER BY last_access, id LIMIT 256"
-            ).fetchall()
+            rows = self._db.execute(_VICTIMS, (256,)).fetchall()
             if not rows:
                 return
             take = 0
             while take < len(rows) and need > 0:
                 need -= int(rows[take][2])
                 take += 1
-            self._evicted_by_caps(self._delete_rows(rows[:take]))
+            self._evicted_by_caps(self._evict_rows(rows[:take]))
 
     def _evicted_by_caps(self, n: int) -> None:
         self._evicted += n
         self._evictions += n
 
-    def _delete_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
-        """Delete (id, scope_key, size) rows (:data:`_ROW_REF`) from SQLite and their vectors.
+    def _evict_rows(self, rows: list[tuple[Any, ...]]) -> int:
+        """Delete rows of :data:`_VICTIMS`, advancing (and saving) the policy's clock."""
+        clock = self.eviction.clock_after(self._evict_clock, (float(r[3]) for r in rows))
+        deleted = self._delete_rows(rows, clock=clock)
+        self._evict_clock = clock
+        return deleted
+
+    def _delete_rows(self, rows: Iterable[tuple[Any, ...]], *, clock: float | None = None) -> int:
+        """Delete (id, scope_key, size) rows (:data:`_ROW_REF`) from SQLite and their vectors;
+        with ``clock``, save it as the eviction clock in the same transaction.
 
         Caller holds the lock.
         """
@@ -576,6 +645,10 @@ class LocalBackend:
             return 0
         with sqlite_io.transaction(self._db, self._path, "delete entries"):
             self._db.executemany("DELETE FROM entries WHERE id = ?", [(r[0],) for r in rows])
+            if clock is not None and clock != self._evict_clock:
+                self._db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'eviction_clock'", (repr(clock),)
+                )
         self._count -= len(rows)
         self._bytes -= sum(int(r[2]) for r in rows)
         indexes = self._indexes()
@@ -595,7 +668,7 @@ class LocalBackend:
             return self._delete_rows(rows)
 
     def evict(self, max_entries: int) -> int:
-        """Evict least-recently-used entries past ``max_entries``.
+        """Evict the lowest-ranked entries (see ``eviction``) past ``max_entries``.
 
         Returns how many went, counting those the ``max_scopes`` and ``max_bytes`` caps evicted
         since the last call (stores evict for the caps before they write).
@@ -605,10 +678,8 @@ class LocalBackend:
             excess = self._count - max_entries
             if excess <= 0:
                 return by_caps
-            rows = self._db.execute(
-                f"SELECT {_ROW_REF} FROM entries ORDER BY last_access, id LIMIT ?", (excess,)
-            ).fetchall()
-            return by_caps + self._delete_rows(rows)
+            rows = self._db.execute(_VICTIMS, (excess,)).fetchall()
+            return by_caps + self._evict_rows(rows)
 
     def purge_expired(self, now: float) -> int:
         with self._lock, self._sql("purge expired entries"):
@@ -664,8 +735,8 @@ class EmbeddedBackend(LocalBackend):
 
     Small scopes are searched exactly and large ones with a graph (see ``HnswParams``), so
     memory follows the entries, not the number of scopes. The caps bound the store: past them,
-    a store first evicts the least recently used scopes or entries (what ``touch`` last marked),
-    and :meth:`evict` reports them.
+    a store first evicts the least recently used scopes, or the entries its ``eviction`` policy
+    ranks lowest, and :meth:`evict` reports them.
 
     Args:
         path: a directory; created if missing, reopened with its entries if present. Held
@@ -677,6 +748,10 @@ class EmbeddedBackend(LocalBackend):
             larger than this is refused with :class:`NotCacheableError`. ``None``: no cap.
         autosave_seconds: while writing, snapshot the HNSW graphs at most this often.
         clock: time source for autosave.
+        eviction: which entries go first past ``max_entries`` or ``max_bytes``: ``GDSF()``
+            (default: the fewest tokens saved per byte, aged) or ``LRU()``
+            (:mod:`semcache.backends.eviction`). A store ranked by another policy (one written
+            before semcache had this choice was ranked by LRU) is re-ranked once on open.
     """
 
     def __init__(
@@ -688,6 +763,7 @@ class EmbeddedBackend(LocalBackend):
         max_bytes: int | None = 4 * 2**30,
         autosave_seconds: float = 60.0,
         clock: Clock | None = None,
+        eviction: Eviction | None = None,
     ) -> None:
         self.hnsw = hnsw or HnswParams()
         super().__init__(
@@ -698,17 +774,29 @@ class EmbeddedBackend(LocalBackend):
             max_bytes=max_bytes,
             autosave_seconds=autosave_seconds,
             clock=clock,
+            eviction=eviction,
         )
 
 
 class MemoryBackend(LocalBackend):
     """Exact search over an in-memory store: no persistence. A test oracle and a scratch cache.
 
-    ``max_scopes`` and ``max_bytes`` cap it as they do :class:`EmbeddedBackend` (no cap here
-    unless given).
+    ``max_scopes``, ``max_bytes`` and ``eviction`` work as in :class:`EmbeddedBackend` (no cap
+    here unless given).
     """
 
-    def __init__(self, *, max_scopes: int | None = None, max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_scopes: int | None = None,
+        max_bytes: int | None = None,
+        eviction: Eviction | None = None,
+    ) -> None:
         super().__init__(
-            None, hnsw=None, snapshot=False, max_scopes=max_scopes, max_bytes=max_bytes
+            None,
+            hnsw=None,
+            snapshot=False,
+            max_scopes=max_scopes,
+            max_bytes=max_bytes,
+            eviction=eviction,
         )

@@ -13,7 +13,14 @@ from contextlib import contextmanager
 
 from semcache.errors import BackendError, InvalidInputError
 
-__all__ = ["check_text", "connect", "storage_error", "transaction", "translated"]
+__all__ = [
+    "add_missing_columns",
+    "check_text",
+    "connect",
+    "storage_error",
+    "transaction",
+    "translated",
+]
 
 _CORRUPT = ("malformed", "not a database", "corrupt", "encrypted")
 
@@ -74,3 +81,12 @@ def check_text(text: str, what: str) -> str:
         except UnicodeEncodeError as e:
             raise InvalidInputError(f"{what} is not valid Unicode: {e}") from e
     return text
+
+
+def add_missing_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """Add each ``name: declaration`` column ``table`` lacks (a store written by an older
+    semcache); idempotent, one ``ALTER TABLE ... ADD COLUMN`` per missing column."""
+    have = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+    for name, declaration in columns.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
+    from semcache.backends.eviction import Eviction
     from semcache.backends.redis.core import RedisCore
     from semcache.models import Candidate, Entry, NewEntry
 
@@ -39,6 +40,7 @@ class AsyncRedisOps:
         ef_search: HNSW search width (EF_RUNTIME).
         sizes: scope sizes remembered for the query plan (shared with the sync methods).
         ensure_schema: the sync index setup, run in a worker thread when the index vanished.
+        eviction: the eviction policy (as the sync methods').
     """
 
     def __init__(
@@ -51,8 +53,9 @@ class AsyncRedisOps:
         ef_search: int,
         sizes: rs.ScopeSizes,
         ensure_schema: Callable[[], None],
+        eviction: Eviction,
     ) -> None:
-        self.core, self.keys, self.schema = core, keys, schema
+        self.core, self.keys, self.schema, self.eviction = core, keys, schema, eviction
         self.dim, self.ef_search, self.sizes = dim, ef_search, sizes
         self._ensure_schema = ensure_schema
 
@@ -117,16 +120,36 @@ class AsyncRedisOps:
 
     async def _awrite(self, rows: list[rs.Row]) -> None:
         client = self.core.aclient()
+        clock = await self._aeviction_clock()
         for attempt in (0, 1):
-            pipe = rs.queue_writes(self.keys, client.pipeline(transaction=False), rows)
+            pipe = client.pipeline(transaction=False)
+            pipe = rs.queue_writes(self.keys, pipe, rows, self.eviction, clock)
             results = await pipe.execute(raise_on_error=False)
             if not rs.reload_script(results, may_retry=attempt == 0):
                 return
             await client.script_load(rs.PUT_LUA)  # not loaded yet, or Redis restarted
 
+    async def _aeviction_clock(self) -> float:
+        if not self.eviction.uses_clock:
+            return 0.0
+        return rs.clock_value(await self.core.aclient().zscore(self.keys.clock, rs.CLOCK))
+
     async def atouch(self, entry_id: str, now: float) -> None:
-        client = self.core.aclient()
-        await self._arun("touch", lambda: client.zadd(self.keys.lru, {entry_id: now}, xx=True))
+        client, keys = self.core.aclient(), self.keys
+
+        async def run() -> None:
+            for attempt in (0, 1):
+                pipe = rs.queue_touch(
+                    keys, client.pipeline(transaction=False), entry_id, self.eviction, now
+                )
+                results = await pipe.execute(raise_on_error=False)
+                if not rs.reload_script(results, may_retry=attempt == 0):
+                    break
+                await client.script_load(rs.TOUCH_LUA)  # not loaded yet, or Redis restarted
+            if (score := rs.touch_score(self.eviction, results, now)) is not None:
+                await client.zadd(keys.lru, {entry_id: score}, xx=True)
+
+        await self._arun("touch", run)
 
     async def adelete(self, entry_ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(entry_ids))
@@ -155,6 +178,8 @@ class AsyncRedisOps:
             popped = await self._arun("evict", lambda: client.zpopmin(lru, n))
             if not popped:
                 return deleted
+            if (clock := rs.raised_clock(self.eviction, popped)) is not None:
+                await self._arun("evict", lambda: client.zadd(self.keys.clock, clock, gt=True))
             deleted += await self._adelete_batch([rs.as_text(member) for member, _ in popped])
 
     async def _amatching_ids(self, filter_expression: Any) -> list[str]:

@@ -3,8 +3,20 @@
 Each entry is one hash (JSON payload, float32 vector) under ``semcache:<name>:e:``; one search
 index per cache holds an HNSW vector field (cosine distance, converted to cosine similarity here),
 the scope and the normalised-text key as TAG fields, and the expiry time. A KNN query is
-pre-filtered to one scope inside the engine. TTL is the key's own expiry; LRU order lives in a
-sorted set. Key names and decisions: :mod:`.schema`.
+pre-filtered to one scope inside the engine. TTL is the key's own expiry; the eviction order
+lives in a sorted set (entry id -> priority, see :mod:`semcache.backends.eviction`). Key names and
+decisions: :mod:`.schema`.
+
+Eviction, and what is atomic: a use (``touch``) counts itself with one script on the entry's
+own key (so nothing is created for an entry gone) and reads GDSF's clock in the same round trip,
+then sets the score with ``ZADD XX`` (LRU sets it in that first round trip). Two uses of one
+entry at once may leave the score of one use fewer until its next use; a use racing its
+eviction never brings the id back. Eviction pops ids with ``ZPOPMIN`` (atomic: replicas evict
+distinct entries) and raises the clock with ``ZADD GT`` (it never goes back). A store reads the
+clock, then writes: an eviction in between leaves the new entry ranked slightly low. Costs: four
+small hash fields per entry (~40 bytes) and two keys per cache; a use is two round trips with
+GDSF, one with LRU. Every replica of a cache must use the same policy: binding with another one
+re-ranks every entry (O(entries), once).
 
 Every command goes through a :class:`~.core.RedisCore` (socket timeouts, a circuit breaker that
 turns an outage into an immediate :class:`BackendUnavailableError`, error mapping); the async
@@ -22,6 +34,7 @@ import numpy as np
 
 from semcache.backends.base import check_vector
 from semcache.backends.breaker import BreakerParams, CircuitBreaker
+from semcache.backends.eviction import GDSF, Eviction, check_eviction
 from semcache.backends.redis import schema as rs
 from semcache.backends.redis.async_methods import AsyncRedisOps
 from semcache.backends.redis.connection import RedisConnection
@@ -54,6 +67,9 @@ class RedisBackend:
         breaker: when to stop calling an unreachable Redis, and for how long.
         client: a ready ``redis.Redis`` (bytes responses) instead of ``url``; not closed by us.
         async_client: with ``client``, a ready ``redis.asyncio.Redis`` for the async methods.
+        eviction: which entries :meth:`evict` deletes first: ``GDSF()`` (default) or ``LRU()``
+            (:mod:`semcache.backends.eviction`); a cache ranked by another policy (or written
+            before semcache had this choice) is re-ranked once at :meth:`bind`.
     """
 
     def __init__(
@@ -66,7 +82,9 @@ class RedisBackend:
         breaker: BreakerParams | None = None,
         client: Any = None,
         async_client: Any = None,
+        eviction: Eviction | None = None,
     ) -> None:
+        self.eviction: Eviction = GDSF() if eviction is None else check_eviction(eviction)
         try:
             import redisvl.exceptions
         except ImportError:
@@ -148,6 +166,7 @@ class RedisBackend:
             self._fingerprint, self._index = fingerprint, index
             try:
                 self._ensure_schema()
+                self._rerank()
             except BaseException:
                 self._fingerprint, self._index = None, None
                 raise
@@ -159,6 +178,7 @@ class RedisBackend:
                 ef_search=self.hnsw.ef_search,
                 sizes=self._sizes,
                 ensure_schema=self._ensure_schema,
+                eviction=self.eviction,
             )
 
     def _ensure_schema(self) -> None:
@@ -187,6 +207,38 @@ class RedisBackend:
                 rs.check_meta(client.get(self.keys.meta), fp, where)
 
         self._core.run("index setup", check_or_create, timed=False)
+
+    def _rerank(self) -> None:
+        """If the cache's priorities were computed by another policy (an old cache: by LRU),
+        recompute every entry's (and fill in the counts an older semcache did not keep)."""
+        client, keys, eviction, dim = self.client, self.keys, self.eviction, self._dim()
+
+        def run() -> None:
+            if rs.recorded_eviction(client.get(keys.eviction)) == eviction.name:
+                return
+            client.delete(keys.clock)
+            cursor = 0
+            while True:
+                cursor, members = client.zscan(keys.lru, cursor, count=rs.BATCH)
+                ids = [rs.as_text(m) for m, _ in members]
+                pipe = client.pipeline(transaction=False)
+                for entry_id in ids:
+                    pipe.hmget(keys.entry_key(entry_id), rs.RANK_READ)
+                writes = client.pipeline(transaction=False)
+                for entry_id, values in zip(ids, pipe.execute(), strict=True):
+                    if (fields := rs.read_rank(values)) is None:
+                        continue  # expired: purge_expired drops the id
+                    if missing := rs.rank_fields(fields, dim):
+                        flat = [x for kv in missing.items() for x in kv]
+                        writes.eval(rs.FILL_LUA, 1, keys.entry_key(entry_id), *flat)
+                    score = rs.rank_of(eviction, fields, dim, 0.0)
+                    writes.zadd(keys.lru, {entry_id: score}, xx=True)
+                writes.execute()
+                if cursor == 0:
+                    break
+            client.set(keys.eviction, eviction.name)
+
+        self._core.run("re-rank for eviction", run, timed=False)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -244,15 +296,37 @@ class RedisBackend:
 
     def _write(self, rows: list[rs.Row]) -> None:
         client = self.client
+        clock = self._eviction_clock()
         for attempt in (0, 1):
-            pipe = rs.queue_writes(self.keys, client.pipeline(transaction=False), rows)
+            pipe = client.pipeline(transaction=False)
+            pipe = rs.queue_writes(self.keys, pipe, rows, self.eviction, clock)
             if not rs.reload_script(pipe.execute(raise_on_error=False), may_retry=attempt == 0):
                 return
             client.script_load(rs.PUT_LUA)  # not loaded yet, or Redis restarted
 
+    def _eviction_clock(self) -> float:
+        """GDSF's clock (LRU has none: no round trip)."""
+        if not self.eviction.uses_clock:
+            return 0.0
+        return rs.clock_value(self.client.zscore(self.keys.clock, rs.CLOCK))
+
     def touch(self, entry_id: str, now: float) -> None:
-        # XX: only entries still listed; a touched entry that was deleted is not resurrected.
-        self._run("touch", lambda: self.client.zadd(self.keys.lru, {entry_id: now}, xx=True))
+        """Count a use and re-rank the entry (see the module notes for what is atomic)."""
+        client, keys = self.client, self.keys
+
+        def run() -> None:
+            for attempt in (0, 1):
+                pipe = rs.queue_touch(
+                    keys, client.pipeline(transaction=False), entry_id, self.eviction, now
+                )
+                results = pipe.execute(raise_on_error=False)
+                if not rs.reload_script(results, may_retry=attempt == 0):
+                    break
+                client.script_load(rs.TOUCH_LUA)  # not loaded yet, or Redis restarted
+            if (score := rs.touch_score(self.eviction, results, now)) is not None:
+                client.zadd(keys.lru, {entry_id: score}, xx=True)
+
+        self._run("touch", run)
 
     def delete(self, entry_ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(entry_ids))
@@ -269,10 +343,10 @@ class RedisBackend:
         return self._run("delete", run)
 
     def evict(self, max_entries: int) -> int:
-        """Delete least-recently-used entries until the LRU list holds at most ``max_entries``.
+        """Delete the lowest-priority entries until the list holds at most ``max_entries``.
 
-        The LRU list is an upper bound on the live entries (expired keys leave stale ids there,
-        which are popped first, being the oldest), so the live count ends at most ``max_entries``.
+        The list is an upper bound on the live entries (expired keys leave stale ids there, and
+        popping one counts as nothing deleted), so the live count ends at most ``max_entries``.
         """
         rs.check_max_entries(max_entries)
         client, lru = self.client, self.keys.lru
@@ -284,6 +358,8 @@ class RedisBackend:
             popped = self._run("evict", lambda: client.zpopmin(lru, n))
             if not popped:
                 return deleted
+            if (clock := rs.raised_clock(self.eviction, popped)) is not None:
+                self._run("evict", lambda: client.zadd(self.keys.clock, clock, gt=True))
             deleted += self._delete_batch([rs.as_text(member) for member, _ in popped])
 
     def _matching_ids(self, filter_expression: Any) -> list[str]:

@@ -6,9 +6,15 @@ Key layout for a cache named ``N`` (no hash tags, so entries spread over a clust
 sharded query engine searches them all; every multi-command step touches one key)::
 
     semcache:N:meta                  JSON: format, embedding fingerprint, HNSW settings
-    semcache:N:lru                   sorted set: entry id -> last access (LRU eviction)
-    semcache:N:e:<scope>:<text_key>  hash: one entry (vector, prompt, JSON response...)
+    semcache:N:lru                   sorted set: entry id -> eviction priority (lowest first)
+    semcache:N:clock                 sorted set, one member: GDSF's clock (raised with ZADD GT)
+    semcache:N:eviction              the policy the priorities were computed by ("lru", "gdsf")
+    semcache:N:e:<scope>:<text_key>  hash: one entry (vector, prompt, JSON response, and for
+                                     eviction its uses, cost, size and last use)
     semcache:N:idx:v1                the search index over semcache:N:e:*
+
+The ``lru`` name is kept from when the score was the last access time, so old caches keep
+working; with :class:`~semcache.backends.eviction.LRU` it still is.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from semcache.backends.base import check_vector, encode_json
+from semcache.backends.eviction import LRU, Eviction, entry_cost, metadata_cost
 from semcache.backends.vector_index import HnswParams
 from semcache.errors import ConfigurationError, CorruptEntryError, FingerprintMismatchError
 from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry, check_fingerprint
@@ -34,10 +41,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH",
+    "CLOCK",
+    "FILL_LUA",
     "FORMAT",
     "PUT_LUA",
     "PUT_SHA",
+    "RANK_READ",
     "RESERVED_NAMES",
+    "TOUCH_LUA",
+    "TOUCH_SHA",
     "RedisKeys",
     "ScopeSizes",
     "as_text",
@@ -46,6 +58,7 @@ __all__ = [
     "check_max_entries",
     "check_meta",
     "check_name",
+    "clock_value",
     "count_query",
     "entry_fields",
     "entry_rows",
@@ -58,13 +71,20 @@ __all__ = [
     "meta_record",
     "parse_entry",
     "queue_deletes",
+    "queue_touch",
     "queue_writes",
+    "raised_clock",
+    "rank_fields",
+    "rank_of",
+    "read_rank",
+    "recorded_eviction",
     "reload_script",
     "result_ids",
     "schema_dict",
     "scope_filter",
     "similarity",
     "stored_entries",
+    "touch_score",
     "ttl_ms",
     "vector_query",
 ]
@@ -78,6 +98,12 @@ RESERVED_NAMES = frozenset({"rag"})
 SCOPE, TEXT_KEY, VECTOR = "scope", "text_key", "vector"
 PROMPT, RESPONSE, METADATA = "prompt", "response", "metadata"
 CREATED_AT, EXPIRES_AT = "created_at", "expires_at"
+# Not indexed: what eviction ranks an entry by (uses, tokens a hit saves, bytes, last use).
+HITS, COST, SIZE, ATIME = "hits", "cost", "size", "atime"
+_RANKING_ORDER = (HITS, COST, SIZE, ATIME)
+_RANKING = frozenset(_RANKING_ORDER)
+#: The one member of ``semcache:N:clock``.
+CLOCK = "clock"
 DISTANCE = "vector_distance"
 RETURN_FIELDS = [SCOPE, TEXT_KEY, PROMPT, RESPONSE, METADATA, CREATED_AT, EXPIRES_AT]
 
@@ -94,6 +120,23 @@ return 1
 """
 #: What ``SCRIPT LOAD`` returns for :data:`PUT_LUA`: writes call it by hash, loading it on NOSCRIPT.
 PUT_SHA = hashlib.sha1(PUT_LUA.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+#: Count a use of an entry still stored (one key, so cluster-safe): ``{hits, cost, size}``, or
+#: nil for an entry gone (nothing is created). The priority is computed by the caller.
+TOUCH_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local hits = redis.call('HINCRBY', KEYS[1], 'hits', 1)
+redis.call('HSET', KEYS[1], 'atime', ARGV[1])
+local f = redis.call('HMGET', KEYS[1], 'cost', 'size')
+return {hits, f[1], f[2]}
+"""
+TOUCH_SHA = hashlib.sha1(TOUCH_LUA.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+#: Set fields of an entry still stored (re-ranking must not create a hash for an expired one).
+FILL_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSET', KEYS[1], unpack(ARGV))
+"""
 
 
 def check_name(name: object, kind: str) -> None:
@@ -132,6 +175,14 @@ class RedisKeys:
     @property
     def lru(self) -> str:
         return f"{self.base}lru"
+
+    @property
+    def clock(self) -> str:
+        return f"{self.base}clock"
+
+    @property
+    def eviction(self) -> str:
+        return f"{self.base}eviction"
 
     @property
     def entry_prefix(self) -> str:
@@ -410,8 +461,18 @@ def candidates(
     return out
 
 
-#: One entry to write: the entry, its id, and its hash fields flattened for ``HSET``.
-Row = tuple[NewEntry, str, list[Any]]
+#: One entry to write: the entry, its id, its hash fields flattened for ``HSET``, its cost
+#: (tokens a hit saves) and its size (bytes of its fields).
+Row = tuple[NewEntry, str, list[Any], float, int]
+
+
+def _field_bytes(value: Any) -> int:
+    return len(value) if isinstance(value, bytes) else len(str(value).encode("utf-8"))
+
+
+def _hash_size(fields: Mapping[str, Any]) -> int:
+    """The bytes of an entry's fields (the ranking bookkeeping not counted)."""
+    return sum(_field_bytes(v) for k, v in fields.items() if k not in _RANKING)
 
 
 def entry_rows(
@@ -425,23 +486,117 @@ def entry_rows(
         raise ConfigurationError(f"{len(entries)} entries but {len(vectors)} vectors")
     rows: list[Row] = []
     for entry, vector in zip(entries, vectors, strict=True):
-        fields = entry_fields(entry, check_vector(vector, dim))
+        fields: dict[str, Any] = entry_fields(entry, check_vector(vector, dim))
+        size = _hash_size(fields)
+        cost = entry_cost(entry.prompt, as_text(fields[RESPONSE]), entry.metadata)
+        fields.update({HITS: "1", COST: repr(cost), SIZE: str(size)})
         flat = [x for kv in fields.items() for x in kv]
-        rows.append((entry, keys.entry_id(entry.scope_key, entry.text_key), flat))
+        rows.append((entry, keys.entry_id(entry.scope_key, entry.text_key), flat, cost, size))
     return rows
 
 
 def stored_entries(rows: Sequence[Row]) -> list[Entry]:
     """The entries as stored by a successful write of ``rows``."""
-    return [e.stored_as(entry_id) for e, entry_id, _ in rows]
+    return [row[0].stored_as(row[1]) for row in rows]
 
 
-def queue_writes(keys: RedisKeys, pipe: Any, rows: Sequence[Row]) -> Any:
-    """Queue (no I/O) the atomic replacement of each row and its LRU time on ``pipe``."""
-    for entry, entry_id, flat in rows:
+def queue_writes(
+    keys: RedisKeys, pipe: Any, rows: Sequence[Row], eviction: Eviction, clock: float
+) -> Any:
+    """Queue (no I/O) the atomic replacement of each row and its priority on ``pipe``."""
+    for entry, entry_id, flat, cost, size in rows:
         pipe.evalsha(PUT_SHA, 1, keys.entry_key(entry_id), ttl_ms(entry), *flat)
-        pipe.zadd(keys.lru, {entry_id: entry.created_at})
+        score = eviction.priority(clock, 1, cost, size, entry.created_at)
+        pipe.zadd(keys.lru, {entry_id: score})
     return pipe
+
+
+def clock_value(score: Any) -> float:
+    """GDSF's clock from ``ZSCORE semcache:N:clock clock`` (none yet: 0)."""
+    return 0.0 if score is None else float(score)
+
+
+def queue_touch(keys: RedisKeys, pipe: Any, entry_id: str, eviction: Eviction, now: float) -> Any:
+    """Queue (no I/O) a use of an entry: count it; LRU also sets its score, GDSF reads the clock.
+
+    GDSF's score needs the count, so :func:`touch_score` computes it for a second command.
+    """
+    pipe.evalsha(TOUCH_SHA, 1, keys.entry_key(entry_id), repr(float(now)))
+    if eviction.uses_clock:
+        pipe.zscore(keys.clock, CLOCK)
+    else:  # XX: an id no longer listed (deleted, evicted) is not resurrected
+        pipe.zadd(keys.lru, {entry_id: now}, xx=True)
+    return pipe
+
+
+def touch_score(eviction: Eviction, results: Sequence[Any], now: float) -> float | None:
+    """After :func:`queue_touch`, GDSF's new score for the entry; ``None`` when there is none to
+    set (LRU set it already, or the entry is gone). Counts missing from an entry written by an
+    older semcache rank it as worth nothing until it is rewritten."""
+    if not eviction.uses_clock or results[0] is None:
+        return None
+    hits, cost, size = results[0]
+    return eviction.priority(
+        clock_value(results[1]),
+        int(hits),
+        0.0 if cost is None else float(cost),
+        1 if size is None else int(size),
+        now,
+    )
+
+
+#: What re-ranking reads of an entry with ``HMGET`` (not the vector: its size is ``4 * dim``).
+RANK_READ = (SCOPE, TEXT_KEY, PROMPT, RESPONSE, METADATA, CREATED_AT, EXPIRES_AT, *_RANKING_ORDER)
+
+
+def read_rank(values: Sequence[Any]) -> dict[str, Any] | None:
+    """The fields ``HMGET key *RANK_READ`` returned, or ``None`` for an entry gone."""
+    f = {k: v for k, v in zip(RANK_READ, values, strict=True) if v is not None}
+    return f if SCOPE in f else None
+
+
+def rank_fields(f: Mapping[str, Any], dim: int) -> dict[str, str]:
+    """The ranking fields an entry lacks (written by an older semcache), from its content."""
+    missing: dict[str, str] = {}
+    if COST not in f:
+        cost = metadata_cost(
+            as_text(f.get(PROMPT, "")), as_text(f.get(RESPONSE, "")), as_text(f.get(METADATA, ""))
+        )
+        missing[COST] = repr(cost)
+    if SIZE not in f:
+        missing[SIZE] = str(_hash_size(f) + 4 * dim)
+    if HITS not in f:
+        missing[HITS] = "1"  # stored once; its uses were not counted
+    return missing
+
+
+def rank_of(eviction: Eviction, f: Mapping[str, Any], dim: int, clock: float) -> float:
+    """An entry's priority from :func:`read_rank`'s fields, for re-ranking a cache under another
+    policy: last use for LRU, uses and cost for GDSF."""
+    f = {**f, **rank_fields(f, dim)}
+    used = f.get(ATIME, f.get(CREATED_AT, 0.0))
+    return eviction.priority(
+        clock,
+        int(as_text(f[HITS])),
+        float(as_text(f[COST])),
+        int(as_text(f[SIZE])),
+        float(as_text(used)),
+    )
+
+
+def raised_clock(
+    eviction: Eviction, popped: Sequence[tuple[Any, float]]
+) -> dict[str, float] | None:
+    """After ``ZPOPMIN`` popped ``(id, score)`` pairs, the ``ZADD GT`` mapping raising GDSF's
+    clock to the highest score evicted; ``None`` for LRU."""
+    if not eviction.uses_clock or not popped:
+        return None
+    return {CLOCK: eviction.clock_after(0.0, (float(score) for _, score in popped))}
+
+
+def recorded_eviction(stored: Any) -> str:
+    """The policy name a cache's priorities were computed by (none recorded: LRU's)."""
+    return LRU().name if stored is None else as_text(stored)
 
 
 def queue_deletes(keys: RedisKeys, pipe: Any, ids: Sequence[str]) -> Any:
@@ -472,5 +627,5 @@ def check_max_entries(max_entries: int) -> None:
 
 
 def evict_batch(size: int, max_entries: int, batch: int) -> int:
-    """How many least-recently-used ids to pop next for a list of ``size`` (0: done)."""
+    """How many lowest-priority ids to pop next for a list of ``size`` (0: done)."""
     return max(0, min(size - max_entries, batch))
