@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from semcache._clock import Clock, SystemClock
-from semcache.backends import sqlite_io
-from semcache.backends.base import check_vector, encode_json
+from semcache.backends import sqlite_io, sqlite_labels
+from semcache.backends.base import EntryPage, check_limit, check_vector, encode_json
 from semcache.backends.lock import DirectoryLock
 from semcache.backends.scoped_index import ScopedIndexes, over_cap
 from semcache.backends.vector_index import HnswParams
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     import sqlite3
 
     from numpy.typing import NDArray
+
+    from semcache.selector import Selector
 
 __all__ = ["EmbeddedBackend", "HnswParams", "LocalBackend", "MemoryBackend", "StoreStats"]
 
@@ -64,13 +66,17 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_lru ON entries (last_access);
 CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expires_at) WHERE expires_at IS NOT NULL;
 """
-_COLUMNS = "id, scope_key, text_key, prompt, response, metadata, created_at, expires_at"
+_COLUMNS = (
+    "id, scope_key, text_key, prompt, response, metadata, created_at, expires_at, "
+    + ", ".join(sqlite_labels.NAMES)
+)
 #: The bytes an entry takes in the store, counted against ``max_bytes`` (as :func:`_entry_bytes`).
 _SIZE = (
     "length(CAST(scope_key AS BLOB)) + length(CAST(text_key AS BLOB)) + "
     "length(CAST(prompt AS BLOB)) + length(CAST(response AS BLOB)) + "
     "length(CAST(metadata AS BLOB)) + length(vector)"
 )
+_LABELS = ", ".join(sqlite_labels.NAMES)
 #: What :meth:`LocalBackend._delete_rows` takes: id, scope key and size.
 _ROW_REF = f"id, scope_key, {_SIZE}"
 
@@ -198,6 +204,10 @@ def _row_to_entry(row: tuple[Any, ...]) -> Entry:
         metadata=metadata,
         created_at=row[6],
         expires_at=row[7],
+        tenant=row[8],
+        model=row[9],
+        namespace=row[10],
+        tags=sqlite_labels.decode_tags(row[0], row[11]),
     )
 
 
@@ -263,6 +273,9 @@ class LocalBackend:
         db = self._path
         with self._sql("read the entry store"):
             self._db.executescript(_SCHEMA)
+            sqlite_io.add_columns(self._db, "entries", sqlite_labels.COLUMNS)
+            for statement in sqlite_labels.INDEXES:
+                self._db.execute(statement)
             self._count = int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
             stored = self._meta("fingerprint")
             fmt = self._meta("format")
@@ -444,6 +457,7 @@ class LocalBackend:
         if len(entries) != len(vectors):
             raise InvalidInputError(f"{len(entries)} entries but {len(vectors)} vectors")
         encoded = [_encode(e) for e in entries]
+        label_rows = [sqlite_labels.values(e) for e in entries]
         with self._lock, self._sql("store entries"):
             dim = self._require_dim()
             vecs = [check_vector(v, dim) for v in vectors]
@@ -457,7 +471,9 @@ class LocalBackend:
             replaced_bytes = 0
             ids: list[int] = []
             with sqlite_io.transaction(self._db, self._path, "store entries"):
-                for entry, vec, (response, metadata) in zip(entries, vecs, encoded, strict=True):
+                for entry, vec, (response, metadata), label in zip(
+                    entries, vecs, encoded, label_rows, strict=True
+                ):
                     old = self._db.execute(
                         f"SELECT id, {_SIZE} FROM entries WHERE scope_key = ? AND text_key = ?",
                         (entry.scope_key, entry.text_key),
@@ -469,7 +485,8 @@ class LocalBackend:
                             replaced_bytes += int(old[1])
                     cur = self._db.execute(
                         "INSERT INTO entries (scope_key, text_key, prompt, response, metadata, "
-                        "created_at, expires_at, last_access, vector) VALUES (?,?,?,?,?,?,?,?,?)",
+                        f"created_at, expires_at, last_access, vector, {_LABELS}) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             entry.scope_key,
                             entry.text_key,
@@ -480,6 +497,7 @@ class LocalBackend:
                             entry.expires_at,
                             entry.created_at,
                             vec.tobytes(),
+                            *label,
                         ),
                     )
                     new_id = int(cur.lastrowid or 0)
@@ -627,6 +645,54 @@ class LocalBackend:
                     f"SELECT {_ROW_REF} FROM entries WHERE scope_key = ?", (scope_key,)
                 ).fetchall()
             return self._delete_rows(rows)
+
+    def delete_where(self, selector: Selector) -> int:
+        """Delete the selected entries and leave no trace of them in the directory.
+
+        Their rows are overwritten (SQLite ``secure_delete``) and the write-ahead log
+        truncated; graphs that held them are rebuilt without their slots and snapshotted now.
+        """
+        clause, params = sqlite_labels.where(selector)
+        with self._lock, self._sql("delete entries"):
+            self._require_dim()
+            rows = self._db.execute(
+                f"SELECT {_ROW_REF} FROM entries WHERE {clause}", params
+            ).fetchall()
+            if not rows:
+                return 0
+            before = self._db.execute("PRAGMA secure_delete").fetchone()[0]
+            self._db.execute("PRAGMA secure_delete = ON")
+            try:
+                deleted = self._delete_rows(rows)
+            finally:
+                self._db.execute(f"PRAGMA secure_delete = {int(before)}")
+            self._indexes().compact({str(r[1]) for r in rows})
+            if self._snapshot:
+                self._save_dirty()
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            return deleted
+
+    def entries(
+        self, selector: Selector, cursor: str | None = None, limit: int = 100, vectors: bool = False
+    ) -> EntryPage:
+        """A page of the selected entries in id order; the cursor is the last id returned."""
+        check_limit(limit)
+        after = 0 if cursor is None else _row_id(cursor)
+        if after is None:
+            raise InvalidInputError(f"not a cursor of this store: {cursor!r}")
+        clause, params = sqlite_labels.where(selector)
+        extra = ", vector" if vectors else ""
+        with self._lock, self._sql("list entries"):
+            self._require_dim()
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS}{extra} FROM entries WHERE id > ? AND {clause} "
+                "ORDER BY id LIMIT ?",
+                [after, *params, limit],
+            ).fetchall()
+        found = tuple(_row_to_entry(r) for r in rows)
+        vecs = tuple(np.frombuffer(r[-1], dtype=np.float32).copy() for r in rows) if vectors else ()
+        more = len(rows) == limit
+        return EntryPage(found, vecs, found[-1].id if more else None)
 
     def flush(self) -> None:
         """Write the vector-index snapshots now."""

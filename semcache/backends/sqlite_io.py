@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from semcache.errors import BackendError, InvalidInputError
 
-__all__ = ["check_text", "connect", "storage_error", "transaction", "translated"]
+__all__ = ["add_columns", "check_text", "connect", "storage_error", "transaction", "translated"]
 
 _CORRUPT = ("malformed", "not a database", "corrupt", "encrypted")
 
@@ -74,3 +74,16 @@ def check_text(text: str, what: str) -> str:
         except UnicodeEncodeError as e:
             raise InvalidInputError(f"{what} is not valid Unicode: {e}") from e
     return text
+
+
+def add_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) -> list[str]:
+    """Add each of ``columns`` (name -> definition) that ``table`` lacks; returns those added.
+
+    One ``ALTER TABLE ... ADD COLUMN`` per missing column, so it is idempotent and each feature
+    migrates its own columns. Caller translates errors (:func:`translated`).
+    """
+    have = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+    added = [name for name in columns if name not in have]
+    for name in added:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
+    return added

@@ -13,7 +13,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from semcache.backends.base import check_vector
+from semcache.backends.base import EntryPage, check_limit, check_vector
+from semcache.backends.redis import labels
 from semcache.backends.redis import schema as rs
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
     from semcache.backends.redis.core import RedisCore
     from semcache.models import Candidate, Entry, NewEntry
+    from semcache.selector import Selector
 
 __all__ = ["AsyncRedisOps"]
 
@@ -205,3 +207,24 @@ class AsyncRedisOps:
         if scope_key is None:
             await self._arun("clear", lambda: client.delete(self.keys.lru))
         return total
+
+    async def adelete_where(self, selector: Selector) -> int:
+        return await self._adelete_matching(labels.selector_filter(selector))
+
+    async def aentries(
+        self, selector: Selector, cursor: str | None, limit: int, vectors: bool
+    ) -> EntryPage:
+        check_limit(limit)
+        start = rs.scan_cursor(cursor)
+        client, match = self.core.aclient(), self.keys.entry_prefix + "*"
+
+        async def run() -> tuple[int, list[Any], list[Any]]:
+            after, names = await client.scan(start, match=match, count=limit)
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(name)
+            return int(after), names, (await pipe.execute()) if names else []
+
+        after, names, hashes = await self._arun("list", run, timed=False)
+        found, vecs = rs.listed(self.keys, names, hashes, selector, vectors)
+        return EntryPage(tuple(found), tuple(vecs), None if after == 0 else str(after))

@@ -25,12 +25,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from semcache.backends.base import check_vector, encode_json
+from semcache.backends.redis import labels
 from semcache.backends.vector_index import HnswParams
-from semcache.errors import ConfigurationError, CorruptEntryError, FingerprintMismatchError
+from semcache.errors import (
+    ConfigurationError,
+    CorruptEntryError,
+    FingerprintMismatchError,
+    InvalidInputError,
+)
 from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry, check_fingerprint
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
+
+    from semcache.selector import Selector
 
 __all__ = [
     "BATCH",
@@ -54,6 +62,7 @@ __all__ = [
     "hybrid_policy",
     "ids_query",
     "knn_query",
+    "listed",
     "live_match",
     "meta_record",
     "parse_entry",
@@ -61,10 +70,12 @@ __all__ = [
     "queue_writes",
     "reload_script",
     "result_ids",
+    "scan_cursor",
     "schema_dict",
     "scope_filter",
     "similarity",
     "stored_entries",
+    "stored_fingerprint",
     "ttl_ms",
     "vector_query",
 ]
@@ -79,7 +90,16 @@ SCOPE, TEXT_KEY, VECTOR = "scope", "text_key", "vector"
 PROMPT, RESPONSE, METADATA = "prompt", "response", "metadata"
 CREATED_AT, EXPIRES_AT = "created_at", "expires_at"
 DISTANCE = "vector_distance"
-RETURN_FIELDS = [SCOPE, TEXT_KEY, PROMPT, RESPONSE, METADATA, CREATED_AT, EXPIRES_AT]
+RETURN_FIELDS = [
+    SCOPE,
+    TEXT_KEY,
+    PROMPT,
+    RESPONSE,
+    METADATA,
+    CREATED_AT,
+    EXPIRES_AT,
+    *labels.LABEL_FIELDS,
+]
 
 #: How many ids one pipelined delete, eviction step or id scan handles.
 BATCH = 500
@@ -159,6 +179,7 @@ def schema_dict(keys: RedisKeys, dim: int, hnsw: HnswParams) -> dict[str, Any]:
             {"name": SCOPE, "type": "tag"},
             {"name": TEXT_KEY, "type": "tag"},
             {"name": EXPIRES_AT, "type": "numeric"},
+            *labels.schema_fields(),
             {
                 "name": VECTOR,
                 "type": "vector",
@@ -182,8 +203,8 @@ def meta_record(fingerprint: ModelFingerprint) -> str:
     return json.dumps({"format": FORMAT, "fingerprint": fingerprint.to_dict()}, sort_keys=True)
 
 
-def check_meta(stored: str | bytes, fingerprint: ModelFingerprint, where: str) -> None:
-    """Refuse a cache written in another format or by another embedding model."""
+def stored_fingerprint(stored: str | bytes, where: str) -> ModelFingerprint:
+    """The embedding model in a ``semcache:N:meta`` record; refuses another format."""
     try:
         data = json.loads(stored)
         fmt = int(data["format"])
@@ -192,6 +213,12 @@ def check_meta(stored: str | bytes, fingerprint: ModelFingerprint, where: str) -
         raise ConfigurationError(f"{where} holds unreadable metadata ({e}); clear it") from e
     if fmt != FORMAT:
         raise ConfigurationError(f"{where} has format {fmt}; this semcache reads format {FORMAT}")
+    return theirs
+
+
+def check_meta(stored: str | bytes, fingerprint: ModelFingerprint, where: str) -> None:
+    """Refuse a cache written in another format or by another embedding model."""
+    theirs = stored_fingerprint(stored, where)
     check_fingerprint(theirs, fingerprint, where, "use the same embedder, or another cache name")
 
 
@@ -228,6 +255,7 @@ def entry_fields(entry: NewEntry, vector: NDArray[np.float32]) -> dict[str, byte
     }
     if entry.expires_at is not None:
         fields[EXPIRES_AT] = repr(float(entry.expires_at))
+    fields.update(labels.fields_of(entry))
     return fields
 
 
@@ -252,6 +280,7 @@ def parse_entry(entry_id: str, fields: Mapping[Any, Any]) -> Entry:
             metadata=metadata,
             created_at=float(f[CREATED_AT]),
             expires_at=None if expires in (None, b"", "") else float(expires),
+            **labels.labels_of(f, as_text),
         )
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
         raise CorruptEntryError(
@@ -474,3 +503,36 @@ def check_max_entries(max_entries: int) -> None:
 def evict_batch(size: int, max_entries: int, batch: int) -> int:
     """How many least-recently-used ids to pop next for a list of ``size`` (0: done)."""
     return max(0, min(size - max_entries, batch))
+
+
+def listed(
+    keys: RedisKeys,
+    names: Sequence[Any],
+    hashes: Sequence[Mapping[Any, Any]],
+    selector: Selector,
+    with_vectors: bool,
+) -> tuple[list[Entry], list[NDArray[np.float32]]]:
+    """The selected entries (and their vectors) among scanned keys and their ``HGETALL``s; keys
+    gone since the scan (empty hashes) are skipped."""
+    entries: list[Entry] = []
+    vectors: list[NDArray[np.float32]] = []
+    for name, fields in zip(names, hashes, strict=True):
+        if not fields:
+            continue
+        entry = parse_entry(keys.id_of(as_text(name)), fields)
+        if not selector.matches(entry):
+            continue
+        entries.append(entry)
+        if with_vectors:
+            raw = fields.get(VECTOR.encode(), fields.get(VECTOR, b""))
+            vectors.append(np.frombuffer(raw, dtype=np.float32).copy())
+    return entries, vectors
+
+
+def scan_cursor(cursor: str | None) -> int:
+    """The ``SCAN`` cursor of a page cursor (``None``: the start)."""
+    if cursor is None:
+        return 0
+    if not cursor.isdigit():
+        raise InvalidInputError(f"not a cursor of this store: {cursor!r}")
+    return int(cursor)
