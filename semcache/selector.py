@@ -103,9 +103,10 @@ class Selector:
 
     def describe(self) -> str:
         """The selector for messages: ``tenant='acme', tag='faq'`` or ``every entry``."""
-        given = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)]
-        parts = [p for p, f in zip(given, fields(self), strict=True) if getattr(self, f.name)]
-        return ", ".join(parts) or "every entry"
+        given = [(f.name, getattr(self, f.name)) for f in fields(self)]
+        return ", ".join(f"{name}={value!r}" for name, value in given if value is not None) or (
+            "every entry"
+        )
 
 
 def select(
