@@ -61,8 +61,8 @@ def fill(backend: Backend, tenants: int, per_scope: int, rng: np.random.Generato
                 )
                 for i in range(per_scope)
             ]
-            for at in range(0, per_scope, 500):
-                backend.put_many(entries[at : at + 500], list(vectors[at : at + 500]))
+            for at in range(0, per_scope, 50):
+                backend.put_many(entries[at : at + 50], list(vectors[at : at + 50]))
             n += per_scope
     return n
 

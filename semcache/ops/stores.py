@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 __all__ = ["REDIS_SCHEMES", "open_store", "stored_fingerprint"]
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+#: Operator commands move many entries per command and wait for them: a request path's
+#: half-second socket timeout would fail a bulk write or delete on a busy server.
+BULK_TIMEOUT = 30.0
 
 
 def stored_fingerprint(backend: Backend) -> ModelFingerprint | None:
@@ -37,9 +40,10 @@ def open_store(target: str, *, name: str = "default", create: bool = False) -> B
     """
     backend: Backend
     if target.startswith(REDIS_SCHEMES):
-        from semcache.backends.redis import RedisBackend
+        from semcache.backends.redis import RedisBackend, RedisConnection
 
-        backend = RedisBackend(target, name=name)
+        bulk = RedisConnection(socket_timeout=BULK_TIMEOUT, connect_timeout=5.0)
+        backend = RedisBackend(target, name=name, connection=bulk)
     else:
         path = Path(target)
         if not create and not (path / "entries.sqlite3").is_file():

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ExportReport", "ImportReport", "export_entries", "import_entries", "read_export"]
 
-#: Entries embedded, then stored, per batch.
-BATCH = 256
+#: Entries embedded, then stored, per batch: a Redis write of a batch inserts each vector in
+#: the server's HNSW graph, and must fit the client's socket timeout (0.5 s by default).
+BATCH = 50
 
 
 @dataclass(frozen=True, slots=True)

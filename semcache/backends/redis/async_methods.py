@@ -131,11 +131,14 @@ class AsyncRedisOps:
         await self._arun("touch", lambda: client.zadd(self.keys.lru, {entry_id: now}, xx=True))
 
     async def adelete(self, entry_ids: Iterable[str]) -> int:
-        ids = list(dict.fromkeys(entry_ids))
-        batches = [ids[i : i + rs.BATCH] for i in range(0, len(ids), rs.BATCH)]
-        return sum([await self._adelete_batch(batch) for batch in batches])
+        return await self._adelete_ids(list(dict.fromkeys(entry_ids)), timed=True)
 
-    async def _adelete_batch(self, ids: list[str]) -> int:
+    async def _adelete_ids(self, ids: list[str], *, timed: bool) -> int:
+        step = rs.DELETE_BATCH
+        batches = [ids[i : i + step] for i in range(0, len(ids), step)]
+        return sum([await self._adelete_batch(batch, timed) for batch in batches])
+
+    async def _adelete_batch(self, ids: list[str], timed: bool = True) -> int:
         if not ids:
             return 0
         client = self.core.aclient()
@@ -144,7 +147,7 @@ class AsyncRedisOps:
             pipe = rs.queue_deletes(self.keys, client.pipeline(transaction=False), ids)
             return int(sum((await pipe.execute())[:-1]))
 
-        return await self._arun("delete", run)
+        return await self._arun("delete", run, timed=timed)
 
     async def aevict(self, max_entries: int) -> int:
         rs.check_max_entries(max_entries)
@@ -170,7 +173,7 @@ class AsyncRedisOps:
     async def _adelete_matching(self, filter_expression: Any) -> int:
         total = 0
         while ids := await self._amatching_ids(filter_expression):
-            removed = await self._adelete_batch(ids)
+            removed = await self._adelete_ids(ids, timed=False)
             total += removed
             if removed == 0:
                 break  # the index lags behind deletions; do not spin

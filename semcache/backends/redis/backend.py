@@ -263,10 +263,15 @@ class RedisBackend:
         self._run("touch", lambda: self.client.zadd(self.keys.lru, {entry_id: now}, xx=True))
 
     def delete(self, entry_ids: Iterable[str]) -> int:
-        ids = list(dict.fromkeys(entry_ids))
-        return sum(self._delete_batch(ids[i : i + rs.BATCH]) for i in range(0, len(ids), rs.BATCH))
+        return self._delete_ids(list(dict.fromkeys(entry_ids)), timed=True)
 
-    def _delete_batch(self, ids: list[str]) -> int:
+    def _delete_ids(self, ids: list[str], *, timed: bool) -> int:
+        """Delete in pipelines of ``rs.DELETE_BATCH``; bulk work (``timed=False``) is not held
+        to the breaker's slow-call limit."""
+        step = rs.DELETE_BATCH
+        return sum(self._delete_batch(ids[i : i + step], timed) for i in range(0, len(ids), step))
+
+    def _delete_batch(self, ids: list[str], timed: bool = True) -> int:
         if not ids:
             return 0
 
@@ -274,7 +279,7 @@ class RedisBackend:
             pipe = rs.queue_deletes(self.keys, self.client.pipeline(transaction=False), ids)
             return int(sum(pipe.execute()[:-1]))
 
-        return self._run("delete", run)
+        return self._run("delete", run, timed=timed)
 
     def evict(self, max_entries: int) -> int:
         """Delete least-recently-used entries until the LRU list holds at most ``max_entries``.
@@ -304,7 +309,7 @@ class RedisBackend:
     def _delete_matching(self, filter_expression: Any) -> int:
         total = 0
         while ids := self._matching_ids(filter_expression):
-            removed = self._delete_batch(ids)
+            removed = self._delete_ids(ids, timed=False)
             total += removed
             if removed == 0:
                 break  # the index lags behind deletions; do not spin

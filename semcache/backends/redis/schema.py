@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH",
+    "DELETE_BATCH",
     "FORMAT",
     "PUT_LUA",
     "PUT_SHA",
@@ -101,8 +102,12 @@ RETURN_FIELDS = [
     *labels.LABEL_FIELDS,
 ]
 
-#: How many ids one pipelined delete, eviction step or id scan handles.
+#: How many ids one eviction step or id scan handles.
 BATCH = 500
+#: How many entries one pipelined delete removes. Deleting an indexed hash also removes its
+#: vector from the HNSW graph: 500 in one pipeline outlasted the default 0.5 s socket timeout
+#: on a loaded 2-core host (bench/bench_ops.py), 50 keep each round trip well inside it.
+DELETE_BATCH = 50
 
 #: Replace an entry atomically on its own key: drop stale fields and TTL, write, set the TTL.
 PUT_LUA = """
