@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeGuard, TypeVar
 
@@ -376,10 +376,11 @@ class FailOpen:
         *,
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
     ) -> Entry | None:
         """Key and put in one step; ``None`` if refused or failed (see :meth:`rekey`)."""
         q = self.rekey(lambda: self.cache._query(text, scope))
-        return None if q is None else self.put(q, value, ttl=ttl, metadata=metadata)
+        return None if q is None else self.put(q, value, ttl=ttl, metadata=metadata, tags=tags)
 
     async def astore(
         self,
@@ -389,10 +390,13 @@ class FailOpen:
         *,
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
     ) -> Entry | None:
         """:meth:`store`, awaiting the cache."""
         q = self.rekey(lambda: self.cache._query(text, scope))
-        return None if q is None else await self.aput(q, value, ttl=ttl, metadata=metadata)
+        if q is None:
+            return None
+        return await self.aput(q, value, ttl=ttl, metadata=metadata, tags=tags)
 
     def rekey(self, build: Callable[[], K | None]) -> K | None:
         """:meth:`key` again, for a response to store, where the host calls lookup and store
@@ -410,6 +414,7 @@ class FailOpen:
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         vector: NDArray[np.float32] | None = None,
+        tags: Sequence[str] = (),
     ) -> Entry | None:
         """Store ``value`` (JSON) for ``q``; ``None`` if it was refused or the store failed."""
         cache = self.cache
@@ -418,7 +423,7 @@ class FailOpen:
             self.failures.trap(span, "store"),
         ):
             try:
-                return cache._put(q, value, ttl=ttl, metadata=metadata, vector=vector)
+                return cache._put(q, value, ttl=ttl, metadata=metadata, vector=vector, tags=tags)
             except NotCacheableError as e:
                 self._unstorable(e)
         return None
@@ -431,6 +436,7 @@ class FailOpen:
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         vector: NDArray[np.float32] | None = None,
+        tags: Sequence[str] = (),
     ) -> Entry | None:
         """:meth:`put`, awaiting the cache."""
         cache = self.cache
@@ -439,7 +445,9 @@ class FailOpen:
             self.failures.trap(span, "store"),
         ):
             try:
-                return await cache._aput(q, value, ttl=ttl, metadata=metadata, vector=vector)
+                return await cache._aput(
+                    q, value, ttl=ttl, metadata=metadata, vector=vector, tags=tags
+                )
             except NotCacheableError as e:
                 self._unstorable(e)
         return None

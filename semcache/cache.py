@@ -39,6 +39,7 @@ from semcache.policy import (
     shadow_miss,
 )
 from semcache.policy import resolve_threshold as _resolve_threshold
+from semcache.selector import check_tags, select
 from semcache.stats import CacheInfo, Counter, Counters
 from semcache.telemetry import Telemetry
 
@@ -63,6 +64,7 @@ class Query:
     text: str
     scope_key: str
     text_key: str
+    scope: Scope = _DEFAULT_SCOPE
 
 
 class SemanticCache:
@@ -126,7 +128,8 @@ class SemanticCache:
     def _query(self, text: object, scope: Scope | None = None) -> Query:
         """Validate ``text`` and compute its keys. Raises :class:`InvalidInputError`."""
         checked = check_text(text, self.policy)
-        return Query(checked, (scope or _DEFAULT_SCOPE).key(), text_key(checked))
+        scope = scope or _DEFAULT_SCOPE
+        return Query(checked, scope.key(), text_key(checked), scope)
 
     def _embed(self, text: str) -> NDArray[np.float32]:
         """The unit vector of ``text`` (memoised by the embedder for exact repeats)."""
@@ -295,13 +298,15 @@ class SemanticCache:
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         vector: NDArray[np.float32] | None = None,
+        tags: Sequence[str] | None = None,
     ) -> Entry:
         """Store ``response`` (a JSON value) for ``text``; replaces an exact repeat.
 
-        ``vector`` is ``text``'s embedding if already computed. Evicts past ``max_entries``.
+        ``vector`` is ``text``'s embedding if already computed; ``tags`` label the entry for
+        :meth:`clear` and listing. Evicts past ``max_entries``.
         """
         q = self._query(text, scope)
-        return self._put(q, response, ttl=ttl, metadata=metadata, vector=vector)
+        return self._put(q, response, ttl=ttl, metadata=metadata, vector=vector, tags=tags)
 
     async def astore(
         self,
@@ -312,10 +317,11 @@ class SemanticCache:
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         vector: NDArray[np.float32] | None = None,
+        tags: Sequence[str] | None = None,
     ) -> Entry:
         """:meth:`store`, awaiting the backend; the embedding runs in a worker thread."""
         q = self._query(text, scope)
-        return await self._aput(q, response, ttl=ttl, metadata=metadata, vector=vector)
+        return await self._aput(q, response, ttl=ttl, metadata=metadata, vector=vector, tags=tags)
 
     def _put(
         self,
@@ -325,12 +331,13 @@ class SemanticCache:
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         vector: NDArray[np.float32] | None = None,
+        tags: Sequence[str] | None = None,
     ) -> Entry:
         """Store for an already validated query; evicts past ``max_entries``.
 
         Expired entries are purged here too, at most once per ``_PURGE_EVERY`` seconds.
         """
-        new, now = self._new_entry(q, response, ttl, metadata)
+        new, now = self._new_entry(q, response, ttl, metadata, tags)
         if vector is None:
             vector = self._embed(q.text)
         with self._io("store"):
@@ -349,9 +356,10 @@ class SemanticCache:
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         vector: NDArray[np.float32] | None = None,
+        tags: Sequence[str] | None = None,
     ) -> Entry:
         """:meth:`_put`, awaiting the backend; the embedding runs in a worker thread."""
-        new, now = self._new_entry(q, response, ttl, metadata)
+        new, now = self._new_entry(q, response, ttl, metadata, tags)
         if vector is None:
             vector = await asyncio.to_thread(self._embed, q.text)
         with self._io("store"):
@@ -367,7 +375,12 @@ class SemanticCache:
         return entry
 
     def _new_entry(
-        self, q: Query, response: Any, ttl: float | None, metadata: Mapping[str, Any] | None
+        self,
+        q: Query,
+        response: Any,
+        ttl: float | None,
+        metadata: Mapping[str, Any] | None,
+        tags: Sequence[str] | None = None,
     ) -> tuple[NewEntry, float]:
         now = self.clock.now()
         new = NewEntry(
@@ -378,6 +391,10 @@ class SemanticCache:
             created_at=now,
             expires_at=expiry(now, self.policy, ttl),
             metadata=dict(metadata or {}),
+            tenant=q.scope.tenant,
+            model=q.scope.model,
+            namespace=q.scope.namespace,
+            tags=check_tags(tags),
         )
         check_entry_size(new, self.policy)  # before embedding or any write
         return new, now
@@ -403,10 +420,23 @@ class SemanticCache:
         with _converting("delete", BackendError):
             return self.backend.delete([entry_id]) > 0
 
-    def clear(self, scope: Scope | None = None) -> int:
-        """Delete every entry, or those of one scope; returns how many."""
+    def clear(
+        self,
+        scope: Scope | None = None,
+        *,
+        tenant: str | None = None,
+        model: str | None = None,
+        namespace: str | None = None,
+        tag: str | None = None,
+    ) -> int:
+        """Delete the entries of one scope and/or with these labels (every given one must
+        match; none given: every entry), from everywhere the backend keeps them; returns how
+        many. ``clear(tenant="acme")`` deletes a tenant whatever its models and parameters."""
+        selector = select(scope, tenant=tenant, model=model, namespace=namespace, tag=tag)
         with _converting("clear", BackendError):
-            return self.backend.clear(None if scope is None else scope.key())
+            if selector.empty:
+                return self.backend.clear(None)
+            return self.backend.delete_where(selector)
 
     def purge_expired(self) -> int:
         """Delete expired entries now (they are never served either way)."""
@@ -418,10 +448,21 @@ class SemanticCache:
         with _converting("delete", BackendError):
             return await self.abackend.adelete([entry_id]) > 0
 
-    async def aclear(self, scope: Scope | None = None) -> int:
+    async def aclear(
+        self,
+        scope: Scope | None = None,
+        *,
+        tenant: str | None = None,
+        model: str | None = None,
+        namespace: str | None = None,
+        tag: str | None = None,
+    ) -> int:
         """:meth:`clear`, awaiting the backend."""
+        selector = select(scope, tenant=tenant, model=model, namespace=namespace, tag=tag)
         with _converting("clear", BackendError):
-            return await self.abackend.aclear(None if scope is None else scope.key())
+            if selector.empty:
+                return await self.abackend.aclear(None)
+            return await self.abackend.adelete_where(selector)
 
     async def apurge_expired(self) -> int:
         """:meth:`purge_expired`, awaiting the backend."""

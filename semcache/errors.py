@@ -6,6 +6,7 @@ The tree::
     ├── ConfigurationError (ValueError)        a setting is invalid; raised at construction
     │   └── FingerprintMismatchError           the index was built by another embedding model
     ├── InvalidInputError (ValueError)         empty, oversize, non-text, NaN or wrong-dims input
+    │   └── ImportFormatError                  an export file is malformed or of another format
     ├── GuardError                             a guard, the verifier or learned thresholds failed
     ├── EmbeddingError                         the embedder failed on an input
     │   └── ModelLoadError                     the model cannot be loaded (offline, missing files)
@@ -27,6 +28,7 @@ __all__ = [
     "EmbeddingError",
     "FingerprintMismatchError",
     "GuardError",
+    "ImportFormatError",
     "InvalidInputError",
     "LookupTimeoutError",
     "MissingDependencyError",
@@ -50,6 +52,10 @@ class FingerprintMismatchError(ConfigurationError):
 
 class InvalidInputError(SemcacheError, ValueError):
     """An input cannot be cached: empty, too long, not text, or a malformed vector."""
+
+
+class ImportFormatError(InvalidInputError):
+    """An export file cannot be imported: malformed, truncated, or not a semcache export."""
 
 
 class GuardError(SemcacheError):

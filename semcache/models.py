@@ -91,7 +91,11 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewEntry:
-    """An entry about to be stored. ``response`` must be JSON-serialisable."""
+    """An entry about to be stored. ``response`` must be JSON-serialisable.
+
+    ``tenant``, ``model`` and ``namespace`` are its scope's fields and ``tags`` its labels
+    (:mod:`semcache.selector`): stored beside the scope key so entries can be selected by them.
+    """
 
     scope_key: str
     text_key: str
@@ -100,6 +104,10 @@ class NewEntry:
     created_at: float
     expires_at: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    tenant: str = ""
+    model: str = ""
+    namespace: str = ""
+    tags: tuple[str, ...] = ()
 
     def stored_as(self, entry_id: str) -> Entry:
         """The :class:`Entry` this becomes once a backend has stored it under ``entry_id``."""
@@ -112,12 +120,16 @@ class NewEntry:
             metadata=dict(self.metadata),
             created_at=self.created_at,
             expires_at=self.expires_at,
+            tenant=self.tenant,
+            model=self.model,
+            namespace=self.namespace,
+            tags=self.tags,
         )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Entry:
-    """A stored entry, as read back from a backend."""
+    """A stored entry, as read back from a backend (labels as :class:`NewEntry`)."""
 
     id: str
     scope_key: str
@@ -127,6 +139,10 @@ class Entry:
     created_at: float
     expires_at: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    tenant: str = ""
+    model: str = ""
+    namespace: str = ""
+    tags: tuple[str, ...] = ()
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at

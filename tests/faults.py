@@ -91,6 +91,15 @@ class RecordingBackend:
         result: int = self._call("clear", scope_key)
         return result
 
+    def delete_where(self, selector: Any) -> int:
+        result: int = self._call("delete_where", selector)
+        return result
+
+    def entries(
+        self, selector: Any, cursor: str | None = None, limit: int = 100, vectors: bool = False
+    ) -> Any:
+        return self._call("entries", selector, cursor, limit, vectors)
+
     def count(self) -> int:
         result: int = self._call("count")
         return result

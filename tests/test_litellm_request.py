@@ -119,3 +119,13 @@ async def test_acompletion_in_process(installed: Any) -> None:
     )
     assert second.choices[0].message.content == first.choices[0].message.content == "Paris."
     assert installed.cache.info().hits_semantic == 1
+
+
+def test_tags_come_from_the_cache_control() -> None:
+    from semcache import InvalidInputError
+    from semcache_litellm import tags_of
+
+    assert tags_of({"cache": {"tags": ["b", "a"]}}) == ("a", "b")
+    assert tags_of({}) == ()
+    with pytest.raises(InvalidInputError):
+        tags_of({"cache": {"tags": "faq"}})

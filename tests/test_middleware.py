@@ -515,3 +515,32 @@ def test_a_response_nested_too_deep_is_returned_and_refused() -> None:
         deep = [deep]
     with pytest.raises(NotCacheableError, match="nested deeper"):
         JsonCodec().encode(deep)
+
+
+def test_labels_and_tags_reach_the_stored_entries(cache: SemanticCache) -> None:
+    """The decorator's scope fields and ``cache_options(tags=...)`` label each entry, so the
+    entries can be deleted by tenant or tag whatever their model and parameters."""
+    from semcache import InvalidInputError
+    from semcache.selector import Selector
+
+    up = Upstream()
+
+    @cached(cache, namespace="app")
+    def chat(*, model: str, messages: list[dict[str, str]], user: str = "") -> Any:
+        return chat_response(f"answer #{up.hit()}")
+
+    with cache_options(tags=["faq", "v2"]):
+        chat(model="m1", messages=msgs("what is the capital of france"), user="acme")
+    with cache_options(tenant="acme"):
+        chat(model="m2", messages=msgs("how tall is everest"))
+    chat(model="m1", messages=msgs("what is the capital of peru"), user="globex")
+    with pytest.raises(InvalidInputError), cache_options(tags=["a,b"]):
+        pass
+    page = cache.backend.entries(Selector(tenant="acme"))
+    assert sorted((e.model, e.namespace, e.tags) for e in page.entries) == [
+        ("m1", "app", ("faq", "v2")),
+        ("m2", "app", ()),
+    ]
+    assert cache.clear(tag="faq") == 1
+    assert cache.clear(tenant="acme") == 1
+    assert [e.tenant for e in cache.backend.entries(Selector()).entries] == ["globex"]

@@ -12,6 +12,7 @@ from semcache._failopen import MISSING, FailOpen
 from semcache.cache import SemanticCache
 from semcache.errors import InvalidInputError, NotCacheableError
 from semcache.keys import Scope
+from semcache.llm.options import current_options
 from semcache.llm.requests import ChatRequest
 from semcache.policy import check_threshold
 from semcache_langchain.codec import generations_from_json, generations_to_json
@@ -107,7 +108,7 @@ class SemanticLLMCache(BaseCache):
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         if (value := self._storable(return_val)) is not None:
             text, scope, _ = plan_prompt(prompt, llm_string, self.namespace)
-            self._fo.store(text, value, scope, ttl=self.ttl)
+            self._fo.store(text, value, scope, ttl=self.ttl, tags=current_options().tags)
 
     def _storable(self, return_val: RETURN_VAL_TYPE) -> list[dict[str, Any]] | None:
         """The generations as JSON, or ``None`` if there are none or they cannot be stored."""
@@ -139,7 +140,7 @@ class SemanticLLMCache(BaseCache):
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         if (value := self._storable(return_val)) is not None:
             text, scope, _ = plan_prompt(prompt, llm_string, self.namespace)
-            await self._fo.astore(text, value, scope, ttl=self.ttl)
+            await self._fo.astore(text, value, scope, ttl=self.ttl, tags=current_options().tags)
 
     async def aclear(self, **kwargs: Any) -> None:
         llm_string = kwargs.get("llm_string")

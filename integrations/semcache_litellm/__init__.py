@@ -34,7 +34,7 @@ from semcache_litellm.proxy import (
     install,
     show_info_logs,
 )
-from semcache_litellm.request import GENERATION_PARAMS, plan_request, tenant_of
+from semcache_litellm.request import GENERATION_PARAMS, plan_request, tags_of, tenant_of
 from semcache_litellm.settings import TENANT_MODES, LiteLLMCacheSettings
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "build_semantic_cache",
     "install",
     "plan_request",
+    "tags_of",
     "tenant_of",
 ]
 

@@ -27,7 +27,7 @@ from semcache.llm.responses import inspect_response, refusal_reason
 from semcache.models import CallOutcome, Entry, Outcome
 from semcache_litellm.controls import max_age, stale_check, stored_at
 from semcache_litellm.outcomes import OutcomeLog, header
-from semcache_litellm.request import plan_request
+from semcache_litellm.request import plan_request, tags_of
 from semcache_litellm.settings import LiteLLMCacheSettings
 
 __all__ = ["SemcacheLiteLLMCache"]
@@ -124,22 +124,25 @@ class SemcacheLiteLLMCache(BaseCache):
     def set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
         """Store a response LiteLLM got from the model, unless it must not be served again."""
         if (planned := self._storable(value, kwargs)) is not None:
-            self._fo.put(*planned[:2], ttl=_ttl(kwargs), metadata=planned[2])
+            self._fo.put(*planned[:2], ttl=_ttl(kwargs), metadata=planned[2], tags=planned[3])
 
     async def async_set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
         if (planned := self._storable(value, kwargs)) is not None:
-            await self._fo.aput(*planned[:2], ttl=_ttl(kwargs), metadata=planned[2])
+            await self._fo.aput(
+                *planned[:2], ttl=_ttl(kwargs), metadata=planned[2], tags=planned[3]
+            )
 
     def _storable(
         self, value: Any, kwargs: Mapping[str, Any]
-    ) -> tuple[Query, dict[str, Any], dict[str, int]] | None:
-        """The key, the entry and its token counts for a storable response; ``None`` if not
-        (a refusal is counted; a request the lookup bypassed is not counted again)."""
+    ) -> tuple[Query, dict[str, Any], dict[str, int], tuple[str, ...]] | None:
+        """The key, the entry, its token counts and tags for a storable response; ``None`` if
+        not (a refusal is counted; a request the lookup bypassed is not counted again)."""
         q = self._fo.rekey(lambda: self._planned(kwargs))
         if q is None:
             return None
         with self._fo.failures.trap(None, "store"):
-            return self._entry(q, value)
+            planned = self._entry(q, value)
+            return None if planned is None else (*planned, tags_of(kwargs))
         return None
 
     def _planned(self, kwargs: Mapping[str, Any]) -> Query | None:

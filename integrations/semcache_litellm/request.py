@@ -15,9 +15,10 @@ from typing import Any
 from semcache.errors import InvalidInputError
 from semcache.keys import Scope
 from semcache.llm.requests import ChatRequest, PromptRequest, Request
+from semcache.selector import check_tags
 from semcache_litellm.settings import LiteLLMCacheSettings
 
-__all__ = ["GENERATION_PARAMS", "plan_request", "tenant_of"]
+__all__ = ["GENERATION_PARAMS", "plan_request", "tags_of", "tenant_of"]
 
 #: Request parameters that change the answer, so are part of the scope. Anything else LiteLLM
 #: passes (stream, metadata, api keys, call ids, timeouts...) does not split the cache.
@@ -168,3 +169,11 @@ def plan_request(kwargs: Mapping[str, Any], settings: LiteLLMCacheSettings) -> R
     return dataclasses.replace(
         request, scope=dataclasses.replace(request.scope, namespace=namespace)
     )
+
+
+def tags_of(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The tags a request asks its stored entry to carry (``cache={"tags": [...]}``), checked
+    (:class:`InvalidInputError`)."""
+    control = kwargs.get("cache")
+    tags = control.get("tags") if isinstance(control, Mapping) else None
+    return check_tags(tags)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -15,15 +16,34 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry
+    from semcache.selector import Selector
 
 __all__ = [
     "AsyncBackend",
     "Backend",
+    "EntryPage",
     "ThreadedBackend",
     "as_async",
+    "check_limit",
     "check_vector",
     "encode_json",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryPage:
+    """One page of a backend's entries (:meth:`Backend.entries`).
+
+    Attributes:
+        entries: the entries of this page, expired ones not yet purged included; a page may
+            hold fewer than the limit asked (even none) before the end.
+        vectors: each entry's stored vector, in order, when asked for; else empty.
+        cursor: what to pass for the next page; ``None`` once every entry has been returned.
+    """
+
+    entries: tuple[Entry, ...]
+    vectors: tuple[NDArray[np.float32], ...] = ()
+    cursor: str | None = None
 
 
 @runtime_checkable
@@ -72,6 +92,19 @@ class Backend(Protocol):
     def clear(self, scope_key: str | None = None) -> int:
         """Delete every entry (of one scope, if given)."""
 
+    def delete_where(self, selector: Selector) -> int:
+        """Delete the entries ``selector`` matches, from everywhere they are kept (rows, vector
+        indexes and their snapshots, LRU records); returns how many."""
+
+    def entries(
+        self, selector: Selector, cursor: str | None = None, limit: int = 100, vectors: bool = False
+    ) -> EntryPage:
+        """A page of the entries ``selector`` matches, from ``cursor`` (``None``: the start).
+
+        Entries stored or deleted while paging may or may not be seen; an entry present
+        throughout is returned at least once.
+        """
+
     def count(self) -> int:
         """How many entries are stored (expired ones not yet purged included)."""
 
@@ -106,6 +139,12 @@ class AsyncBackend(Protocol):
     async def apurge_expired(self, now: float) -> int: ...
 
     async def aclear(self, scope_key: str | None = None) -> int: ...
+
+    async def adelete_where(self, selector: Selector) -> int: ...
+
+    async def aentries(
+        self, selector: Selector, cursor: str | None = None, limit: int = 100, vectors: bool = False
+    ) -> EntryPage: ...
 
     async def acount(self) -> int: ...
 
@@ -147,6 +186,14 @@ class ThreadedBackend:
     async def aclear(self, scope_key: str | None = None) -> int:
         return await asyncio.to_thread(self.backend.clear, scope_key)
 
+    async def adelete_where(self, selector: Selector) -> int:
+        return await asyncio.to_thread(self.backend.delete_where, selector)
+
+    async def aentries(
+        self, selector: Selector, cursor: str | None = None, limit: int = 100, vectors: bool = False
+    ) -> EntryPage:
+        return await asyncio.to_thread(self.backend.entries, selector, cursor, limit, vectors)
+
     async def acount(self) -> int:
         return await asyncio.to_thread(self.backend.count)
 
@@ -157,6 +204,13 @@ class ThreadedBackend:
 def as_async(backend: Backend) -> AsyncBackend:
     """The backend's own async methods if it has them, else its sync ones in worker threads."""
     return backend if isinstance(backend, AsyncBackend) else ThreadedBackend(backend)
+
+
+def check_limit(limit: int) -> int:
+    """A page size: an int from 1 to 10,000."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
+        raise InvalidInputError(f"a page holds 1-10000 entries, got limit={limit!r}")
+    return limit
 
 
 def check_vector(vector: NDArray[np.float32], dim: int) -> NDArray[np.float32]:

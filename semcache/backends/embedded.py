@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from semcache._clock import Clock, SystemClock
-from semcache.backends import sqlite_io
-from semcache.backends.base import check_vector, encode_json
+from semcache.backends import sqlite_io, sqlite_labels
+from semcache.backends.base import EntryPage, check_limit, check_vector, encode_json
 from semcache.backends.eviction import (
     GDSF,
     LRU,
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     import sqlite3
 
     from numpy.typing import NDArray
+
+    from semcache.selector import Selector
 
 __all__ = ["EmbeddedBackend", "HnswParams", "LocalBackend", "MemoryBackend", "StoreStats"]
 
@@ -82,13 +84,17 @@ CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expires_at) WHERE expires_
 #: uses so far, tokens a hit saves, and the policy's rank (lowest evicted first).
 _EVICTION_COLUMNS = {"hits": "INTEGER NOT NULL DEFAULT 1", "cost": "REAL", "priority": "REAL"}
 _EVICTION_INDEX = "CREATE INDEX IF NOT EXISTS entries_priority ON entries (priority, id)"
-_COLUMNS = "id, scope_key, text_key, prompt, response, metadata, created_at, expires_at"
+_COLUMNS = (
+    "id, scope_key, text_key, prompt, response, metadata, created_at, expires_at, "
+    + ", ".join(sqlite_labels.NAMES)
+)
 #: The bytes an entry takes in the store, counted against ``max_bytes`` (as :func:`_entry_bytes`).
 _SIZE = (
     "length(CAST(scope_key AS BLOB)) + length(CAST(text_key AS BLOB)) + "
     "length(CAST(prompt AS BLOB)) + length(CAST(response AS BLOB)) + "
     "length(CAST(metadata AS BLOB)) + length(vector)"
 )
+_LABELS = ", ".join(sqlite_labels.NAMES)
 #: What :meth:`LocalBackend._delete_rows` takes: id, scope key and size.
 _ROW_REF = f"id, scope_key, {_SIZE}"
 #: The entries to evict first (:data:`_ROW_REF` and the priority), in the policy's order.
@@ -224,6 +230,10 @@ def _row_to_entry(row: tuple[Any, ...]) -> Entry:
         metadata=metadata,
         created_at=row[6],
         expires_at=row[7],
+        tenant=row[8],
+        model=row[9],
+        namespace=row[10],
+        tags=sqlite_labels.decode_tags(row[0], row[11]),
     )
 
 
@@ -292,6 +302,9 @@ class LocalBackend:
         db = self._path
         with self._sql("read the entry store"):
             self._db.executescript(_SCHEMA)
+            sqlite_io.add_columns(self._db, "entries", sqlite_labels.COLUMNS)
+            for statement in sqlite_labels.INDEXES:
+                self._db.execute(statement)
             self._open_eviction()
             self._count = int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
             stored = self._meta("fingerprint")
@@ -315,7 +328,7 @@ class LocalBackend:
         db.create_function("semcache_priority", 5, policy.priority, deterministic=True)
         db.create_function("semcache_cost", 3, metadata_cost, deterministic=True)
         with sqlite_io.transaction(db, self._path, "rank the entries for eviction"):
-            sqlite_io.add_missing_columns(db, "entries", _EVICTION_COLUMNS)
+            sqlite_io.add_columns(db, "entries", _EVICTION_COLUMNS)
             db.execute(_EVICTION_INDEX)
             if (self._meta("eviction") or LRU().name) == policy.name:
                 clock = float(self._meta("eviction_clock") or 0.0)
@@ -496,6 +509,7 @@ class LocalBackend:
         if len(entries) != len(vectors):
             raise InvalidInputError(f"{len(entries)} entries but {len(vectors)} vectors")
         encoded = [_encode(e) for e in entries]
+        label_rows = [sqlite_labels.values(e) for e in entries]
         with self._lock, self._sql("store entries"):
             dim = self._require_dim()
             vecs = [check_vector(v, dim) for v in vectors]
@@ -509,8 +523,8 @@ class LocalBackend:
             replaced_bytes = 0
             ids: list[int] = []
             with sqlite_io.transaction(self._db, self._path, "store entries"):
-                for entry, vec, (response, metadata), size in zip(
-                    entries, vecs, encoded, sizes, strict=True
+                for entry, vec, (response, metadata), size, label in zip(
+                    entries, vecs, encoded, sizes, label_rows, strict=True
                 ):
                     old = self._db.execute(
                         f"SELECT id, {_SIZE} FROM entries WHERE scope_key = ? AND text_key = ?",
@@ -524,8 +538,8 @@ class LocalBackend:
                     cost = entry_cost(entry.prompt, response, entry.metadata)
                     cur = self._db.execute(
                         "INSERT INTO entries (scope_key, text_key, prompt, response, metadata, "
-                        "created_at, expires_at, last_access, vector, hits, cost, priority) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,1,?,?)",
+                        "created_at, expires_at, last_access, vector, hits, cost, priority, "
+                        f"{_LABELS}) VALUES (?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?)",
                         (
                             entry.scope_key,
                             entry.text_key,
@@ -540,6 +554,7 @@ class LocalBackend:
                             self.eviction.priority(
                                 self._evict_clock, 1, cost, size, entry.created_at
                             ),
+                            *label,
                         ),
                     )
                     new_id = int(cur.lastrowid or 0)
@@ -698,6 +713,54 @@ class LocalBackend:
                     f"SELECT {_ROW_REF} FROM entries WHERE scope_key = ?", (scope_key,)
                 ).fetchall()
             return self._delete_rows(rows)
+
+    def delete_where(self, selector: Selector) -> int:
+        """Delete the selected entries and leave no trace of them in the directory.
+
+        Their rows are overwritten (SQLite ``secure_delete``) and the write-ahead log
+        truncated; graphs that held them are rebuilt without their slots and snapshotted now.
+        """
+        clause, params = sqlite_labels.where(selector)
+        with self._lock, self._sql("delete entries"):
+            self._require_dim()
+            rows = self._db.execute(
+                f"SELECT {_ROW_REF} FROM entries WHERE {clause}", params
+            ).fetchall()
+            if not rows:
+                return 0
+            before = self._db.execute("PRAGMA secure_delete").fetchone()[0]
+            self._db.execute("PRAGMA secure_delete = ON")
+            try:
+                deleted = self._delete_rows(rows)
+            finally:
+                self._db.execute(f"PRAGMA secure_delete = {int(before)}")
+            self._indexes().compact({str(r[1]) for r in rows})
+            if self._snapshot:
+                self._save_dirty()
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            return deleted
+
+    def entries(
+        self, selector: Selector, cursor: str | None = None, limit: int = 100, vectors: bool = False
+    ) -> EntryPage:
+        """A page of the selected entries in id order; the cursor is the last id returned."""
+        check_limit(limit)
+        after = 0 if cursor is None else _row_id(cursor)
+        if after is None:
+            raise InvalidInputError(f"not a cursor of this store: {cursor!r}")
+        clause, params = sqlite_labels.where(selector)
+        extra = ", vector" if vectors else ""
+        with self._lock, self._sql("list entries"):
+            self._require_dim()
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS}{extra} FROM entries WHERE id > ? AND {clause} "
+                "ORDER BY id LIMIT ?",
+                [after, *params, limit],
+            ).fetchall()
+        found = tuple(_row_to_entry(r) for r in rows)
+        vecs = tuple(np.frombuffer(r[-1], dtype=np.float32).copy() for r in rows) if vectors else ()
+        more = len(rows) == limit
+        return EntryPage(found, vecs, found[-1].id if more else None)
 
     def flush(self) -> None:
         """Write the vector-index snapshots now."""

@@ -242,6 +242,18 @@ class ScopedIndexes:
                 self._rebuild(scope, state, "exact")
         self._changed(scope, state)
 
+    def compact(self, scopes: set[str]) -> None:
+        """Rebuild the graphs of ``scopes`` that hold deleted slots, so that neither memory nor
+        their next snapshot keeps a removed vector or label (a graph on disk is loaded first)."""
+        for scope in sorted(scopes):
+            state = self._scopes.get(scope)
+            if state is None or state.kind != "hnsw":
+                continue
+            index = self._index(scope, state)
+            if isinstance(index, HnswIndex) and index.deleted:
+                self._rebuild(scope, state, "hnsw")
+                self._dirty.add(scope)
+
     def use(self, scope: str) -> None:
         """Mark a scope as just used (an entry of it was served)."""
         if scope in self._scopes:

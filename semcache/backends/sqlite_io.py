@@ -13,14 +13,7 @@ from contextlib import contextmanager
 
 from semcache.errors import BackendError, InvalidInputError
 
-__all__ = [
-    "add_missing_columns",
-    "check_text",
-    "connect",
-    "storage_error",
-    "transaction",
-    "translated",
-]
+__all__ = ["add_columns", "check_text", "connect", "storage_error", "transaction", "translated"]
 
 _CORRUPT = ("malformed", "not a database", "corrupt", "encrypted")
 
@@ -83,10 +76,14 @@ def check_text(text: str, what: str) -> str:
     return text
 
 
-def add_missing_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
-    """Add each ``name: declaration`` column ``table`` lacks (a store written by an older
-    semcache); idempotent, one ``ALTER TABLE ... ADD COLUMN`` per missing column."""
+def add_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) -> list[str]:
+    """Add each of ``columns`` (name -> definition) that ``table`` lacks; returns those added.
+
+    One ``ALTER TABLE ... ADD COLUMN`` per missing column, so it is idempotent and each feature
+    migrates its own columns. Caller translates errors (:func:`translated`).
+    """
     have = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
-    for name, declaration in columns.items():
-        if name not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+    added = [name for name in columns if name not in have]
+    for name in added:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
+    return added

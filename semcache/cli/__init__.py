@@ -1,7 +1,8 @@
-"""The ``semcache`` command. Each subcommand lives in ``semcache/commands/<name>.py``.
+"""The ``semcache`` command. Each subcommand lives in ``semcache/cli/<name>.py``.
 
-A command module defines ``register(subparsers)``, which adds its parser and sets
-``func(args) -> int`` as the parser default. Modules are imported only when the CLI runs.
+A command module defines ``register(subparsers)``, which adds its parser (or, for
+``operate``, the six operator commands) and sets ``func(args) -> int`` as the parser default.
+Modules are imported only when the CLI runs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Order is the order shown in --help.
-COMMANDS = ("demo", "calibrate", "eval", "tune")
+COMMANDS = ("demo", "calibrate", "eval", "tune", "operate")
 
 
 def build_parser() -> argparse.ArgumentParser:

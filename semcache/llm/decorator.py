@@ -61,6 +61,7 @@ class _Call:
     ttl: float | None
     store: bool
     model: str
+    tags: tuple[str, ...] = ()
     result: LookupResult | None = None
     vector: Any = None
     flight: Flight | None = None
@@ -178,6 +179,7 @@ class _Cached:
             ttl=opts.ttl if opts.ttl is not None else self.ttl,
             store=opts.store,
             model=scope.model,
+            tags=opts.tags,
         )
 
     # -- lookups -------------------------------------------------------------------------------
@@ -416,7 +418,7 @@ class _Cached:
             "prompt_tokens": info.prompt_tokens,
             "completion_tokens": info.completion_tokens,
         }
-        return {"ttl": call.ttl, "vector": call.vector, "metadata": metadata}
+        return {"ttl": call.ttl, "vector": call.vector, "metadata": metadata, "tags": call.tags}
 
     # -- the upstream call ----------------------------------------------------------------------
     #

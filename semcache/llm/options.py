@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from semcache.models import CallOutcome
 from semcache.policy import check_threshold
+from semcache.selector import check_tags
 
 __all__ = ["CallOptions", "CallOutcome", "cache_options", "current_options"]
 
@@ -22,6 +23,7 @@ class CallOptions:
     ttl: float | None = None
     tenant: str | None = None
     store: bool = True
+    tags: tuple[str, ...] = ()
 
 
 _OPTIONS: contextvars.ContextVar[CallOptions] = contextvars.ContextVar(
@@ -43,6 +45,7 @@ def cache_options(
     ttl: float | None = None,
     tenant: str | None = None,
     store: bool | None = None,
+    tags: Iterable[str] | None = None,
 ) -> Iterator[CallOptions]:
     """Change how cached calls behave inside the block (thread- and task-local).
 
@@ -52,9 +55,13 @@ def cache_options(
         ttl: seconds the entries stored by these calls live.
         tenant: put these calls in this tenant's partition (overrides the adapter).
         store: ``False`` looks up but never stores (like ``Cache-Control: no-store``).
+        tags: labels stored with the entries these calls store (replacing any set outside the
+            block), for ``SemanticCache.clear(tag=...)`` and listing. Checked here
+            (:class:`InvalidInputError`).
     """
     if min_similarity is not None:
         check_threshold(min_similarity)
+    checked = None if tags is None else check_tags(tags)
     current = _OPTIONS.get()
     token = _OPTIONS.set(
         CallOptions(
@@ -63,6 +70,7 @@ def cache_options(
             ttl=current.ttl if ttl is None else ttl,
             tenant=current.tenant if tenant is None else tenant,
             store=current.store if store is None else store,
+            tags=current.tags if checked is None else checked,
         )
     )
     try:

@@ -13,7 +13,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from semcache.backends.base import check_vector
+from semcache.backends.base import EntryPage, check_limit, check_vector
+from semcache.backends.redis import labels
 from semcache.backends.redis import schema as rs
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from semcache.backends.eviction import Eviction
     from semcache.backends.redis.core import RedisCore
     from semcache.models import Candidate, Entry, NewEntry
+    from semcache.selector import Selector
 
 __all__ = ["AsyncRedisOps"]
 
@@ -152,11 +154,14 @@ class AsyncRedisOps:
         await self._arun("touch", run)
 
     async def adelete(self, entry_ids: Iterable[str]) -> int:
-        ids = list(dict.fromkeys(entry_ids))
-        batches = [ids[i : i + rs.BATCH] for i in range(0, len(ids), rs.BATCH)]
-        return sum([await self._adelete_batch(batch) for batch in batches])
+        return await self._adelete_ids(list(dict.fromkeys(entry_ids)), timed=True)
 
-    async def _adelete_batch(self, ids: list[str]) -> int:
+    async def _adelete_ids(self, ids: list[str], *, timed: bool) -> int:
+        step = rs.DELETE_BATCH
+        batches = [ids[i : i + step] for i in range(0, len(ids), step)]
+        return sum([await self._adelete_batch(batch, timed) for batch in batches])
+
+    async def _adelete_batch(self, ids: list[str], timed: bool = True) -> int:
         if not ids:
             return 0
         client = self.core.aclient()
@@ -165,7 +170,7 @@ class AsyncRedisOps:
             pipe = rs.queue_deletes(self.keys, client.pipeline(transaction=False), ids)
             return int(sum((await pipe.execute())[:-1]))
 
-        return await self._arun("delete", run)
+        return await self._arun("delete", run, timed=timed)
 
     async def aevict(self, max_entries: int) -> int:
         rs.check_max_entries(max_entries)
@@ -193,7 +198,7 @@ class AsyncRedisOps:
     async def _adelete_matching(self, filter_expression: Any) -> int:
         total = 0
         while ids := await self._amatching_ids(filter_expression):
-            removed = await self._adelete_batch(ids)
+            removed = await self._adelete_ids(ids, timed=False)
             total += removed
             if removed == 0:
                 break  # the index lags behind deletions; do not spin
@@ -230,3 +235,24 @@ class AsyncRedisOps:
         if scope_key is None:
             await self._arun("clear", lambda: client.delete(self.keys.lru))
         return total
+
+    async def adelete_where(self, selector: Selector) -> int:
+        return await self._adelete_matching(labels.selector_filter(selector))
+
+    async def aentries(
+        self, selector: Selector, cursor: str | None, limit: int, vectors: bool
+    ) -> EntryPage:
+        check_limit(limit)
+        start = rs.scan_cursor(cursor)
+        client, match = self.core.aclient(), self.keys.entry_prefix + "*"
+
+        async def run() -> tuple[int, list[Any], list[Any]]:
+            after, names = await client.scan(start, match=match, count=limit)
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(name)
+            return int(after), names, (await pipe.execute()) if names else []
+
+        after, names, hashes = await self._arun("list", run, timed=False)
+        found, vecs = rs.listed(self.keys, names, hashes, selector, vectors)
+        return EntryPage(tuple(found), tuple(vecs), None if after == 0 else str(after))

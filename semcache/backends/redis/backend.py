@@ -32,21 +32,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from semcache.backends.base import check_vector
+from semcache.backends.base import EntryPage, check_limit, check_vector
 from semcache.backends.breaker import BreakerParams, CircuitBreaker
 from semcache.backends.eviction import GDSF, Eviction, check_eviction
+from semcache.backends.redis import labels
 from semcache.backends.redis import schema as rs
 from semcache.backends.redis.async_methods import AsyncRedisOps
 from semcache.backends.redis.connection import RedisConnection
 from semcache.backends.redis.core import RedisCore, is_existing_index
 from semcache.backends.vector_index import HnswParams
 from semcache.errors import BackendError, ConfigurationError, MissingDependencyError
-from semcache.models import Candidate, Entry, NewEntry, check_fingerprint
+from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry, check_fingerprint
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from semcache.models import ModelFingerprint
+    from semcache.selector import Selector
 
 __all__ = ["BreakerParams", "RedisBackend", "RedisConnection"]
 
@@ -183,6 +184,7 @@ class RedisBackend:
 
     def _ensure_schema(self) -> None:
         """Check (or write) the fingerprint record, then check (or create) the index."""
+        from redis.exceptions import RedisError
         from redisvl.exceptions import RedisSearchError
         from redisvl.index import SearchIndex
 
@@ -195,8 +197,14 @@ class RedisBackend:
             if stored is not None:
                 rs.check_meta(stored, fp, where)
             if index.exists():
-                existing = SearchIndex.from_existing(index.name, redis_client=client)
-                rs.check_index_dim(existing.schema.to_dict(), fp.dim, where)
+                existing = SearchIndex.from_existing(index.name, redis_client=client).schema
+                rs.check_index_dim(existing.to_dict(), fp.dim, where)
+                for field in labels.missing_fields(existing.to_dict()):  # an older index
+                    try:
+                        client.execute_command(*labels.alter_args(index.name, field))
+                    except RedisError as e:
+                        if "duplicate" not in str(e).lower():  # else another replica added it
+                            raise
             else:
                 try:
                     index.create(overwrite=False)
@@ -329,10 +337,15 @@ class RedisBackend:
         self._run("touch", run)
 
     def delete(self, entry_ids: Iterable[str]) -> int:
-        ids = list(dict.fromkeys(entry_ids))
-        return sum(self._delete_batch(ids[i : i + rs.BATCH]) for i in range(0, len(ids), rs.BATCH))
+        return self._delete_ids(list(dict.fromkeys(entry_ids)), timed=True)
 
-    def _delete_batch(self, ids: list[str]) -> int:
+    def _delete_ids(self, ids: list[str], *, timed: bool) -> int:
+        """Delete in pipelines of ``rs.DELETE_BATCH``; bulk work (``timed=False``) is not held
+        to the breaker's slow-call limit."""
+        step = rs.DELETE_BATCH
+        return sum(self._delete_batch(ids[i : i + step], timed) for i in range(0, len(ids), step))
+
+    def _delete_batch(self, ids: list[str], timed: bool = True) -> int:
         if not ids:
             return 0
 
@@ -340,7 +353,7 @@ class RedisBackend:
             pipe = rs.queue_deletes(self.keys, self.client.pipeline(transaction=False), ids)
             return int(sum(pipe.execute()[:-1]))
 
-        return self._run("delete", run)
+        return self._run("delete", run, timed=timed)
 
     def evict(self, max_entries: int) -> int:
         """Delete the lowest-priority entries until the list holds at most ``max_entries``.
@@ -372,7 +385,7 @@ class RedisBackend:
     def _delete_matching(self, filter_expression: Any) -> int:
         total = 0
         while ids := self._matching_ids(filter_expression):
-            removed = self._delete_batch(ids)
+            removed = self._delete_ids(ids, timed=False)
             total += removed
             if removed == 0:
                 break  # the index lags behind deletions; do not spin
@@ -403,6 +416,37 @@ class RedisBackend:
                     return
 
         self._run("sweep", run, timed=False)
+
+    def delete_where(self, selector: Selector) -> int:
+        """Delete the selected entries: their hashes (so their index records) and LRU ids."""
+        self._require_index()
+        return self._delete_matching(labels.selector_filter(selector))
+
+    def entries(
+        self, selector: Selector, cursor: str | None = None, limit: int = 100, vectors: bool = False
+    ) -> EntryPage:
+        """A page of the selected entries, from a ``SCAN`` of the entry keys (``limit`` is the
+        scan's ``COUNT``: a page may hold fewer, or a few more)."""
+        self._require_index()
+        check_limit(limit)
+        start = rs.scan_cursor(cursor)
+        client, match = self.client, self.keys.entry_prefix + "*"
+
+        def run() -> tuple[int, list[Any], list[Any]]:
+            after, names = client.scan(start, match=match, count=limit)
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(name)
+            return int(after), names, pipe.execute() if names else []
+
+        after, names, hashes = self._run("list", run, timed=False)
+        found, vecs = rs.listed(self.keys, names, hashes, selector, vectors)
+        return EntryPage(tuple(found), tuple(vecs), None if after == 0 else str(after))
+
+    def stored_fingerprint(self) -> ModelFingerprint | None:
+        """The embedding model recorded in Redis for this cache, or ``None`` if none is."""
+        stored = self._run("read", lambda: self.client.get(self.keys.meta), timed=False)
+        return None if stored is None else rs.stored_fingerprint(stored, self._core.where)
 
     def clear(self, scope_key: str | None = None) -> int:
         self._require_index()
@@ -469,6 +513,14 @@ class RedisBackend:
 
     async def aclear(self, scope_key: str | None = None) -> int:
         return await self._async_ops().aclear(scope_key)
+
+    async def adelete_where(self, selector: Selector) -> int:
+        return await self._async_ops().adelete_where(selector)
+
+    async def aentries(
+        self, selector: Selector, cursor: str | None = None, limit: int = 100, vectors: bool = False
+    ) -> EntryPage:
+        return await self._async_ops().aentries(selector, cursor, limit, vectors)
 
     async def adrop(self) -> int:
         """:meth:`drop`, awaiting this event loop's client."""

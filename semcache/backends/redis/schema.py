@@ -32,16 +32,25 @@ import numpy as np
 
 from semcache.backends.base import check_vector, encode_json
 from semcache.backends.eviction import LRU, Eviction, entry_cost, metadata_cost
+from semcache.backends.redis import labels
 from semcache.backends.vector_index import HnswParams
-from semcache.errors import ConfigurationError, CorruptEntryError, FingerprintMismatchError
+from semcache.errors import (
+    ConfigurationError,
+    CorruptEntryError,
+    FingerprintMismatchError,
+    InvalidInputError,
+)
 from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry, check_fingerprint
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from semcache.selector import Selector
+
 __all__ = [
     "BATCH",
     "CLOCK",
+    "DELETE_BATCH",
     "FILL_LUA",
     "FORMAT",
     "PUT_LUA",
@@ -67,6 +76,7 @@ __all__ = [
     "hybrid_policy",
     "ids_query",
     "knn_query",
+    "listed",
     "live_match",
     "meta_record",
     "parse_entry",
@@ -80,10 +90,12 @@ __all__ = [
     "recorded_eviction",
     "reload_script",
     "result_ids",
+    "scan_cursor",
     "schema_dict",
     "scope_filter",
     "similarity",
     "stored_entries",
+    "stored_fingerprint",
     "touch_score",
     "ttl_ms",
     "vector_query",
@@ -105,10 +117,23 @@ _RANKING = frozenset(_RANKING_ORDER)
 #: The one member of ``semcache:N:clock``.
 CLOCK = "clock"
 DISTANCE = "vector_distance"
-RETURN_FIELDS = [SCOPE, TEXT_KEY, PROMPT, RESPONSE, METADATA, CREATED_AT, EXPIRES_AT]
+RETURN_FIELDS = [
+    SCOPE,
+    TEXT_KEY,
+    PROMPT,
+    RESPONSE,
+    METADATA,
+    CREATED_AT,
+    EXPIRES_AT,
+    *labels.LABEL_FIELDS,
+]
 
-#: How many ids one pipelined delete, eviction step or id scan handles.
+#: How many ids one eviction step or id scan handles.
 BATCH = 500
+#: How many entries one pipelined delete removes. Deleting an indexed hash also removes its
+#: vector from the HNSW graph: 500 in one pipeline outlasted the default 0.5 s socket timeout
+#: on a loaded 2-core host (bench/bench_ops.py), 50 keep each round trip well inside it.
+DELETE_BATCH = 50
 
 #: Replace an entry atomically on its own key: drop stale fields and TTL, write, set the TTL.
 PUT_LUA = """
@@ -210,6 +235,7 @@ def schema_dict(keys: RedisKeys, dim: int, hnsw: HnswParams) -> dict[str, Any]:
             {"name": SCOPE, "type": "tag"},
             {"name": TEXT_KEY, "type": "tag"},
             {"name": EXPIRES_AT, "type": "numeric"},
+            *labels.schema_fields(),
             {
                 "name": VECTOR,
                 "type": "vector",
@@ -233,8 +259,8 @@ def meta_record(fingerprint: ModelFingerprint) -> str:
     return json.dumps({"format": FORMAT, "fingerprint": fingerprint.to_dict()}, sort_keys=True)
 
 
-def check_meta(stored: str | bytes, fingerprint: ModelFingerprint, where: str) -> None:
-    """Refuse a cache written in another format or by another embedding model."""
+def stored_fingerprint(stored: str | bytes, where: str) -> ModelFingerprint:
+    """The embedding model in a ``semcache:N:meta`` record; refuses another format."""
     try:
         data = json.loads(stored)
         fmt = int(data["format"])
@@ -243,6 +269,12 @@ def check_meta(stored: str | bytes, fingerprint: ModelFingerprint, where: str) -
         raise ConfigurationError(f"{where} holds unreadable metadata ({e}); clear it") from e
     if fmt != FORMAT:
         raise ConfigurationError(f"{where} has format {fmt}; this semcache reads format {FORMAT}")
+    return theirs
+
+
+def check_meta(stored: str | bytes, fingerprint: ModelFingerprint, where: str) -> None:
+    """Refuse a cache written in another format or by another embedding model."""
+    theirs = stored_fingerprint(stored, where)
     check_fingerprint(theirs, fingerprint, where, "use the same embedder, or another cache name")
 
 
@@ -279,6 +311,7 @@ def entry_fields(entry: NewEntry, vector: NDArray[np.float32]) -> dict[str, byte
     }
     if entry.expires_at is not None:
         fields[EXPIRES_AT] = repr(float(entry.expires_at))
+    fields.update(labels.fields_of(entry))
     return fields
 
 
@@ -303,6 +336,7 @@ def parse_entry(entry_id: str, fields: Mapping[Any, Any]) -> Entry:
             metadata=metadata,
             created_at=float(f[CREATED_AT]),
             expires_at=None if expires in (None, b"", "") else float(expires),
+            **labels.labels_of(f, as_text),
         )
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
         raise CorruptEntryError(
@@ -629,3 +663,36 @@ def check_max_entries(max_entries: int) -> None:
 def evict_batch(size: int, max_entries: int, batch: int) -> int:
     """How many lowest-priority ids to pop next for a list of ``size`` (0: done)."""
     return max(0, min(size - max_entries, batch))
+
+
+def listed(
+    keys: RedisKeys,
+    names: Sequence[Any],
+    hashes: Sequence[Mapping[Any, Any]],
+    selector: Selector,
+    with_vectors: bool,
+) -> tuple[list[Entry], list[NDArray[np.float32]]]:
+    """The selected entries (and their vectors) among scanned keys and their ``HGETALL``s; keys
+    gone since the scan (empty hashes) are skipped."""
+    entries: list[Entry] = []
+    vectors: list[NDArray[np.float32]] = []
+    for name, fields in zip(names, hashes, strict=True):
+        if not fields:
+            continue
+        entry = parse_entry(keys.id_of(as_text(name)), fields)
+        if not selector.matches(entry):
+            continue
+        entries.append(entry)
+        if with_vectors:
+            raw = fields.get(VECTOR.encode(), fields.get(VECTOR, b""))
+            vectors.append(np.frombuffer(raw, dtype=np.float32).copy())
+    return entries, vectors
+
+
+def scan_cursor(cursor: str | None) -> int:
+    """The ``SCAN`` cursor of a page cursor (``None``: the start)."""
+    if cursor is None:
+        return 0
+    if not cursor.isdigit():
+        raise InvalidInputError(f"not a cursor of this store: {cursor!r}")
+    return int(cursor)
