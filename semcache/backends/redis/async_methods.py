@@ -185,7 +185,8 @@ class AsyncRedisOps:
                 return deleted
             if (clock := rs.raised_clock(self.eviction, popped)) is not None:
                 await self._arun("evict", lambda: client.zadd(self.keys.clock, clock, gt=True))
-            deleted += await self._adelete_batch([rs.as_text(member) for member, _ in popped])
+            victims = [rs.as_text(member) for member, _ in popped]
+            deleted += await self._adelete_ids(victims, timed=True)
 
     async def _amatching_ids(self, filter_expression: Any) -> list[str]:
         index = self._index()

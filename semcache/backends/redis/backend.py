@@ -373,7 +373,8 @@ class RedisBackend:
                 return deleted
             if (clock := rs.raised_clock(self.eviction, popped)) is not None:
                 self._run("evict", lambda: client.zadd(self.keys.clock, clock, gt=True))
-            deleted += self._delete_batch([rs.as_text(member) for member, _ in popped])
+            victims = [rs.as_text(member) for member, _ in popped]
+            deleted += self._delete_ids(victims, timed=True)
 
     def _matching_ids(self, filter_expression: Any) -> list[str]:
         """Up to ``rs.BATCH`` ids of entries matching a redisvl filter (ids only, no payload)."""
