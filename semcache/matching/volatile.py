@@ -47,8 +47,9 @@ _META = re.compile(
     r"\b(?:mean|means|meaning|definition|define|synonyms?|antonyms?|spell(?:ed|ing)?|"
     r"pronounce|pronunciation|etymology|grammar|grammatical|adverb|adjective|tense|"
     r"formal word|word for)\b"
-    r"|['\"](?:[a-z' ]{0,20})\b(?:latest|current(?:ly)?|now|nowadays|today|recent|"
-    r"up to date|breaking news)\b[a-z' ]{0,20}['\"]"
+    # a quoted term: the quote opens after a space (not "what's") and closes before a non-letter
+    r"|(?:^|\s)['\"][a-z' ]{0,20}\b(?:latest|current(?:ly)?|now|nowadays|today|recent|"
+    r"up to date|breaking news|as of now)\b[a-z' ]{0,20}['\"](?![a-z])"
 )
 _CODE = re.compile(
     r"\b(?:python|javascript|typescript|java|js|sql|bash|shell|powershell|excel|formula|"
@@ -57,11 +58,14 @@ _CODE = re.compile(
 )
 _CLOCK_WORDS = re.compile(
     r"\b(?:date|time|today|today's|now|yesterday|tomorrow|week|month|year|timezone|hour|"
-    r"url|commit|version|rows?)\b"
+    r"url|commit|rows?|directory|messages)\b"
 )
 _SELF = re.compile(
     r"\b(?:i'm|i am|we're|we are|i)\s+(?:currently|now)\b|^now that\b"
     r"|\b(?:cook|make|eat|bake)\b[^?]*\b(?:tonight|today)\b"
+    # a procedure that mentions the latest version: "how do I update npm to the latest version"
+    r"|\bhow (?:do|can|to|should)\b[^?]*\b(?:update|upgrade|install|download|check out)\b"
+    r"[^?]*\b(?:latest|newest|current)\b"
 )
 
 # -- anchors -----------------------------------------------------------------------------------
@@ -202,7 +206,11 @@ _TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "exchange_rate",
         re.compile(
             r"\bexchange rate\b"
-            r"|\b" + _CURRENCY + r"\s+(?:to|in|into|vs|against)\s+" + r"(?:\w+\s+)?" + _CURRENCY
+            r"|\b"
+            + _CURRENCY
+            + r"\s+(?:to|in|into|vs|against)\s+"
+            + r"(?:\w+\s+)?"
+            + _CURRENCY
             + r"\b"
             r"|\b(?:convert|how many|how much is)\s+(?:\d[\d,.]*\s+|an?\s+|one\s+)?"
             + _CURRENCY
@@ -224,7 +232,7 @@ _TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "sports",
         re.compile(
             r"\bwho (?:won|is winning|is leading|is ahead)\b"
-            r"|\b(?:what'?s|what is) the score\b|\blive scores?\b|\bstandings\b"
+            r"|\b(?:what'?s|what is) the (?:current |live |final )?score\b(?! of an? )|\blive scores?\b|\bstandings\b"
             r"|\bdid (?:the )?[a-z]+ win\b|\b(?:top of|leading) the (?:league|table)\b"
         ),
     ),
