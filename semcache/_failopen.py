@@ -223,6 +223,9 @@ class FailOpen:
             except InvalidInputError as e:
                 log.debug("semcache: bypass (%s)", e)
                 built = "invalid_input"
+            except NotCacheableError as e:  # the policy's (a volatile prompt)
+                log.debug("semcache: bypass (%s)", e)
+                built = e.reason
             return self.bypass(built) if isinstance(built, str) else built
         return Bypass(type(trap.error).__name__, error=True)
 
@@ -233,8 +236,7 @@ class FailOpen:
     def bypass(self, reason: str) -> Bypass:
         """Count a request the caller decided not to look up."""
         with self.cache.telemetry.span("semcache.request") as span:
-            self.cache._count("bypasses")
-            self.cache.telemetry.record_bypass(span, reason)
+            self.cache._count_bypass(span, reason)
         return Bypass(reason)
 
     # -- lookups -------------------------------------------------------------------------------
@@ -264,7 +266,7 @@ class FailOpen:
             if check is not None:
                 result = _checked(result, check)
             if count:
-                cache._record_result(span, result)
+                cache._record_result(span, result, volatile=q.volatile)
         if (entry_id := _corrupt_id(trap.error)) is not None:
             cache._discard(entry_id)
         return Lookup(None if trap.failed else result, vector, trap.error)
@@ -289,7 +291,7 @@ class FailOpen:
             if check is not None:
                 result = await asyncio.to_thread(_checked, result, check)
             if count:
-                await cache._arecord_result(span, result)
+                await cache._arecord_result(span, result, volatile=q.volatile)
         if (entry_id := _corrupt_id(trap.error)) is not None:
             await cache._adiscard(entry_id)
         return Lookup(None if trap.failed else result, vector, trap.error)

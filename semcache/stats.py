@@ -28,6 +28,8 @@ class CacheInfo:
         shadow_hits: shadow-mode lookups that would have been hits (and were returned as misses).
         feedback: verdicts received by ``feedback()``; false_hits / shadow_false_hits: those that
             said a served / would-be hit was wrong.
+        volatile: requests whose prompt the policy's volatility detector recognised (bypassed,
+            or looked up among fresh entries only; see :class:`~semcache.policy.VolatilePolicy`).
         entries: entries stored now (``-1`` if the backend could not say).
     """
 
@@ -46,6 +48,7 @@ class CacheInfo:
     feedback: int = 0
     false_hits: int = 0
     shadow_false_hits: int = 0
+    volatile: int = 0
     entries: int = 0
 
     @property
@@ -80,6 +83,7 @@ Counter = Literal[
     "feedback",
     "false_hits",
     "shadow_false_hits",
+    "volatile",
 ]
 """The name of a :class:`CacheInfo` counter (a typo fails in mypy, not at run time)."""
 

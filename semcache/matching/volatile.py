@@ -232,7 +232,8 @@ _TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "sports",
         re.compile(
             r"\bwho (?:won|is winning|is leading|is ahead)\b"
-            r"|\b(?:what'?s|what is) the (?:current |live |final )?score\b(?! of an? )|\blive scores?\b|\bstandings\b"
+            r"|\b(?:what'?s|what is) the (?:current |live |final )?score\b(?! of an? )"
+            r"|\blive scores?\b|\bstandings\b"
             r"|\bdid (?:the )?[a-z]+ win\b|\b(?:top of|leading) the (?:league|table)\b"
         ),
     ),
