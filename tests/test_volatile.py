@@ -403,3 +403,59 @@ async def test_a_failing_detector_is_a_miss_async(tmp_path: Path, clock: ManualC
         with pytest.raises(GuardError):
             await cache.astore(VOLATILE_TEXT, "x")
         await cache.aclose()
+
+
+# -- the integrations key through the same place ------------------------------------------------
+
+
+def completion(text: str) -> dict[str, Any]:
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7},
+    }
+
+
+@pytest.mark.parametrize(("rule", "entries"), [(VolatilePolicy(action="bypass"), 1), (None, 2)])
+def test_litellm_plugin_applies_the_policy(
+    tmp_path: Path, clock: ManualClock, rule: VolatilePolicy | None, entries: int
+) -> None:
+    pytest.importorskip("litellm")
+    from semcache_litellm import LiteLLMCacheSettings, SemcacheLiteLLMCache
+
+    with make_cache(tmp_path / "store", clock, rule) as cache:
+        plugin = SemcacheLiteLLMCache(cache, LiteLLMCacheSettings(path=str(tmp_path / "unused")))
+        for i, text in enumerate((VOLATILE_TEXT, TIMELESS_TEXT)):
+            kwargs = {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": text}],
+                "litellm_call_id": str(i),
+            }
+            assert plugin.get_cache("k", **kwargs) is None
+            plugin.set_cache("k", {"timestamp": clock.now(), "response": completion("a")}, **kwargs)
+            served = plugin.get_cache("k", **kwargs) is not None
+            assert served is (rule is None or text == TIMELESS_TEXT)
+        info = cache.info()
+        assert info.entries == entries
+        assert info.volatile == (2 if rule is not None else 0)  # both lookups, counted once each
+        assert info.store_refusals == 0  # a bypassed request is not counted again at store
+
+
+@pytest.mark.parametrize(("rule", "entries"), [(VolatilePolicy(action="bypass"), 0), (None, 1)])
+def test_langchain_cache_applies_the_policy(
+    tmp_path: Path, clock: ManualClock, rule: VolatilePolicy | None, entries: int
+) -> None:
+    pytest.importorskip("langchain_core")
+    from langchain_core.outputs import Generation
+    from semcache_langchain import SemanticLLMCache
+
+    with make_cache(tmp_path, clock, rule) as cache:
+        llm_cache = SemanticLLMCache(cache)
+        llm_cache.update(VOLATILE_TEXT, "fake-llm", [Generation(text="sunny")])
+        served = llm_cache.lookup(VOLATILE_TEXT, "fake-llm")
+        assert (served is not None) is (rule is None)
+        assert cache.info().entries == entries
