@@ -451,6 +451,7 @@ def test_langchain_cache_applies_the_policy(
 ) -> None:
     pytest.importorskip("langchain_core")
     from langchain_core.outputs import Generation
+
     from semcache_langchain import SemanticLLMCache
 
     with make_cache(tmp_path, clock, rule) as cache:

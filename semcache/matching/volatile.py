@@ -11,7 +11,9 @@ How it decides, in order:
 1. **Vetoes** (the words are there, the meaning is timeless): a question about words ("what
    does 'latest' mean", "a synonym for recent", quoted terms); code that reads the clock ("the
    current date in Python", "SQL rows created today"); the speaker's own situation ("I'm
-   currently learning...", "now that I have graduated..."); a home-cooking "tonight".
+   currently learning...", "now that I have graduated..."); a home-cooking "tonight"; "today"
+   meaning nowadays ("today's society", "compared to today"); a hypothetical ("if he resigned
+   today..."); a question to the reader rather than a request ("what phone do you use now").
 2. **Anchors**: an expression that points at the present ("today", "tonight", "right now",
    "this week", "last night", "so far", "at the moment"), or "current / latest / newest /
    most recent" followed by something that changes ("price", "version", "CEO", "standings",
@@ -67,6 +69,16 @@ _SELF = re.compile(
     r"|\bhow (?:do|can|to|should)\b[^?]*\b(?:update|upgrade|install|download|check out)\b"
     r"[^?]*\b(?:latest|newest|current)\b"
 )
+# "today" meaning "nowadays", a contrast with the past, or a hypothetical: not about today
+_GENERIC = re.compile(
+    r"\btoday'?s (?:world|society|generation|youth|times|age|era|kids|children|people|life|"
+    r"culture|education|technology|standards)\b"
+    r"|\b(?:compared (?:to|with)|than|unlike) (?:today|now)\b"
+    r"|\bif\b[^?]{0,60}\b(?:today|tomorrow|right now|now)\b"
+)
+# a question to the reader ("what phone do you use right now"), not a request to the assistant
+_REQUEST = re.compile(r"\b(?:can|could|would|will) you\b|\bdo you know\b")
+_READER = re.compile(r"\b(?:you|your|you're|you've)\b")
 
 # -- anchors -----------------------------------------------------------------------------------
 
@@ -192,7 +204,9 @@ _TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "price",
         re.compile(
-            r"\b" + _ASSET + r"\b[^?]{0,20}\b(?:price|worth|trading|quote|market cap|at)\b"
+            r"\b"
+            + _ASSET
+            + r"\b[^?]{0,20}\b(?:price|prices|worth|trading at|quote|market cap|at)\b"
             r"|\b(?:price|value|worth|quote|market cap) of (?:an? |one |the )?"
             r"(?:[a-z0-9.&']+\s+){0,2}?" + _ASSET + r"\b"
             r"|\bhow much is (?:an? |one |1 )?[a-z ]{0,20}" + _ASSET + r"\b"
@@ -248,7 +262,8 @@ _TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "status",
         re.compile(
-            r"^(?:is|are)\b[^?]{0,40}\b(?:down|not working|offline|having (?:an? )?"
+            r"^(?:is|are)\b(?! it possible| there a way)[^?]{0,40}"
+            r"\b(?:down|not working|offline|having (?:an? )?"
             r"(?:outage|issues|problems)|delayed|closed|on time)\b"
             r"|\b(?:why is|why are)\b[^?]{0,30}\bnot working\b"
             r"|\b(?:traffic|wait time)\b[^?]{0,10}\b(?:on|at|in)\b"
@@ -259,7 +274,8 @@ _TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "clock",
         re.compile(
             r"\bwhat time is it\b|\bwhat day is it\b|\bwhat week\b[^?]*\bis it\b"
-            r"|\b(?:what'?s|what is) (?:the )?(?:date|time)\b(?! (?:zone|complexity))"
+            r"|\b(?:what'?s|what is) (?:the )?(?:date|time)(?: (?:today|now|right now|in [a-z ]+))?"
+            r"\s*[?.!]*$"
             r"|\bhow (?:many days|many weeks|long) (?:until|till|to go until)\b"
             r"|\bdaylight sa(?:ving|vings) time (?:right )?now\b"
         ),
@@ -280,8 +296,9 @@ _TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
 )
 _EXPLAIN = re.compile(
-    r"^(?:why|how (?:do|does|did|can|could|should|would|to|are|is \w+ (?:determined|"
-    r"calculated|measured))|explain|what (?:causes|caused|determines|affects|drives)|"
+    r"(?:^|[,.;:!?]\s*)(?:why|how (?:do|does|did|can|could|should|would|to|are|"
+    r"is \w+ (?:determined|calculated|measured))|explain|"
+    r"what (?:causes|caused|determines|affects|drives)|"
     r"what (?:is|are) (?:an?|the difference))\b"
     r"|\b(?:history of|in history|historically|work\b|works\b|determined|calculated|"
     r"considered|usually|typically|on average|climate|in (?:january|february|march|april|"
@@ -297,7 +314,9 @@ def volatility(text: str) -> str | None:
     Pure and thread-safe; runs a fixed set of precompiled patterns over the lower-cased text.
     """
     t = text.translate(_APOSTROPHES).lower().strip()
-    if _META.search(t) or _SELF.search(t):
+    if _META.search(t) or _SELF.search(t) or _GENERIC.search(t):
+        return None
+    if _READER.search(_REQUEST.sub("", t)):
         return None
     code = _CODE.search(t) is not None and _CLOCK_WORDS.search(t) is not None
     if code:
