@@ -219,7 +219,7 @@ def main() -> None:
             f"| {h} | {s['n']} | {s['precision']:.3f} | {s['recall']:.3f} | {s['tp']} | "
             f"{s['fp']} | {s['fn']} | {s['tn']} |"
         )
-    lines += ["", "Errors on the held-out half C:", ""]
+    lines += ["", "Errors on half C (v3):", ""]
     lines += [f"- {e}" for e in scores["C"]["errors"]] or ["- none"]
     lines += [
         "",

@@ -3,7 +3,7 @@
 "What's the weather today", "current BTC price", "latest version of Python", "who won last
 night", "is the site down right now": a cached answer to these goes stale within minutes or
 days, however similar the next question is. :func:`volatility` recognises them with compiled
-regular expressions (no model, a few microseconds per prompt), so the cache can bypass them or
+regular expressions (no model, tens of microseconds per prompt), so the cache can bypass them or
 cap their TTL (:class:`semcache.policy.VolatilePolicy`).
 
 How it decides, in order:
