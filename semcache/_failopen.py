@@ -216,7 +216,8 @@ class FailOpen:
 
     def key(self, build: Callable[[], K | str]) -> K | Bypass:
         """Run ``build`` (the request's text and scope, validated); a string return is a bypass
-        reason. Invalid input bypasses; any other failure is recorded and bypasses too."""
+        reason. Invalid input and a prompt the policy does not cache (``volatile``) bypass;
+        any other failure is recorded and bypasses too."""
         with self.failures.trap(None, "key") as trap:
             try:
                 built = build()
