@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import sys
 import time
@@ -76,6 +77,37 @@ def latency_ms(texts: list[str], rounds: int = 20) -> dict[str, float]:
             volatility(t)
             samples.append((time.perf_counter_ns() - start) / 1e6)
     return percentiles(samples)
+
+
+def worst_case_ms() -> tuple[float, str]:
+    """The slowest of repeated-phrase inputs of 1,000 and 8,000 characters (best of 5 each):
+    what a hostile or pasted prompt can cost, since regular expressions may backtrack."""
+    units = [
+        "a",
+        "is ",
+        "if ",
+        "make ",
+        "how do update ",
+        "what week ",
+        "the current ",
+        "who won ",
+        "price of ",
+        "bitcoin ",
+        "how many dollars ",
+        "'today' ",
+        "usd to ",
+    ]
+    worst = (0.0, "")
+    for unit in units:
+        for n in (1_000, 8_000):
+            text = (unit * (n // len(unit) + 1))[:n]
+            best = math.inf
+            for _ in range(5):
+                start = time.perf_counter()
+                volatility(text)
+                best = min(best, time.perf_counter() - start)
+            worst = max(worst, (best * 1000, f"{unit!r} x {n // len(unit)}"))
+    return worst
 
 
 def qqp_questions() -> list[str]:
@@ -193,6 +225,7 @@ def main() -> None:
 
     sample = list(dict.fromkeys(t for p in load_pairs() for t in (p.text_a, p.text_b)))
     lat = latency_ms([r["text"] for r in rows] + sample)
+    worst = worst_case_ms()
     full = qqp_questions() if QQP.exists() else []
     flagged_full = sum(is_volatile(t) for t in full)
 
@@ -224,7 +257,9 @@ def main() -> None:
     lines += [
         "",
         f"Latency per prompt ({len(rows) + len(sample)} questions x 20 rounds, one thread): "
-        f"median {lat['p50'] * 1000:.1f} µs, p95 {lat['p95'] * 1000:.1f} µs.",
+        f"median {lat['p50'] * 1000:.1f} µs, p95 {lat['p95'] * 1000:.1f} µs. Worst case on "
+        f"long repeated-phrase inputs (1,000 and 8,000 characters; a longer prompt is judged "
+        f"on its first and last 500): {worst[0]:.2f} ms ({worst[1]}).",
     ]
     lines.append(
         "Real questions are harder than the fixture. In a random 40 of the Quora questions "

@@ -82,6 +82,14 @@ def test_timeless_questions_with_temporal_words_are_not(text: str) -> None:
     assert volatility(text) is None
 
 
+def test_a_long_prompt_is_judged_on_its_ends() -> None:
+    filler = "Here is some background about my project. " * 50
+    assert is_volatile(filler + "What's the weather today?")
+    assert is_volatile("What's the weather today? " + filler)
+    assert not is_volatile(filler + "What's the weather today? " + filler)
+    assert not is_volatile(filler)
+
+
 def load_fixture(test_data: Path) -> list[dict[str, Any]]:
     lines = (test_data / "volatile_prompts.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]

@@ -64,10 +64,10 @@ _CLOCK_WORDS = re.compile(
 )
 _SELF = re.compile(
     r"\b(?:i'm|i am|we're|we are|i)\s+(?:currently|now)\b|^now that\b"
-    r"|\b(?:cook|make|eat|bake)\b[^?]*\b(?:tonight|today)\b"
+    r"|\b(?:cook|make|eat|bake)\b[^?]{0,60}\b(?:tonight|today)\b"
     # a procedure that mentions the latest version: "how do I update npm to the latest version"
-    r"|\bhow (?:do|can|to|should)\b[^?]*\b(?:update|upgrade|install|download|check out)\b"
-    r"[^?]*\b(?:latest|newest|current)\b"
+    r"|\bhow (?:do|can|to|should)\b[^?]{0,60}\b(?:update|upgrade|install|download|"
+    r"check out)\b[^?]{0,60}\b(?:latest|newest|current)\b"
 )
 # "today" meaning "nowadays", a contrast with the past, or a hypothetical: not about today
 _GENERIC = re.compile(
@@ -273,7 +273,7 @@ _TOPICS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "clock",
         re.compile(
-            r"\bwhat time is it\b|\bwhat day is it\b|\bwhat week\b[^?]*\bis it\b"
+            r"\bwhat time is it\b|\bwhat day is it\b|\bwhat week\b[^?]{0,30}\bis it\b"
             r"|\b(?:what'?s|what is) (?:the )?(?:date|time)(?: (?:today|now|right now|in [a-z ]+))?"
             r"\s*[?.!]*$"
             r"|\bhow (?:many days|many weeks|long) (?:until|till|to go until)\b"
@@ -304,6 +304,9 @@ _EXPLAIN = re.compile(
     r"considered|usually|typically|on average|climate|in (?:january|february|march|april|"
     r"may|june|july|august|september|october|november|december))\b"
 )
+#: A longer prompt is judged on its first and last ``_END`` characters, where a question
+#: usually is: the patterns' cost stays bounded on a long pasted text.
+_END = 500
 _YEAR = re.compile(r"\b(?:1[5-9]\d\d|20\d\d)s?\b|\b(?:first|1st)\b|\b1[89]00s\b")
 
 
@@ -311,8 +314,11 @@ def volatility(text: str) -> str | None:
     """Why ``text`` is a volatile question (``"anchor"``, ``"attributive"`` or a topic such as
     ``"price"``, ``"weather"``, ``"status"``), or ``None`` if it is not.
 
-    Pure and thread-safe; runs a fixed set of precompiled patterns over the lower-cased text.
+    Pure and thread-safe; runs a fixed set of precompiled patterns over the lower-cased text
+    (its first and last 500 characters if longer).
     """
+    if len(text) > 2 * _END:
+        text = f"{text[:_END]}\n{text[-_END:]}"
     t = text.translate(_APOSTROPHES).lower().strip()
     if _META.search(t) or _SELF.search(t) or _GENERIC.search(t):
         return None
