@@ -468,3 +468,20 @@ def test_langchain_cache_applies_the_policy(
         served = llm_cache.lookup(VOLATILE_TEXT, "fake-llm")
         assert (served is not None) is (rule is None)
         assert cache.info().entries == entries
+
+
+def test_litellm_proxy_settings_choose_the_policy() -> None:
+    pytest.importorskip("litellm")
+    from semcache_litellm.settings import LiteLLMCacheSettings
+
+    def policy(**raw: Any) -> VolatilePolicy | None:
+        return LiteLLMCacheSettings.from_mapping({"path": "store", **raw}).policy().volatile
+
+    assert policy() == VolatilePolicy()
+    assert policy(volatile="bypass") == VolatilePolicy(action="bypass")
+    assert policy(volatile="cap_ttl", volatile_ttl="60") == VolatilePolicy(max_ttl=60.0)
+    assert policy(volatile="off") is None
+    with pytest.raises(ConfigurationError, match="volatile must be one of"):
+        policy(volatile="never")
+    with pytest.raises(ConfigurationError, match="positive number"):
+        policy(volatile_ttl=0)
