@@ -52,7 +52,7 @@ from semcache.matching.adaptive import AdaptiveConfig, AdaptiveThresholds
 from semcache.matching.guards import LexicalGuard
 from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand
 from semcache.models import CallOutcome, Entry, LookupResult, ModelFingerprint, Outcome, Tier
-from semcache.policy import CachePolicy
+from semcache.policy import CachePolicy, VolatilePolicy
 from semcache.stats import CacheInfo
 from semcache.telemetry import Telemetry, TokenPrice
 
@@ -105,6 +105,7 @@ __all__ = [
     "Tier",
     "TokenPrice",
     "VerifierBand",
+    "VolatilePolicy",
     "__version__",
     "band_from_calibration",
     "cache_options",

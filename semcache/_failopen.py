@@ -216,13 +216,17 @@ class FailOpen:
 
     def key(self, build: Callable[[], K | str]) -> K | Bypass:
         """Run ``build`` (the request's text and scope, validated); a string return is a bypass
-        reason. Invalid input bypasses; any other failure is recorded and bypasses too."""
+        reason. Invalid input and a prompt the policy does not cache (``volatile``) bypass;
+        any other failure is recorded and bypasses too."""
         with self.failures.trap(None, "key") as trap:
             try:
                 built = build()
             except InvalidInputError as e:
                 log.debug("semcache: bypass (%s)", e)
                 built = "invalid_input"
+            except NotCacheableError as e:  # the policy's (a volatile prompt)
+                log.debug("semcache: bypass (%s)", e)
+                built = e.reason
             return self.bypass(built) if isinstance(built, str) else built
         self.cache.telemetry.record_failed_request("key")
         return Bypass(type(trap.error).__name__, error=True)
@@ -234,8 +238,7 @@ class FailOpen:
     def bypass(self, reason: str) -> Bypass:
         """Count a request the caller decided not to look up."""
         with self.cache.telemetry.span("semcache.request") as span:
-            self.cache._count("bypasses")
-            self.cache.telemetry.record_bypass(span, reason)
+            self.cache._count_bypass(span, reason)
         return Bypass(reason)
 
     # -- lookups -------------------------------------------------------------------------------
@@ -269,7 +272,7 @@ class FailOpen:
             if review is not None:
                 result = review(result)
             if count:
-                cache._record_result(span, result)
+                cache._record_result(span, result, volatile=q.volatile)
         if trap.failed and count:
             cache.telemetry.record_failed_request("lookup")
         if (entry_id := _corrupt_id(trap.error)) is not None:
@@ -299,7 +302,7 @@ class FailOpen:
             if review is not None:
                 result = review(result)
             if count:
-                await cache._arecord_result(span, result)
+                await cache._arecord_result(span, result, volatile=q.volatile)
         if trap.failed and count:
             cache.telemetry.record_failed_request("lookup")
         if (entry_id := _corrupt_id(trap.error)) is not None:

@@ -20,12 +20,14 @@ from semcache.errors import (
     CorruptEntryError,
     EmbeddingError,
     GuardError,
+    NotCacheableError,
     SemcacheError,
 )
 from semcache.keys import Scope, text_key
 from semcache.matching.guards import LexicalGuard
 from semcache.models import Candidate, Entry, LookupResult, NewEntry, Outcome, Tier
 from semcache.policy import (
+    VOLATILE,
     CachePolicy,
     Guard,
     budget_spent,
@@ -35,8 +37,11 @@ from semcache.policy import (
     choose,
     exact_hit,
     expiry,
+    fresh,
+    max_age,
     shadow_entry_id,
     shadow_miss,
+    volatile_bypassed,
 )
 from semcache.policy import resolve_threshold as _resolve_threshold
 from semcache.selector import check_tags, select
@@ -59,12 +64,14 @@ _PURGE_EVERY = 60.0  # seconds between purges of expired entries, done by writes
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """A validated lookup: the text, its scope and both keys."""
+    """A validated lookup: the text, its scope, both keys, and whether the text is volatile
+    (:class:`~semcache.policy.VolatilePolicy`)."""
 
     text: str
     scope_key: str
     text_key: str
     scope: Scope = _DEFAULT_SCOPE
+    volatile: bool = False
 
 
 class SemanticCache:
@@ -126,10 +133,30 @@ class SemanticCache:
     # -- steps (the public methods below and :mod:`semcache._failopen` run these) ------------
 
     def _query(self, text: object, scope: Scope | None = None) -> Query:
-        """Validate ``text`` and compute its keys. Raises :class:`InvalidInputError`."""
+        """Validate ``text``, compute its keys and its volatility.
+
+        Every entry point keys its requests here, so this is where a volatile prompt is
+        refused under ``VolatilePolicy(action="bypass")``.
+
+        Raises:
+            InvalidInputError: the text cannot be cached.
+            NotCacheableError: reason ``volatile``, a volatile prompt the policy bypasses.
+            GuardError: the volatility detector failed.
+        """
         checked = check_text(text, self.policy)
+        volatile = self._volatile(checked)
+        if volatile_bypassed(self.policy, volatile):
+            raise NotCacheableError("a volatile prompt is not cached", reason=VOLATILE)
         scope = scope or _DEFAULT_SCOPE
-        return Query(checked, scope.key(), text_key(checked), scope)
+        return Query(checked, scope.key(), text_key(checked), scope, volatile)
+
+    def _volatile(self, text: str) -> bool:
+        """Whether the policy's volatility detector recognises ``text`` (``False`` if off)."""
+        rule = self.policy.volatile
+        if rule is None:
+            return False
+        with _converting("volatile", GuardError):
+            return bool(rule.detector(text))
 
     def _embed(self, text: str) -> NDArray[np.float32]:
         """The unit vector of ``text`` (memoised by the embedder for exact repeats)."""
@@ -156,11 +183,11 @@ class SemanticCache:
         upstream instead would only cost more).
         """
         threshold, now = self._threshold(min_similarity), self.clock.now()
-        started = time.monotonic()
+        started, age = time.monotonic(), max_age(self.policy, q.volatile)
         if self.policy.exact_tier:
             with self._io("exact"):
                 entry = self.backend.get_exact(q.scope_key, q.text_key, now)
-            if entry is not None:
+            if entry is not None and fresh(entry, now, age):
                 return self._exact(entry, threshold), vector
             check_budget(self.policy, time.monotonic() - started, "exact")
         if vector is None:
@@ -168,6 +195,7 @@ class SemanticCache:
             check_budget(self.policy, time.monotonic() - started, "embed")
         with self._io("search"):
             candidates = self.backend.search(q.scope_key, vector, self.policy.candidates, now)
+        candidates = [c for c in candidates if fresh(c.entry, now, age)]
         return self._choose(q, candidates, threshold, vector), vector
 
     async def _afind(
@@ -183,13 +211,14 @@ class SemanticCache:
         """
         threshold, now = self._threshold(min_similarity), self.clock.now()
         started, step = time.monotonic(), "exact"
+        age = max_age(self.policy, q.volatile)
         deadline = asyncio.timeout(self.policy.lookup_budget)
         try:
             async with deadline:
                 if self.policy.exact_tier:
                     with self._io("exact"):
                         entry = await self.abackend.aget_exact(q.scope_key, q.text_key, now)
-                    if entry is not None:
+                    if entry is not None and fresh(entry, now, age):
                         return self._exact(entry, threshold), vector
                 if vector is None:
                     step = "embed"
@@ -203,6 +232,7 @@ class SemanticCache:
             if not deadline.expired():
                 raise
             raise budget_spent(self.policy, time.monotonic() - started, step) from e
+        candidates = [c for c in candidates if fresh(c.entry, now, age)]
         if self.verifier is None:
             return self._choose(q, candidates, threshold, vector), vector
         # A verifier runs a model: keep it off the event loop.
@@ -249,12 +279,18 @@ class SemanticCache:
 
         ``vector`` is ``text``'s embedding if already computed (else the embedder runs).
 
+        A volatile prompt the policy bypasses is not looked up: a miss with reason
+        ``volatile``, counted as a bypass.
+
         Raises:
             InvalidInputError: the text is empty, too long or not a string.
             EmbeddingError / BackendError / GuardError: a step failed (a corrupt entry is
                 deleted before its :class:`CorruptEntryError` is raised).
         """
-        q = self._query(text, scope)
+        try:
+            q = self._query(text, scope)
+        except NotCacheableError as e:
+            return self._bypassed(e.reason)
         with self.telemetry.span("semcache.lookup", partition=q.scope_key) as span:
             try:
                 result, _ = self._find(q, min_similarity=min_similarity, vector=vector)
@@ -263,7 +299,7 @@ class SemanticCache:
                 if isinstance(e, CorruptEntryError) and e.entry_id is not None:
                     self._discard(e.entry_id)
                 raise
-            self._record_result(span, result)
+            self._record_result(span, result, volatile=q.volatile)
             return result
 
     async def alookup(
@@ -275,7 +311,10 @@ class SemanticCache:
         vector: NDArray[np.float32] | None = None,
     ) -> LookupResult:
         """:meth:`lookup`, awaiting the backend; the embedding runs in a worker thread."""
-        q = self._query(text, scope)
+        try:
+            q = self._query(text, scope)
+        except NotCacheableError as e:
+            return self._bypassed(e.reason)
         with self.telemetry.span("semcache.lookup", partition=q.scope_key) as span:
             try:
                 result, _ = await self._afind(q, min_similarity=min_similarity, vector=vector)
@@ -284,7 +323,7 @@ class SemanticCache:
                 if isinstance(e, CorruptEntryError) and e.entry_id is not None:
                     await self._adiscard(e.entry_id)
                 raise
-            await self._arecord_result(span, result)
+            await self._arecord_result(span, result, volatile=q.volatile)
             return result
 
     # -- stores --------------------------------------------------------------------------------
@@ -304,6 +343,9 @@ class SemanticCache:
 
         ``vector`` is ``text``'s embedding if already computed; ``tags`` label the entry for
         :meth:`clear` and listing. Evicts past ``max_entries``.
+        A volatile prompt's entry expires within the policy's cap; under
+        ``VolatilePolicy(action="bypass")`` it is refused (:class:`NotCacheableError`, reason
+        ``volatile``).
         """
         q = self._query(text, scope)
         return self._put(q, response, ttl=ttl, metadata=metadata, vector=vector, tags=tags)
@@ -389,7 +431,7 @@ class SemanticCache:
             prompt=q.text,
             response=response,
             created_at=now,
-            expires_at=expiry(now, self.policy, ttl),
+            expires_at=expiry(now, self.policy, ttl, volatile=q.volatile),
             metadata=dict(metadata or {}),
             tenant=q.scope.tenant,
             model=q.scope.model,
@@ -524,14 +566,40 @@ class SemanticCache:
     def _count(self, name: Counter, amount: int = 1) -> None:
         self._counters.add(name, amount)
 
-    def _record_result(self, span: Span, result: LookupResult) -> None:
-        """Count a lookup's hit or miss, touch the served entry, record tokens saved."""
+    def _bypassed(self, reason: str) -> LookupResult:
+        """A direct lookup the policy bypasses: counted as a bypass, answered with a miss."""
+        with self.telemetry.span("semcache.request") as span:
+            self._count_bypass(span, reason)
+        return LookupResult(
+            entry=None,
+            tier=None,
+            similarity=None,
+            threshold=self.policy.min_similarity,
+            reason=reason,
+        )
+
+    def _count_bypass(self, span: Span, reason: str) -> None:
+        """Count a request that is not looked up (a volatile one in ``volatile`` too)."""
+        self._counters.add("bypasses")
+        if reason == VOLATILE:
+            self._counters.add("volatile")
+        self.telemetry.record_bypass(span, reason)
+
+    def _record_result(self, span: Span, result: LookupResult, *, volatile: bool = False) -> None:
+        """Count a lookup's hit or miss (and a volatile prompt's), touch the served entry,
+        record tokens saved."""
+        if volatile:
+            self._counters.add("volatile")
         if (entry_id := self._count_result(span, result)) is not None:
             with _logged("could not record the use for eviction"):  # best effort; the hit stands
                 self.backend.touch(entry_id, self.clock.now())
 
-    async def _arecord_result(self, span: Span, result: LookupResult) -> None:
+    async def _arecord_result(
+        self, span: Span, result: LookupResult, *, volatile: bool = False
+    ) -> None:
         """:meth:`_record_result`, awaiting the backend."""
+        if volatile:
+            self._counters.add("volatile")
         if (entry_id := self._count_result(span, result)) is not None:
             with _logged("could not record the use for eviction"):  # best effort; the hit stands
                 await self.abackend.atouch(entry_id, self.clock.now())

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol
 
 from semcache.errors import (
     ConfigurationError,
@@ -17,16 +17,20 @@ from semcache.errors import (
     LookupTimeoutError,
     NotCacheableError,
 )
+from semcache.matching.volatile import is_volatile
 from semcache.models import Candidate, Entry, LookupResult, NewEntry, Tier
 
 __all__ = [
     "DEFAULT_LOOKUP_BUDGET",
     "DEFAULT_MAX_ENTRY_BYTES",
     "DEFAULT_MIN_SIMILARITY",
+    "DEFAULT_VOLATILE_TTL",
     "SHADOW_HIT",
     "TOO_LARGE",
+    "VOLATILE",
     "CachePolicy",
     "Guard",
+    "VolatilePolicy",
     "budget_spent",
     "check_budget",
     "check_entry_size",
@@ -34,9 +38,12 @@ __all__ = [
     "choose",
     "entry_bytes",
     "expiry",
+    "fresh",
+    "max_age",
     "resolve_threshold",
     "shadow_entry_id",
     "shadow_miss",
+    "volatile_bypassed",
 ]
 
 #: The default threshold, chosen on Quora question pairs with all-MiniLM-L6-v2 (see README).
@@ -58,6 +65,15 @@ DEFAULT_MAX_ENTRY_BYTES = 1 << 20
 #: The store refusal reason of an entry over ``max_entry_bytes``.
 TOO_LARGE = "too_large"
 
+#: The bypass reason of a volatile prompt (``VolatilePolicy(action="bypass")``).
+VOLATILE = "volatile"
+
+#: Seconds a volatile prompt's answer may be reused by default: 5 minutes. Prices, scores,
+#: traffic and outages move on a scale of minutes, so an answer older than that is likely
+#: wrong; within it, a burst of people asking the same thing ("who won last night", "is Slack
+#: down") still shares one upstream call, which is where a volatile prompt's hits come from.
+DEFAULT_VOLATILE_TTL = 300.0
+
 
 class Guard(Protocol):
     """A veto on a semantic hit: a reason to refuse the candidate, or ``None`` to let it pass.
@@ -69,6 +85,52 @@ class Guard(Protocol):
     """
 
     def __call__(self, query: str, candidate: Candidate) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VolatilePolicy:
+    """What the cache does with a volatile prompt: a question whose answer depends on when it
+    is asked ("what's the weather today", "current BTC price", "latest version of Python").
+
+    Attributes:
+        action: ``"cap_ttl"`` (the default): a volatile prompt's entry lives at most
+            ``max_ttl`` seconds (a shorter TTL, per call or in the policy, is kept), and a
+            lookup of a volatile prompt is served only entries at most ``max_ttl`` old (so an
+            answer stored earlier for a similar prompt, with a longer TTL, is not). ``"bypass"``:
+            a volatile prompt is neither looked up nor stored (a bypass, reason ``volatile``;
+            a direct :meth:`~semcache.SemanticCache.store` raises :class:`NotCacheableError`).
+            Both are counted in ``info().volatile``.
+        max_ttl: seconds, for ``"cap_ttl"`` (default :data:`DEFAULT_VOLATILE_TTL`, 5 minutes).
+        detector: ``text -> bool``; by default the English rules of
+            :func:`semcache.matching.volatile.is_volatile`. A detector that raises is a failed
+            step: a miss on the request paths (:mod:`semcache._failopen`), a
+            :class:`GuardError` from a direct call.
+
+    Turn the guard off with ``CachePolicy(volatile=None)``.
+    """
+
+    action: Literal["cap_ttl", "bypass"] = "cap_ttl"
+    max_ttl: float = DEFAULT_VOLATILE_TTL
+    detector: Callable[[str], bool] = is_volatile
+
+    def __post_init__(self) -> None:
+        if self.action not in ("cap_ttl", "bypass"):
+            raise ConfigurationError(
+                f"volatile action must be 'cap_ttl' or 'bypass', got {self.action!r}"
+            )
+        cap = self.max_ttl
+        if (
+            isinstance(cap, bool)
+            or not isinstance(cap, int | float)
+            or not (math.isfinite(cap) and cap > 0)
+        ):
+            raise ConfigurationError(
+                f"volatile max_ttl must be a positive number of seconds, got {cap!r}"
+            )
+        if not callable(self.detector):
+            raise ConfigurationError(
+                f"volatile detector must be callable (text -> bool), got {self.detector!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +153,8 @@ class CachePolicy:
             socket timeout instead), and a finished step's result is used.
         max_entry_bytes: larger entries (UTF-8 JSON of the response plus metadata) are not
             stored (:class:`NotCacheableError`, reason ``too_large``). ``None``: no limit.
+        volatile: what to do with time- and price-sensitive prompts (:class:`VolatilePolicy`;
+            on by default: their answers are reused for 5 minutes at most). ``None``: off.
     """
 
     min_similarity: float = DEFAULT_MIN_SIMILARITY
@@ -101,6 +165,7 @@ class CachePolicy:
     max_text_chars: int = 8_000
     lookup_budget: float | None = DEFAULT_LOOKUP_BUDGET
     max_entry_bytes: int | None = DEFAULT_MAX_ENTRY_BYTES
+    volatile: VolatilePolicy | None = field(default_factory=VolatilePolicy)
 
     def __post_init__(self) -> None:
         check_threshold(self.min_similarity)
@@ -127,6 +192,10 @@ class CachePolicy:
         size = self.max_entry_bytes
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ConfigurationError(f"max_entry_bytes must be an int >= 1 or None, got {size!r}")
+        if self.volatile is not None and not isinstance(self.volatile, VolatilePolicy):
+            raise ConfigurationError(
+                f"volatile must be a VolatilePolicy or None, got {type(self.volatile).__name__}"
+            )
 
 
 def check_threshold(value: float) -> float:
@@ -290,9 +359,34 @@ def shadow_entry_id(result: LookupResult) -> str | None:
     return None if result.shadow is None else result.shadow.id
 
 
-def expiry(now: float, policy: CachePolicy, ttl: float | None) -> float | None:
-    """When an entry stored now expires: the per-call ``ttl``, else the policy's."""
+def expiry(
+    now: float, policy: CachePolicy, ttl: float | None, *, volatile: bool = False
+) -> float | None:
+    """When an entry stored now expires: the per-call ``ttl``, else the policy's; a volatile
+    prompt's no later than its cap (:func:`max_age`)."""
     if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
         raise InvalidInputError(f"ttl must be a positive number of seconds, got {ttl}")
     chosen = ttl if ttl is not None else policy.ttl
+    cap = max_age(policy, volatile)
+    if cap is not None:
+        chosen = cap if chosen is None else min(chosen, cap)
     return None if chosen is None else now + chosen
+
+
+def volatile_bypassed(policy: CachePolicy, volatile: bool) -> bool:
+    """Whether a prompt (``volatile`` as detected) skips the cache: looked up and stored never."""
+    return volatile and policy.volatile is not None and policy.volatile.action == "bypass"
+
+
+def max_age(policy: CachePolicy, volatile: bool) -> float | None:
+    """The age (seconds) past which an entry is neither kept nor served for a prompt: the
+    volatile cap for a volatile prompt under ``cap_ttl``, else ``None`` (no limit)."""
+    rule = policy.volatile
+    if not volatile or rule is None or rule.action != "cap_ttl":
+        return None
+    return rule.max_ttl
+
+
+def fresh(entry: Entry, now: float, age: float | None) -> bool:
+    """Whether ``entry`` may be served to a prompt whose entries may be ``age`` seconds old."""
+    return age is None or now - entry.created_at <= age

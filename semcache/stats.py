@@ -31,6 +31,8 @@ class CacheInfo:
         explored / explored_false: hits in the uncertain band sent upstream anyway by
             exploration (:mod:`semcache.matching.explore`), and those whose stored answer the
             fresh one contradicted (counted as misses: the caller got the fresh answer).
+        volatile: requests whose prompt the policy's volatility detector recognised (bypassed,
+            or looked up among fresh entries only; see :class:`~semcache.policy.VolatilePolicy`).
         entries: entries stored now (``-1`` if the backend could not say).
     """
 
@@ -51,6 +53,7 @@ class CacheInfo:
     shadow_false_hits: int = 0
     explored: int = 0
     explored_false: int = 0
+    volatile: int = 0
     entries: int = 0
 
     @property
@@ -87,6 +90,7 @@ Counter = Literal[
     "shadow_false_hits",
     "explored",
     "explored_false",
+    "volatile",
 ]
 """The name of a :class:`CacheInfo` counter (a typo fails in mypy, not at run time)."""
 

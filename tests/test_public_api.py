@@ -56,6 +56,7 @@ PUBLIC = [
     "Tier",
     "TokenPrice",
     "VerifierBand",
+    "VolatilePolicy",
     "__version__",
     "band_from_calibration",
     "cache_options",

@@ -8,14 +8,23 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from semcache.errors import ConfigurationError
-from semcache.policy import DEFAULT_MIN_SIMILARITY, CachePolicy
+from semcache.policy import (
+    DEFAULT_MIN_SIMILARITY,
+    DEFAULT_VOLATILE_TTL,
+    CachePolicy,
+    VolatilePolicy,
+)
 
-__all__ = ["TENANT_MODES", "LiteLLMCacheSettings"]
+__all__ = ["TENANT_MODES", "VOLATILE_MODES", "LiteLLMCacheSettings"]
 
 #: Who may be served whose entries: ``key`` (the default) isolates every API key (and its team
 #: and organisation); ``team`` shares entries across the keys of one team; ``end_user`` also
 #: isolates each end user of a key.
 TENANT_MODES = ("key", "team", "end_user")
+
+#: What to do with volatile prompts ("current BTC price"): cap their entries' age, bypass the
+#: cache, or treat them like any other (:class:`semcache.policy.VolatilePolicy`).
+VOLATILE_MODES = ("cap_ttl", "bypass", "off")
 
 _ENV_PREFIX = "os.environ/"
 
@@ -35,9 +44,12 @@ class LiteLLMCacheSettings:
         max_messages: conversations with more non-system messages bypass the cache (counted,
             and shown in the ``x-semcache`` header); ``None`` for no limit.
         store_tool_calls: also store responses that call tools.
+        volatile: one of :data:`VOLATILE_MODES` (default ``cap_ttl``).
+        volatile_ttl: seconds a volatile prompt's answer is reused at most, for ``cap_ttl``.
         debug_headers: add the cache-wide counters as an ``x-semcache-counters`` header.
         factory: ``"module:function"`` returning a ready :class:`semcache.SemanticCache`; when
-            set, ``path``, ``model``, ``min_similarity``, ``ttl`` and ``max_entries`` are unused.
+            set, ``path``, ``model``, ``min_similarity``, ``ttl``, ``max_entries``, ``volatile``
+            and ``volatile_ttl`` are unused.
     """
 
     path: str | None = None
@@ -49,6 +61,8 @@ class LiteLLMCacheSettings:
     tenant: str = "key"
     max_messages: int | None = 16
     store_tool_calls: bool = False
+    volatile: str = "cap_ttl"
+    volatile_ttl: float = DEFAULT_VOLATILE_TTL
     debug_headers: bool = False
     factory: str | None = None
 
@@ -64,13 +78,25 @@ class LiteLLMCacheSettings:
             )
         if self.tenant not in TENANT_MODES:
             raise ConfigurationError(f"tenant must be one of {TENANT_MODES}, got {self.tenant!r}")
+        if self.volatile not in VOLATILE_MODES:
+            raise ConfigurationError(
+                f"volatile must be one of {VOLATILE_MODES}, got {self.volatile!r}"
+            )
         if self.max_messages is not None and self.max_messages < 1:
             raise ConfigurationError(f"max_messages must be >= 1 or None, got {self.max_messages}")
-        self.policy()  # validates min_similarity, ttl and max_entries
+        self.policy()  # validates min_similarity, ttl, max_entries and volatile_ttl
 
     def policy(self) -> CachePolicy:
+        volatile = {
+            "cap_ttl": VolatilePolicy(max_ttl=self.volatile_ttl),
+            "bypass": VolatilePolicy(action="bypass", max_ttl=self.volatile_ttl),
+            "off": None,
+        }[self.volatile]
         return CachePolicy(
-            min_similarity=self.min_similarity, ttl=self.ttl, max_entries=self.max_entries
+            min_similarity=self.min_similarity,
+            ttl=self.ttl,
+            max_entries=self.max_entries,
+            volatile=volatile,
         )
 
     @classmethod
@@ -103,7 +129,7 @@ def _resolve_env(name: str, value: Any) -> Any:
     return value
 
 
-_FLOATS = {"min_similarity", "ttl"}
+_FLOATS = {"min_similarity", "ttl", "volatile_ttl"}
 _INTS = {"max_entries", "max_messages"}
 _BOOLS = {"store_tool_calls", "debug_headers"}
 

@@ -31,6 +31,13 @@ def register(sub: Any) -> None:
     p.add_argument("--latency-scale", type=float, default=1.0, help="scale simulated LLM latency")
     p.add_argument("--dir", type=Path, help="cache directory to keep (default: a temporary one)")
     p.add_argument("--model", default=None, help="embedding model name or local path")
+    p.add_argument(
+        "--volatile",
+        choices=("cap_ttl", "bypass", "off"),
+        default="cap_ttl",
+        help="volatile prompts (weather, prices, 'latest'...): reuse for 5 minutes at most "
+        "(cap_ttl, the default), never cache (bypass), or treat like any other (off)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
@@ -42,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from semcache import CachePolicy, EmbeddedBackend, SemanticCache, default_embedder
     from semcache.measure.demo import SimulatedLLM, build_stream, load_pairs, run_demo
+    from semcache.policy import VolatilePolicy
 
     pairs = load_pairs(args.pairs)
     stream, cluster, negatives = build_stream(pairs, args.requests, seed=args.seed)
@@ -50,7 +58,12 @@ def run(args: argparse.Namespace) -> int:
     # either way: the demo's user threads share the machine's cores.
     embedder = default_embedder(**({"model": args.model} if args.model else {}), threads=1)
     policy = CachePolicy(
-        **({"min_similarity": args.min_similarity} if args.min_similarity is not None else {})
+        **({"min_similarity": args.min_similarity} if args.min_similarity is not None else {}),
+        volatile={
+            "off": None,
+            "cap_ttl": VolatilePolicy(),
+            "bypass": VolatilePolicy(action="bypass"),
+        }[args.volatile],
     )
     with tempfile.TemporaryDirectory(prefix="semcache-demo-") as tmp:
         where = args.dir or Path(tmp)
@@ -97,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         f"  correct hits        {report.correct_hits:6d}  (same duplicate cluster)",
         f"  false hits          {report.false_hits_labelled:6d}  (labelled NOT duplicates)",
         f"  unverified hits     {report.unverified_hits:6d}  (no label either way)",
+        f"  volatile prompts    {report.volatile:6d}  (guard: {args.volatile})",
         "  latency p50 / p95",
         *(
             f"    {name:<17} {lat[key]['p50']:8.1f} / {lat[key]['p95']:8.1f} ms"

@@ -184,6 +184,7 @@ class DemoReport:
     llm_seconds_saved: float
     wall_seconds: float
     threshold: float
+    volatile: int = 0  # requests whose prompt the volatility guard recognised
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     examples: list[tuple[str, str]] = field(default_factory=list)
 
@@ -290,6 +291,7 @@ def run_demo(
         llm_seconds_saved=saved,
         wall_seconds=wall,
         threshold=cache.policy.min_similarity,
+        volatile=after.volatile - before.volatile,
         latency_ms={k: _pct(v) for k, v in lat.items()},
         examples=examples,
     )
