@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from semcache._version import VERSION as __version__
 from semcache.backends import Backend, EmbeddedBackend, HnswParams, MemoryBackend, RedisBackend
 from semcache.backends.breaker import BreakerParams
+from semcache.backends.eviction import GDSF, LRU
 from semcache.backends.redis import RedisConnection
 from semcache.cache import SemanticCache
 from semcache.embedders import (
@@ -36,6 +37,7 @@ from semcache.errors import (
     EmbeddingError,
     FingerprintMismatchError,
     GuardError,
+    ImportFormatError,
     InvalidInputError,
     LookupTimeoutError,
     MissingDependencyError,
@@ -49,10 +51,15 @@ from semcache.llm.options import cache_options
 from semcache.llm.requests import ChatRequest, PromptRequest, Request
 from semcache.llm.responses import JsonCodec, ModelCodec
 from semcache.matching.adaptive import AdaptiveConfig, AdaptiveThresholds
+from semcache.matching.explore import AnswerMatch, Exploration
 from semcache.matching.guards import LexicalGuard
+from semcache.matching.learned_redis import RedisLearnedState
+from semcache.matching.learned_state import SqliteLearnedState
 from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand
 from semcache.models import CallOutcome, Entry, LookupResult, ModelFingerprint, Outcome, Tier
+from semcache.ops.transfer import export_entries, import_entries
 from semcache.policy import CachePolicy, VolatilePolicy
+from semcache.selector import Selector
 from semcache.stats import CacheInfo
 from semcache.telemetry import Telemetry, TokenPrice
 
@@ -60,8 +67,11 @@ if TYPE_CHECKING:
     from semcache.measure.calibration import band_from_calibration, policy_from_calibration
 
 __all__ = [
+    "GDSF",
+    "LRU",
     "AdaptiveConfig",
     "AdaptiveThresholds",
+    "AnswerMatch",
     "Backend",
     "BackendError",
     "BackendUnavailableError",
@@ -77,9 +87,11 @@ __all__ = [
     "Embedder",
     "EmbeddingError",
     "Entry",
+    "Exploration",
     "FingerprintMismatchError",
     "GuardError",
     "HnswParams",
+    "ImportFormatError",
     "InvalidInputError",
     "JsonCodec",
     "LexicalGuard",
@@ -96,11 +108,14 @@ __all__ = [
     "PromptRequest",
     "RedisBackend",
     "RedisConnection",
+    "RedisLearnedState",
     "Request",
     "Scope",
+    "Selector",
     "SemanticCache",
     "SemcacheError",
     "SentenceTransformerEmbedder",
+    "SqliteLearnedState",
     "Telemetry",
     "Tier",
     "TokenPrice",
@@ -111,6 +126,8 @@ __all__ = [
     "cache_options",
     "cached",
     "default_embedder",
+    "export_entries",
+    "import_entries",
     "policy_from_calibration",
 ]
 
