@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -57,6 +57,16 @@ if TYPE_CHECKING:
 __all__ = ["Query", "SemanticCache"]
 
 log = logging.getLogger("semcache")
+
+
+@runtime_checkable
+class _Closeable(Protocol):
+    """A component holding resources of its own (the adaptive thresholds' shared state)."""
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
 
 _DEFAULT_SCOPE = Scope()
 _PURGE_EVERY = 60.0  # seconds between purges of expired entries, done by writes
@@ -523,10 +533,18 @@ class SemanticCache:
         self._counters.reset()
 
     def close(self) -> None:
+        """Close the backend and, if it can be closed, the threshold model (its pending
+        verdicts are written to its shared state)."""
+        model: object = self.thresholds  # a ThresholdModel need not hold resources
+        if isinstance(model, _Closeable):
+            model.close()
         self.backend.close()
 
     async def aclose(self) -> None:
         """:meth:`close`, closing the running event loop's async connections too."""
+        model: object = self.thresholds
+        if isinstance(model, _Closeable):
+            await model.aclose()
         await self.abackend.aclose()
 
     async def __aenter__(self) -> SemanticCache:

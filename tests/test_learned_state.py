@@ -74,6 +74,34 @@ def test_a_restart_keeps_thresholds_and_per_entry_floors(tmp_path: Path) -> None
     again.close()
 
 
+def test_closing_the_cache_writes_its_pending_verdicts(tmp_path: Path) -> None:
+    from semcache import MemoryBackend, SemanticCache
+    from semcache.testing import HashingEmbedder
+
+    path = tmp_path / "learned.sqlite3"
+    model = AdaptiveThresholds(CONFIG, centroids=CENTROIDS, state=SqliteLearnedState(path))
+    cache = SemanticCache(embedder=HashingEmbedder(), backend=MemoryBackend(), thresholds=model)
+    _feed(model, seed=2, n=500, tag="c")
+    cache.close()  # no explicit model.close(): the cache owns what it was given
+    again = AdaptiveThresholds(CONFIG, centroids=CENTROIDS, state=SqliteLearnedState(path))
+    assert again.observations == 500
+    again.close()
+
+
+async def test_aclose_of_the_cache_writes_its_pending_verdicts(tmp_path: Path) -> None:
+    from semcache import MemoryBackend, SemanticCache
+    from semcache.testing import HashingEmbedder
+
+    path = tmp_path / "learned.sqlite3"
+    model = AdaptiveThresholds(CONFIG, centroids=CENTROIDS, state=SqliteLearnedState(path))
+    cache = SemanticCache(embedder=HashingEmbedder(), backend=MemoryBackend(), thresholds=model)
+    _feed(model, seed=3, n=300, tag="d")
+    await cache.aclose()
+    again = AdaptiveThresholds(CONFIG, centroids=CENTROIDS, state=SqliteLearnedState(path))
+    assert again.observations == 300
+    again.close()
+
+
 def test_a_store_of_other_centroids_or_settings_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "learned.sqlite3"
     AdaptiveThresholds(CONFIG, centroids=CENTROIDS, state=SqliteLearnedState(path)).close()
