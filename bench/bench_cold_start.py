@@ -105,6 +105,12 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=ROOT.parent.parent / "main")
     args = parser.parse_args()
     load = os.getloadavg()[0]
+    before_rev = subprocess.run(
+        ["git", "-C", str(args.before), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="semcache-cold-") as tmp:
         path = Path(tmp) / "store"
         fp, query, vector, chunks = build(path)
@@ -144,7 +150,9 @@ def main() -> None:
     lines += [
         "",
         f"Command: `OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python bench/bench_cold_start.py "
-        f"--runs {args.runs}` (\"before\" runs the main branch's code from `--before`).",
+        f'--runs {args.runs}` ("before" runs the code at `--before`, here {before_rev}: the '
+        "main branch without persisted BM25; after a merge, point it at that commit's "
+        "checkout).",
     ]
     write_section(TITLE, "\n".join(lines))
 

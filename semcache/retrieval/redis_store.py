@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -260,27 +260,41 @@ class RedisRetrievalStore:
                 f"Float32Search needs a FLOAT32 field; this is {self.vector_type}"
             )
         blob = query.astype(VECTOR_TYPES[self.vector_type]).tobytes()
-        rows = self._search(*knn_args(blob, n, self.hnsw.ef_search))
+        quantizer = None if isinstance(mode, Float32Search) else self._int8
+        rescore = not isinstance(mode, Float32Search)
+        if rescore and quantizer is None:
+            raise BackendError("int8 codes are not calibrated yet")
+        # Rescoring reads each candidate's int8 code from the same reply (RETURN i8): one
+        # round trip, where a pipelined HGET per candidate cost a second one and n commands.
+        rows = self._search(*knn_args(blob, n, self.hnsw.ef_search, ("i8",) if rescore else ()))
         hits = [
             (key[len(self._prefix) :], 1.0 - float(attrs.get(b"dist", attrs.get("dist"))))
             for key, attrs, _ in rows
         ]
-        if isinstance(mode, Float32Search) or not hits:
+        if quantizer is None or not hits:
             return hits[:k]
-        return self._rescore(query, [cid for cid, _ in hits], k)
+        return self._rescore(
+            quantizer, query, [(key[len(self._prefix) :], attrs) for key, attrs, _ in rows], k
+        )
 
+    @staticmethod
     def _rescore(
-        self, query: NDArray[np.float32], ids: list[str], k: int
+        quantizer: Int8Quantizer,
+        query: NDArray[np.float32],
+        rows: list[tuple[str, Mapping[Any, Any]]],
+        k: int,
     ) -> list[tuple[str, float]]:
-        if self._int8 is None:
-            raise BackendError("int8 codes are not calibrated yet")
-        pipe = self._pipe()
-        for cid in ids:
-            pipe.hget(self._prefix + cid, "i8")
-        raw = self._run("read codes", pipe.execute)
-        keep = [(cid, r) for cid, r in zip(ids, raw, strict=True) if r is not None]
-        codes = np.frombuffer(b"".join(r for _, r in keep), dtype=np.int8).reshape(len(keep), -1)
-        scores = self._int8.scores(query, codes)
+        """The best ``k`` of ``rows`` (chunk id, returned fields) by int8 score."""
+        keep = [
+            (cid, code)
+            for cid, attrs in rows
+            if isinstance(code := attrs.get(b"i8", attrs.get("i8")), bytes)
+            and len(code) == len(query)
+        ]
+        if not keep:
+            return []
+        codes = np.frombuffer(b"".join(c for _, c in keep), dtype=np.int8).reshape(len(keep), -1)
+        scores = quantizer.scores(query, codes)
         order = np.lexsort((np.arange(len(keep)), -scores))[:k]
         return [(keep[i][0], float(scores[i])) for i in order]
 
