@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from semcache.errors import ConfigurationError
 from semcache.retrieval import (
     ChunkingConfig,
     Document,
+    Float32Search,
     Indexer,
     Int8Rescored,
     RecursiveSplitter,
@@ -44,7 +46,9 @@ def client(redis_url: str, request: pytest.FixtureRequest) -> Iterator[Any]:
 
 @pytest.fixture(params=["FLOAT32", "FLOAT16"])
 def store(client: Any, request: pytest.FixtureRequest) -> Iterator[RedisRetrievalStore]:
-    s = RedisRetrievalStore(client, name=f"i{uuid.uuid4().hex[:10]}", vector_type=request.param)
+    s = RedisRetrievalStore(
+        client, name=f"i{uuid.uuid4().hex[:10]}", vector_type=request.param, max_oversample=4.0
+    )
     Indexer(s, HashingEmbedder(), RecursiveSplitter(ChunkingConfig(max_tokens=64))).upsert(DOCS)
     yield s
     s.drop()
@@ -88,3 +92,31 @@ def test_a_candidate_without_a_code_is_left_out(store: RedisRetrievalStore) -> N
     hits = store.dense(query, 8, Int8Rescored())
     assert top not in [c for c, _ in hits]
     assert len(hits) == len(DOCS) - 1
+
+
+def test_max_oversample_caps_the_candidates(redis_url: str) -> None:
+    capped = RedisRetrievalStore.from_url(redis_url, name=f"c{uuid.uuid4().hex[:10]}")
+    wide = RedisRetrievalStore.from_url(redis_url, name=capped.name, max_oversample=4.0)
+    try:
+        splitter = RecursiveSplitter(ChunkingConfig(max_tokens=64))
+        Indexer(capped, HashingEmbedder(), splitter).upsert(DOCS)
+        wide.bind(HashingEmbedder().fingerprint)
+        query = HashingEmbedder().embed(["topic 3 and also about tea"])[0]
+        top2 = [c for c, _ in capped.dense(query, 2, Float32Search())]
+        for cid in top2:  # only the first stage's top 2 lose their codes
+            capped.client.hdel(capped._prefix + cid, "i8")
+        # Capped at 1x, the 2 candidates are exactly those two: nothing left to rescore.
+        assert capped.dense(query, 2, Int8Rescored()) == []
+        # At 4x, 8 candidates: two others are returned.
+        assert {c for c, _ in wide.dense(query, 2, Int8Rescored())}.isdisjoint(top2)
+        assert len(wide.dense(query, 2, Int8Rescored())) == 2
+    finally:
+        capped.drop()
+        capped.close()
+        wide.close()
+
+
+@pytest.mark.parametrize("bad", [0.5, float("nan"), 1e9])
+def test_max_oversample_is_checked(redis_url: str, bad: float) -> None:
+    with pytest.raises(ConfigurationError, match="max_oversample"):
+        RedisRetrievalStore.from_url(redis_url, name="x", max_oversample=bad)

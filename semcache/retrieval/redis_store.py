@@ -79,6 +79,12 @@ class RedisRetrievalStore:
         vector_type: the HNSW field's type: ``"FLOAT32"`` (exact first stage, 4 B/dim) or
             ``"FLOAT16"`` (compact, 2 B/dim; rescored with int8). Must be one the server has.
         recalibrate_growth: as :class:`~semcache.retrieval.store.EmbeddedStoreConfig`.
+        max_oversample: caps the mode's oversampling for int8 rescoring: at most
+            ``ceil(k * max_oversample)`` HNSW candidates are fetched and rescored. The first
+            stage here is FLOAT32 or FLOAT16, whose distances are already as close to exact as
+            the int8 codes, so more candidates cost time without changing the ranking: on
+            SciFact, 4x took p50 13.4 ms and 1x 2.75 ms at the same nDCG@10 (docs/BENCHMARKS.md,
+            "Redis int8 rescoring in one round trip"). Raise it for a lossy first stage.
         connection: timeouts and pool size (with ``url``).
         breaker: when to stop calling an unreachable Redis, and for how long.
     """
@@ -92,6 +98,7 @@ class RedisRetrievalStore:
         hnsw: HnswParams | None = None,
         vector_type: str = "FLOAT32",
         recalibrate_growth: float = 2.0,
+        max_oversample: float = 1.0,
         connection: RedisConnection | None = None,
         breaker: BreakerParams | None = None,
     ) -> None:
@@ -100,6 +107,9 @@ class RedisRetrievalStore:
             raise ConfigurationError(
                 f"vector_type must be one of {sorted(VECTOR_TYPES)}, got {vector_type!r}"
             )
+        if not (isinstance(max_oversample, int | float) and 1.0 <= max_oversample <= 1000):
+            raise ConfigurationError(f"max_oversample must be in [1, 1000], got {max_oversample!r}")
+        self.max_oversample = float(max_oversample)
         self.core = RedisCore(
             url,
             client=client,
@@ -254,7 +264,11 @@ class RedisRetrievalStore:
             return []
         if isinstance(mode, BinaryRescored):
             raise ConfigurationError("BinaryRescored is not available on the Redis store")
-        n = k if isinstance(mode, Float32Search) else candidates(k, mode.oversample)
+        n = (
+            k
+            if isinstance(mode, Float32Search)
+            else candidates(k, min(mode.oversample, self.max_oversample))
+        )
         if isinstance(mode, Float32Search) and self.vector_type != "FLOAT32":
             raise ConfigurationError(
                 f"Float32Search needs a FLOAT32 field; this is {self.vector_type}"
