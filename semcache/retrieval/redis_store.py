@@ -5,7 +5,8 @@ fields: BM25 via ``FT.SEARCH ... SCORER BM25STD``, or ``BM25`` on older engines)
 (TAG), the first-stage vector (an HNSW field of ``vector_type``) and the int8 code (plain bytes,
 not indexed) used for rescoring, returned with the search reply (one round trip). Redis
 Stack 7.4 (search 2.10) has no INT8 vector type, so the compact layout there is a FLOAT16 HNSW
-field plus int8 rescoring; :func:`detect_capabilities` reports what the server offers. Documents map to their chunk keys in per-document sets.
+field plus int8 rescoring; :func:`detect_capabilities` reports what the server offers.
+Documents map to their chunk keys in per-document sets.
 """
 
 from __future__ import annotations
