@@ -5,7 +5,8 @@ So each snapshot ``x.bin`` gets a sidecar ``x.bin.sha256`` (its size and SHA-256
 written after the snapshot is complete and fsynced. :func:`verified` compares the two before
 anyone loads the snapshot; a snapshot that fails is rebuilt by the caller from SQLite, which
 holds every vector. A crash between the two renames leaves a pair that does not match, which
-is rebuilt too: never a pair that matches and is wrong.
+is rebuilt too: never a pair that matches and is wrong. The persisted BM25 index
+(:mod:`semcache.retrieval.bm25_file`) is checked the same way.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def verified(path: Path) -> bool:
     problem = _problem(path, check)
     if problem is None:
         return True
-    log.warning("semcache: HNSW snapshot %s %s; rebuilding it from SQLite", path, problem)
+    log.warning("semcache: snapshot %s %s; rebuilding it from SQLite", path, problem)
     return False
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from semcache.errors import ConfigurationError, MissingDependencyError
 
-__all__ = ["Bm25Index", "Bm25Params"]
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = ["Bm25Arrays", "Bm25Index", "Bm25Params"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +38,24 @@ class Bm25Params:
             raise ConfigurationError(f"k1 must be a finite number >= 0, got {self.k1!r}")
         if not 0.0 <= self.b <= 1.0:
             raise ConfigurationError(f"b must be in [0, 1], got {self.b!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bm25Arrays:
+    """A built index as plain data (for :mod:`semcache.retrieval.bm25_file`).
+
+    Attributes:
+        ids: the document id of each column.
+        vocab: token -> token id.
+        data, indices, indptr: bm25s's precomputed scores, a sparse matrix (CSC) of token ids
+            by documents.
+    """
+
+    ids: list[str]
+    vocab: dict[str, int]
+    data: NDArray[np.float32]
+    indices: NDArray[np.int32]
+    indptr: NDArray[np.int64]
 
 
 class Bm25Index:
@@ -78,6 +99,45 @@ class Bm25Index:
         model.index(self._tokens(texts), show_progress=False)
         self._model = model
         self._vocab = dict(model.vocab_dict)
+
+    def arrays(self) -> Bm25Arrays | None:
+        """The built index as plain arrays; ``None`` when it is empty."""
+        if self._model is None:
+            return None
+        scores = self._model.scores
+        return Bm25Arrays(
+            ids=list(self._ids),
+            vocab=dict(self._vocab),
+            data=np.asarray(scores["data"]),
+            indices=np.asarray(scores["indices"]),
+            indptr=np.asarray(scores["indptr"]),
+        )
+
+    def restore(self, arrays: Bm25Arrays) -> None:
+        """Take a built index from :meth:`arrays` (of an index with the same params).
+
+        Raises:
+            ValueError: the arrays do not describe one consistent index.
+        """
+        # bm25s's vocabulary may hold one more token (the empty one) than the matrix has rows.
+        ids = sorted(arrays.vocab.values())
+        if ids != list(range(len(ids))) or not 0 <= len(ids) - (len(arrays.indptr) - 1) <= 1:
+            raise ValueError("BM25 vocabulary does not match the score matrix")
+        if len(arrays.data) != len(arrays.indices) or int(arrays.indptr[-1]) != len(arrays.data):
+            raise ValueError("BM25 score matrix is inconsistent")
+        if len(arrays.indices) and int(arrays.indices.max()) >= len(arrays.ids):
+            raise ValueError("BM25 score matrix names more documents than it has ids")
+        model = self._bm25s.BM25(k1=self.params.k1, b=self.params.b, method="lucene")
+        model.vocab_dict = dict(arrays.vocab)
+        model.unique_token_ids_set = set(arrays.vocab.values())
+        model.nonoccurrence_array = None
+        model.scores = {
+            "data": arrays.data,
+            "indices": arrays.indices,
+            "indptr": arrays.indptr,
+            "num_docs": len(arrays.ids),
+        }
+        self._ids, self._vocab, self._model = list(arrays.ids), dict(arrays.vocab), model
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """Up to ``k`` ``(id, score)`` pairs with a positive score, best first."""

@@ -223,12 +223,18 @@ def create_index_args(
     ]
 
 
-def knn_args(blob: bytes, n: int, ef_runtime: int) -> list[Any]:
-    """``FT.SEARCH`` arguments (after the index) for the ``n`` nearest vectors, by distance."""
+def knn_args(blob: bytes, n: int, ef_runtime: int, also_return: Sequence[str] = ()) -> list[Any]:
+    """``FT.SEARCH`` arguments (after the index) for the ``n`` nearest vectors, by distance.
+
+    Each row carries ``dist`` and the hash fields named in ``also_return`` (for example the
+    int8 code ``i8``, so rescoring needs no second round trip).
+    """
+    fields = ["dist", *also_return]
     return [
         "*=>[KNN $K @vec $B EF_RUNTIME $EF AS dist]",
         *("PARAMS", "6", "K", str(n), "B", blob, "EF", str(max(ef_runtime, n))),
-        *("SORTBY", "dist", "RETURN", "1", "dist", "LIMIT", "0", str(n), "DIALECT", "2"),
+        *("SORTBY", "dist", "RETURN", str(len(fields)), *fields),
+        *("LIMIT", "0", str(n), "DIALECT", "2"),
     ]
 
 

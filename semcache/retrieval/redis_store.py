@@ -3,16 +3,17 @@
 One hash per chunk under ``semcache:rag:<name>:c:<chunk id>`` holds the text and title (TEXT
 fields: BM25 via ``FT.SEARCH ... SCORER BM25STD``, or ``BM25`` on older engines), the document id
 (TAG), the first-stage vector (an HNSW field of ``vector_type``) and the int8 code (plain bytes,
-not indexed) used for rescoring. Redis Stack 7.4 (search 2.10) has no INT8 vector type, so the
-compact layout there is a FLOAT16 HNSW field plus int8 rescoring; :func:`detect_capabilities`
-reports what the server offers. Documents map to their chunk keys in per-document sets.
+not indexed) used for rescoring, returned with the search reply (one round trip). Redis
+Stack 7.4 (search 2.10) has no INT8 vector type, so the compact layout there is a FLOAT16 HNSW
+field plus int8 rescoring; :func:`detect_capabilities` reports what the server offers.
+Documents map to their chunk keys in per-document sets.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -79,6 +80,12 @@ class RedisRetrievalStore:
         vector_type: the HNSW field's type: ``"FLOAT32"`` (exact first stage, 4 B/dim) or
             ``"FLOAT16"`` (compact, 2 B/dim; rescored with int8). Must be one the server has.
         recalibrate_growth: as :class:`~semcache.retrieval.store.EmbeddedStoreConfig`.
+        max_oversample: caps the mode's oversampling for int8 rescoring: at most
+            ``ceil(k * max_oversample)`` HNSW candidates are fetched and rescored. The first
+            stage here is FLOAT32 or FLOAT16, whose distances are already as close to exact as
+            the int8 codes, so more candidates cost time without changing the ranking: on
+            SciFact, 4x took p50 13.4 ms and 1x 2.75 ms at the same nDCG@10 (docs/BENCHMARKS.md,
+            "Redis int8 rescoring in one round trip"). Raise it for a lossy first stage.
         connection: timeouts and pool size (with ``url``).
         breaker: when to stop calling an unreachable Redis, and for how long.
     """
@@ -92,6 +99,7 @@ class RedisRetrievalStore:
         hnsw: HnswParams | None = None,
         vector_type: str = "FLOAT32",
         recalibrate_growth: float = 2.0,
+        max_oversample: float = 1.0,
         connection: RedisConnection | None = None,
         breaker: BreakerParams | None = None,
     ) -> None:
@@ -100,6 +108,9 @@ class RedisRetrievalStore:
             raise ConfigurationError(
                 f"vector_type must be one of {sorted(VECTOR_TYPES)}, got {vector_type!r}"
             )
+        if not (isinstance(max_oversample, int | float) and 1.0 <= max_oversample <= 1000):
+            raise ConfigurationError(f"max_oversample must be in [1, 1000], got {max_oversample!r}")
+        self.max_oversample = float(max_oversample)
         self.core = RedisCore(
             url,
             client=client,
@@ -254,33 +265,51 @@ class RedisRetrievalStore:
             return []
         if isinstance(mode, BinaryRescored):
             raise ConfigurationError("BinaryRescored is not available on the Redis store")
-        n = k if isinstance(mode, Float32Search) else candidates(k, mode.oversample)
+        n = (
+            k
+            if isinstance(mode, Float32Search)
+            else candidates(k, min(mode.oversample, self.max_oversample))
+        )
         if isinstance(mode, Float32Search) and self.vector_type != "FLOAT32":
             raise ConfigurationError(
                 f"Float32Search needs a FLOAT32 field; this is {self.vector_type}"
             )
         blob = query.astype(VECTOR_TYPES[self.vector_type]).tobytes()
-        rows = self._search(*knn_args(blob, n, self.hnsw.ef_search))
+        quantizer = None if isinstance(mode, Float32Search) else self._int8
+        rescore = not isinstance(mode, Float32Search)
+        if rescore and quantizer is None:
+            raise BackendError("int8 codes are not calibrated yet")
+        # Rescoring reads each candidate's int8 code from the same reply (RETURN i8): one
+        # round trip, where a pipelined HGET per candidate cost a second one and n commands.
+        rows = self._search(*knn_args(blob, n, self.hnsw.ef_search, ("i8",) if rescore else ()))
         hits = [
             (key[len(self._prefix) :], 1.0 - float(attrs.get(b"dist", attrs.get("dist"))))
             for key, attrs, _ in rows
         ]
-        if isinstance(mode, Float32Search) or not hits:
+        if quantizer is None or not hits:
             return hits[:k]
-        return self._rescore(query, [cid for cid, _ in hits], k)
+        return self._rescore(
+            quantizer, query, [(key[len(self._prefix) :], attrs) for key, attrs, _ in rows], k
+        )
 
+    @staticmethod
     def _rescore(
-        self, query: NDArray[np.float32], ids: list[str], k: int
+        quantizer: Int8Quantizer,
+        query: NDArray[np.float32],
+        rows: list[tuple[str, Mapping[Any, Any]]],
+        k: int,
     ) -> list[tuple[str, float]]:
-        if self._int8 is None:
-            raise BackendError("int8 codes are not calibrated yet")
-        pipe = self._pipe()
-        for cid in ids:
-            pipe.hget(self._prefix + cid, "i8")
-        raw = self._run("read codes", pipe.execute)
-        keep = [(cid, r) for cid, r in zip(ids, raw, strict=True) if r is not None]
-        codes = np.frombuffer(b"".join(r for _, r in keep), dtype=np.int8).reshape(len(keep), -1)
-        scores = self._int8.scores(query, codes)
+        """The best ``k`` of ``rows`` (chunk id, returned fields) by int8 score."""
+        keep = [
+            (cid, code)
+            for cid, attrs in rows
+            if isinstance(code := attrs.get(b"i8", attrs.get("i8")), bytes)
+            and len(code) == len(query)
+        ]
+        if not keep:
+            return []
+        codes = np.frombuffer(b"".join(c for _, c in keep), dtype=np.int8).reshape(len(keep), -1)
+        scores = quantizer.scores(query, codes)
         order = np.lexsort((np.arange(len(keep)), -scores))[:k]
         return [(keep[i][0], float(scores[i])) for i in order]
 

@@ -8,9 +8,13 @@ Layout of a store directory::
     binary.b1         packed bits (loaded into RAM when the binary index is on)
     quantizers.json   per-dimension int8 ranges, binary thresholds, the compact projection
     *.hnsw            hnswlib snapshots of the float32 and compact indexes
+    bm25.npz          the BM25 index (:mod:`semcache.retrieval.bm25_file`), with a checksum
 
-The dense side (files, quantizers, search pipelines) is :mod:`semcache.retrieval.dense`; BM25
-(bm25s) is rebuilt from SQLite on the first sparse search after a change.
+The dense side (files, quantizers, search pipelines) is :mod:`semcache.retrieval.dense`. BM25
+(bm25s) is built from SQLite on the first sparse search after a change and saved then (and at
+:meth:`EmbeddedRetrievalStore.flush`, if sparse search is in use); after a restart it is loaded
+from ``bm25.npz`` if that file is intact and was built at the store's current corpus generation
+(a counter in SQLite bumped by every write), else rebuilt.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from semcache.errors import (
     InvalidInputError,
 )
 from semcache.models import ModelFingerprint, check_fingerprint
+from semcache.retrieval import bm25_file
 from semcache.retrieval.base import DenseMode, MemoryUse
 from semcache.retrieval.bm25 import Bm25Index, Bm25Params
 from semcache.retrieval.dense import DenseConfig, DenseIndexes
@@ -94,6 +99,10 @@ class EmbeddedRetrievalStore:
     Args:
         path: a directory (created if missing); ``None`` keeps everything in RAM.
         config: which indexes to build.
+
+    Attributes:
+        bm25_builds: how many times this instance built BM25 from SQLite (not counting loads
+            of ``bm25.npz``).
     """
 
     def __init__(self, path: str | Path | None, config: EmbeddedStoreConfig | None = None):
@@ -112,8 +121,12 @@ class EmbeddedRetrievalStore:
             raise BackendError(f"cannot open the chunk store at {db}: {e}") from e
         row = self._db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
         self._fingerprint = ModelFingerprint.from_dict(json.loads(row[0])) if row else None
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        self._generation = int(row[0]) if row else 0
         self._bm25: Bm25Index | None = None
         self._bm25_dirty = True
+        self._bm25_saved = False
+        self.bm25_builds = 0
         self._slot_ids: list[str | None] = []
         self._dense: DenseIndexes | None = None
         if self._fingerprint is not None:
@@ -200,16 +213,46 @@ class EmbeddedRetrievalStore:
     def sparse(self, query: str, k: int) -> list[tuple[str, float]]:
         with self._lock:
             self._require()
-            if self._bm25 is None or self._bm25_dirty:
-                rows = self._db.execute(
-                    "SELECT chunk_id, title, text FROM chunks ORDER BY slot"
-                ).fetchall()
-                index = Bm25Index(self.config.bm25)
-                index.build(
-                    [r[0] for r in rows], [f"{r[1]}\n{r[2]}" if r[1] else r[2] for r in rows]
-                )
-                self._bm25, self._bm25_dirty = index, False
-            return self._bm25.search(query, k)
+            return self._current_bm25().search(query, k)
+
+    def _bm25_path(self) -> Path | None:
+        return None if self._dir is None else self._dir / "bm25.npz"
+
+    def _current_bm25(self) -> Bm25Index:
+        """BM25 of the current corpus: in memory, else loaded from disk, else built (and saved)."""
+        if self._bm25 is not None and not self._bm25_dirty:
+            return self._bm25
+        path = self._bm25_path()
+        if self._bm25 is None and path is not None:
+            loaded = bm25_file.load(path, self.config.bm25, self._generation)
+            if loaded is not None:
+                self._bm25, self._bm25_dirty, self._bm25_saved = loaded, False, True
+                return loaded
+        rows = self._db.execute("SELECT chunk_id, title, text FROM chunks ORDER BY slot").fetchall()
+        index = Bm25Index(self.config.bm25)
+        index.build([r[0] for r in rows], [f"{r[1]}\n{r[2]}" if r[1] else r[2] for r in rows])
+        self.bm25_builds += 1
+        self._bm25, self._bm25_dirty, self._bm25_saved = index, False, False
+        self._save_bm25()
+        return index
+
+    def _save_bm25(self) -> None:
+        path = self._bm25_path()
+        if path is None or self._bm25 is None or self._bm25_dirty or self._bm25_saved:
+            return
+        try:
+            bm25_file.save(path, self._bm25, self._generation)
+        except OSError as e:
+            raise BackendError(f"cannot save the BM25 index to {path}: {e}") from e
+        self._bm25_saved = True
+
+    def _bump_generation(self) -> None:
+        """Inside a write transaction: the corpus changes, so any saved BM25 is stale."""
+        self._db.execute(
+            "INSERT INTO meta VALUES ('generation', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (str(self._generation + 1),),
+        )
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -255,10 +298,12 @@ class EmbeddedRetrievalStore:
                         for s, c in zip(slots, chunks, strict=True)
                     ],
                 )
+                self._bump_generation()
                 self._db.execute("COMMIT")
             except (sqlite3.DatabaseError, TypeError, ValueError) as e:
                 self._db.execute("ROLLBACK")
                 raise BackendError(f"cannot store chunks: {e}") from e
+            self._generation += 1
             self._forget(old)
             for slot, chunk in zip(slots.tolist(), chunks, strict=True):
                 self._slot_ids[slot] = chunk.id
@@ -296,10 +341,12 @@ class EmbeddedRetrievalStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 slots = self._remove_docs(ids)
+                self._bump_generation()
                 self._db.execute("COMMIT")
             except sqlite3.DatabaseError as e:
                 self._db.execute("ROLLBACK")
                 raise BackendError(f"cannot delete documents: {e}") from e
+            self._generation += 1
             self._forget(slots)
             return existing
 
@@ -324,10 +371,15 @@ class EmbeddedRetrievalStore:
             return out
 
     def flush(self) -> None:
-        """Write the HNSW snapshots now."""
+        """Write the HNSW snapshots now, and BM25 if sparse search is in use and it changed."""
         with self._lock:
             if self._dense is not None:
                 self._dense.flush()
+            path = self._bm25_path()
+            in_use = self._bm25 is not None or (path is not None and path.exists())
+            if in_use and self._dense is not None and (self._bm25_dirty or not self._bm25_saved):
+                self._current_bm25()
+                self._save_bm25()
 
     def close(self) -> None:
         with self._lock:
