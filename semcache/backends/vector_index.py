@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["ExactIndex", "HnswIndex", "HnswParams", "VectorIndex"]
 
 
+_PARALLEL_FROM = 10_000  # vectors in one add() from which hnswlib inserts in parallel
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HnswParams:
     """HNSW graph settings, and when a scope gets a graph at all.
@@ -199,7 +202,12 @@ class HnswIndex:
         capacity = self._index.get_max_elements()
         if needed > capacity:
             self._index.resize_index(max(needed, capacity * 2))
-        self._index.add_items(vectors, labels, replace_deleted=self.reuse_deleted)
+        # Small batches are inserted on one thread: the graph (and so recall) is then the same
+        # run after run; bulk loads use every core.
+        threads = 1 if len(labels) < _PARALLEL_FROM else -1
+        self._index.add_items(
+            vectors, labels, num_threads=threads, replace_deleted=self.reuse_deleted
+        )
         self._live.update(int(x) for x in labels.tolist())
 
     def remove(self, label: int) -> None:
