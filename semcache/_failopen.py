@@ -29,6 +29,7 @@ from semcache.errors import (
     CorruptEntryError,
     EmbeddingError,
     InvalidInputError,
+    LookupTimeoutError,
     NotCacheableError,
     SemcacheError,
 )
@@ -97,7 +98,13 @@ class Lookup:
     @property
     def skip_store(self) -> bool:
         """The lookup failed in a way storing would repeat (the backend unreachable, the
-        embedding failed): callers skip the store rather than fail, and wait, twice."""
+        embedding failed): callers skip the store rather than fail, and wait, twice.
+
+        A spent lookup budget is not such a failure: the store runs after the upstream call,
+        outside the budget, and keeps the paid answer (a backend that is really down opens
+        the breaker, and its stores then fail fast)."""
+        if isinstance(self.error, LookupTimeoutError):
+            return False
         return isinstance(self.error, BackendUnavailableError | EmbeddingError)
 
 

@@ -43,7 +43,8 @@ class World:
         self.cache = SemanticCache(
             embedder=self.embedder,
             backend=self.backend,
-            policy=CachePolicy(min_similarity=0.5),
+            # no budget: a loaded CI machine must not add a timeout to the fault under test
+            policy=CachePolicy(min_similarity=0.5, lookup_budget=None),
             guards=(_raise,) if fault == "guard_raises" else (),
             verifier=_raise if fault == "verifier_raises" else None,
             telemetry=otel.telemetry(),

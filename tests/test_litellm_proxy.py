@@ -167,7 +167,11 @@ def _config(upstream: Upstream, store: Path) -> dict[str, Any]:
                 },
             }
         )
-    config["callback_settings"]["semcache"].update(path=str(store), debug_headers=True)
+    # A generous lookup budget: these tests check routing and headers on a loaded 2-core CI
+    # machine, where a 0.5 s budget can run out; the budget is tested in test_budgets.py.
+    config["callback_settings"]["semcache"].update(
+        path=str(store), debug_headers=True, lookup_budget=10
+    )
     config["general_settings"]["custom_auth"] = "semcache_test_auth.user_api_key_auth"
     return config
 

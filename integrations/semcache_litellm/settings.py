@@ -9,6 +9,7 @@ from typing import Any
 
 from semcache.errors import ConfigurationError
 from semcache.policy import (
+    DEFAULT_LOOKUP_BUDGET,
     DEFAULT_MIN_SIMILARITY,
     DEFAULT_VOLATILE_TTL,
     CachePolicy,
@@ -38,7 +39,10 @@ class LiteLLMCacheSettings:
         model: the sentence-transformers model (name or local path) that embeds prompts.
         min_similarity: cosine similarity a semantic hit needs.
         ttl: seconds an entry lives (a request's ``cache: {ttl: ...}`` overrides it).
-        max_entries: size bound; least-recently-used entries are evicted past it.
+        max_entries: size bound; past it the entries worth least (GDSF: tokens a hit saves,
+            uses, recency) are evicted.
+        lookup_budget: seconds a lookup may take before the call goes upstream as a miss
+            (``None``: no budget).
         namespace: a label separating applications that share one store.
         tenant: one of :data:`TENANT_MODES`.
         max_messages: conversations with more non-system messages bypass the cache (counted,
@@ -48,8 +52,8 @@ class LiteLLMCacheSettings:
         volatile_ttl: seconds a volatile prompt's answer is reused at most, for ``cap_ttl``.
         debug_headers: add the cache-wide counters as an ``x-semcache-counters`` header.
         factory: ``"module:function"`` returning a ready :class:`semcache.SemanticCache`; when
-            set, ``path``, ``model``, ``min_similarity``, ``ttl``, ``max_entries``, ``volatile``
-            and ``volatile_ttl`` are unused.
+            set, ``path``, ``model``, ``min_similarity``, ``ttl``, ``max_entries``,
+            ``lookup_budget``, ``volatile`` and ``volatile_ttl`` are unused.
     """
 
     path: str | None = None
@@ -57,6 +61,7 @@ class LiteLLMCacheSettings:
     min_similarity: float = DEFAULT_MIN_SIMILARITY
     ttl: float | None = None
     max_entries: int | None = 100_000
+    lookup_budget: float | None = DEFAULT_LOOKUP_BUDGET
     namespace: str = ""
     tenant: str = "key"
     max_messages: int | None = 16
@@ -84,7 +89,7 @@ class LiteLLMCacheSettings:
             )
         if self.max_messages is not None and self.max_messages < 1:
             raise ConfigurationError(f"max_messages must be >= 1 or None, got {self.max_messages}")
-        self.policy()  # validates min_similarity, ttl, max_entries and volatile_ttl
+        self.policy()  # validates min_similarity, ttl, max_entries, lookup_budget, volatile_ttl
 
     def policy(self) -> CachePolicy:
         volatile = {
@@ -96,6 +101,7 @@ class LiteLLMCacheSettings:
             min_similarity=self.min_similarity,
             ttl=self.ttl,
             max_entries=self.max_entries,
+            lookup_budget=self.lookup_budget,
             volatile=volatile,
         )
 
@@ -129,7 +135,7 @@ def _resolve_env(name: str, value: Any) -> Any:
     return value
 
 
-_FLOATS = {"min_similarity", "ttl", "volatile_ttl"}
+_FLOATS = {"min_similarity", "ttl", "volatile_ttl", "lookup_budget"}
 _INTS = {"max_entries", "max_messages"}
 _BOOLS = {"store_tool_calls", "debug_headers"}
 
