@@ -5,10 +5,9 @@ Variants of each shared set: the set itself, and the set with a degraded BM25 (i
 held-out set (BM25 0.368 vs dense 0.511) where fixed constants lost to dense.
 
 Procedure: for each fusion family (a grid of settings), choose the setting on one set's three
-variants by the worst margin over the better single retriever (max over settings of the min
-over variants), then score that setting on the other set's variants (held out); both
-directions. The family with the best held-out worst margin is chosen; its shipped setting is
-then chosen the same way on all six variants pooled.
+variants by :func:`choose`, then score that setting on the other set's variants (held out);
+both directions. The family with the best held-out worst margin is chosen; its shipped setting
+is then chosen by the same rule on all six variants pooled.
 """
 
 from __future__ import annotations
@@ -106,21 +105,34 @@ def margins(fusion: Fusion, vs: Iterable[Variant]) -> list[tuple[float, np.ndarr
     return out
 
 
+TOLERANCE = 0.005  # "never worse than the better single retriever by more than noise"
+BOTH_GOOD = 0.10  # "both retrievers carry signal": their nDCG@10 within this of each other
+
+
 def choose(
     grid: dict[str, Fusion], vs: list[Variant], cache: dict[tuple[str, str], float]
 ) -> tuple[str, float]:
-    """The setting with the largest worst margin over ``vs`` (ties: first in grid order)."""
-    best_label, best_val = "", -np.inf
+    """The rule, applied to the variants ``vs``: among the settings whose margin is >= -0.005
+    on every variant, the one with the largest mean margin on the variants where both
+    retrievers are within 0.10 of each other (all variants if none is); if no setting is that
+    safe, the one with the largest worst margin. Returns the setting and its worst margin."""
+    table: dict[str, list[float]] = {}
     for label, fusion in grid.items():
-        worst = np.inf
+        row = []
         for v in vs:
             key = (label + repr(fusion), v.name)
             if key not in cache:
                 cache[key] = margins(fusion, [v])[0][0]
-            worst = min(worst, cache[key])
-        if worst > best_val:
-            best_label, best_val = label, worst
-    return best_label, float(best_val)
+            row.append(cache[key])
+        table[label] = row
+    both = [i for i, v in enumerate(vs) if abs(v.bm25.mean() - v.dense.mean()) <= BOTH_GOOD]
+    both = both or list(range(len(vs)))
+    safe = [label for label, row in table.items() if min(row) >= -TOLERANCE]
+    if safe:
+        label = max(safe, key=lambda lb: float(np.mean([table[lb][i] for i in both])))
+    else:
+        label = max(table, key=lambda lb: min(table[lb]))
+    return label, float(min(table[label]))
 
 
 def study(sets: dict[str, list[Variant]]) -> dict[str, object]:

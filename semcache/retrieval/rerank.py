@@ -142,6 +142,14 @@ class MiniLMCrossEncoder:
         import torch
 
         with torch.inference_mode():
+            out = self.head(self.pooled(query, texts)).view(-1)
+        return [float(x) for x in out]
+
+    def pooled(self, query: str, texts: Sequence[str]) -> Any:
+        """The mean-pooled last hidden state of each (query, text) pair: what the head reads."""
+        import torch
+
+        with torch.inference_mode():
             batch = self.tokenizer(
                 [query] * len(texts),
                 list(texts),
@@ -152,6 +160,4 @@ class MiniLMCrossEncoder:
             )
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            out = self.head(pooled).view(-1)
-        return [float(x) for x in out]
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
