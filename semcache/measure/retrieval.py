@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semcache.embedders.base import Embedder
+from semcache.errors import ConfigurationError
 from semcache.measure.beir import BeirDataset
 from semcache.measure.metrics import mrr_at_k, ndcg_at_k, paired_bootstrap, percentile, recall_at_k
 from semcache.retrieval.adaptive import AgreementFusion
@@ -51,6 +52,10 @@ class EvalSettings:
     max_queries: int | None = None
     bootstrap_rounds: int = 10_000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bootstrap_rounds < 1:
+            raise ConfigurationError(f"bootstrap_rounds must be >= 1, got {self.bootstrap_rounds}")
 
 
 SINGLE_MODES = ("bm25", "dense-fp32", "dense-int8-rescored")
