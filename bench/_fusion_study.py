@@ -93,6 +93,16 @@ def families() -> dict[str, dict[str, Fusion]]:
             for sat in (0.3, 0.5, 1.0)
             for pw in (1.0, 2.0)
         },
+        "agreement-gated RRF (dense leads)": {
+            f"k={k:g}, depth={dp}, max={mw:g}, sat={sat:g}, power={pw:g}": AgreementFusion(
+                rrf_k=k, depth=dp, max_weight=mw, saturation=sat, power=pw
+            )
+            for k in (20, 60)
+            for dp in (10, 20)
+            for mw in (0.2, 0.3, 0.4, 0.5)
+            for sat in (0.3, 0.5, 1.0)
+            for pw in (1.0, 2.0)
+        },
     }
     return grids
 

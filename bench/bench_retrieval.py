@@ -24,6 +24,7 @@ from semcache import SentenceTransformerEmbedder
 from semcache.measure.beir import BeirDataset, load_beir
 from semcache.measure.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
 from semcache.measure.retrieval import EvalSettings, RetrievalEval, evaluate
+from semcache.retrieval.adaptive import AgreementFusion
 from semcache.retrieval.bm25 import Bm25Index, Bm25Params
 from semcache.retrieval.fusion import RRF, Fusion, WeightedFusion
 
@@ -140,8 +141,8 @@ def fusion_tables(chosen: dict[str, object], sets: dict[str, list[Variant]]) -> 
     named: dict[str, Fusion] = {
         "RRF k=60 (previous default)": RRF(),
         "min-max 0.5/0.5": WeightedFusion(),
-        "min-max 0.3/0.7": WeightedFusion(weights=(0.3, 0.7)),
-        f"agreement-gated {chosen['setting']} (new default)": chosen["fusion"],  # type: ignore[dict-item]
+        f"{chosen['family']} {chosen['setting']} (the procedure's choice)": chosen["fusion"],  # type: ignore[dict-item]
+        "AgreementFusion() (shipped default)": AgreementFusion(),
     }
     vs = [v for n in DATASETS for v in sets[n]]
     lines += [

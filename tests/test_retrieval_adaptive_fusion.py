@@ -49,7 +49,7 @@ def test_weight_grows_with_agreement_up_to_the_maximum() -> None:
 def test_fused_scores_match_hand_computation() -> None:
     sparse = [("a", 9.0), ("x", 5.0), ("b", 1.0)]
     dense = [("a", 0.9), ("b", 0.8), ("c", 0.5)]
-    f = AgreementFusion(depth=2, max_weight=0.5, saturation=1.0)
+    f = AgreementFusion(depth=2, max_weight=0.5, saturation=1.0, rrf_k=None)
     # dense top-2 {a, b}, sparse top-2 {a, x}: agreement 1/2 -> w = 0.25.
     fused = dict(f.fuse([sparse, dense]))
     d = dict(zip(["a", "b", "c"], MinMax()([0.9, 0.8, 0.5]), strict=True))  # 1, 0.75, 0
@@ -104,3 +104,14 @@ def test_bad_settings_fail_at_construction(kwargs: dict[str, float]) -> None:
 def test_takes_exactly_two_rankings() -> None:
     with pytest.raises(InvalidInputError):
         AgreementFusion().fuse([DENSE])
+
+
+def test_reciprocal_rank_scores_match_hand_computation() -> None:
+    sparse = [("a", 9.0), ("x", 5.0)]
+    dense = [("b", 0.9), ("a", 0.8)]
+    # Defaults: k=20; dense top-10 {b, a} shares a with sparse -> agreement 0.5 >= 0.1 -> w=0.2.
+    fused = dict(AgreementFusion().fuse([sparse, dense]))
+    assert fused["a"] == pytest.approx(0.8 / 22 + 0.2 / 21)
+    assert fused["b"] == pytest.approx(0.8 / 21)
+    assert fused["x"] == pytest.approx(0.2 / 22)
+    assert _ids(AgreementFusion().fuse([sparse, dense])) == ["a", "b", "x"]

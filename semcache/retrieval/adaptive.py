@@ -30,13 +30,18 @@ def agreement(a: Ranking, b: Ranking, depth: int) -> float:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgreementFusion:
-    """Min-max fused scores, ``(1 - w) * primary + w * other``, with a per-query weight
-    ``w = max_weight * min(1, agreement / saturation) ** power``.
+    """Fused scores ``(1 - w) * primary + w * other``, with a per-query weight
+    ``w = max_weight * min(1, agreement / saturation) ** power``; each ranking's scores are
+    min-max normalised, or with ``rrf_k`` set, replaced by ``1 / (rrf_k + rank)``.
 
     ``agreement`` is the share of the primary's top ``depth`` ids that the other ranking also
     has in its top ``depth``. With no agreement (the other returned nothing, noise, or a list
     unrelated to the primary's) the result is the primary's ranking, in its order; with an
     empty primary ranking it is the other's. Takes exactly two rankings, e.g. (sparse, dense).
+
+    The defaults (reciprocal ranks with k=20, the other ranking at a quarter of the primary's
+    weight once their top 10 share one id, nothing when they share none) come from the
+    leave-one-set-out study in docs/BENCHMARKS.md ("Fusion settings").
 
     Attributes:
         primary: index of the leading ranking (1: the dense one of (sparse, dense)).
@@ -44,13 +49,15 @@ class AgreementFusion:
         max_weight: the other ranking's weight when the two agree fully (or at ``saturation``).
         saturation: agreement at which the other ranking reaches ``max_weight``.
         power: how fast the weight grows with agreement (1 linear, 2 slower at low agreement).
+        rrf_k: if set, fuse reciprocal ranks (as RRF does) instead of min-max scores.
     """
 
     primary: int = 1
     depth: int = 10
-    max_weight: float = 0.5
-    saturation: float = 0.3
+    max_weight: float = 0.2
+    saturation: float = 0.1
     power: float = 1.0
+    rrf_k: float | None = 20.0
 
     def __post_init__(self) -> None:
         if self.primary not in (0, 1):
@@ -63,6 +70,8 @@ class AgreementFusion:
             raise ConfigurationError(f"saturation must be in (0, 1], got {self.saturation!r}")
         if not (math.isfinite(self.power) and self.power > 0.0):
             raise ConfigurationError(f"power must be a finite number > 0, got {self.power!r}")
+        if self.rrf_k is not None and not (math.isfinite(self.rrf_k) and self.rrf_k >= 0.0):
+            raise ConfigurationError(f"rrf_k must be a finite number >= 0, got {self.rrf_k!r}")
 
     def weight(self, primary: Ranking, other: Ranking) -> float:
         """The other ranking's weight for this query."""
@@ -76,13 +85,18 @@ class AgreementFusion:
         if not lead:
             lead, other = other, lead
         w = self.weight(lead, other)
-        norm = MinMax()
-        lead_n = dict(zip((d for d, _ in lead), norm([s for _, s in lead]), strict=True))
+        lead_n = self._normalised(lead)
         if w == 0.0:
             return list(lead_n.items())
-        other_n = dict(zip((d for d, _ in other), norm([s for _, s in other]), strict=True))
+        other_n = self._normalised(other)
         scores = {d: (1 - w) * v + w * other_n.get(d, 0.0) for d, v in lead_n.items()}
         for d, v in other_n.items():
             scores.setdefault(d, w * v)
         order = {d: i for i, d in enumerate(scores)}
         return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+
+    def _normalised(self, ranking: Ranking) -> dict[str, float]:
+        ids = [d for d, _ in ranking]
+        if self.rrf_k is None:
+            return dict(zip(ids, MinMax()([s for _, s in ranking]), strict=True))
+        return {d: 1.0 / (self.rrf_k + rank) for rank, d in enumerate(ids, start=1)}
