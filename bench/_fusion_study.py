@@ -86,7 +86,7 @@ def families() -> dict[str, dict[str, Fusion]]:
         },
         "agreement-gated (dense leads)": {
             f"depth={dp}, max={mw:g}, sat={sat:g}, power={pw:g}": AgreementFusion(
-                depth=dp, max_weight=mw, saturation=sat, power=pw
+                depth=dp, max_weight=mw, saturation=sat, power=pw, rrf_k=None
             )
             for dp in (10, 20)
             for mw in (0.3, 0.4, 0.5, 0.6, 0.7)
