@@ -40,12 +40,12 @@ picks on either set, k=20 with BM25 at a quarter of dense's weight, is at or abo
 single retriever on all three variants of the other set (worst held-out margin +0.0009). The
 min-max and agreement-gated families pick heavier BM25 weights on the set they are chosen on and
 then lose 0.010-0.015 on a degraded-BM25 variant of the other. The fixed constants the library
-shipped before are the failure the issue describes: RRF k=60 and min-max 0.5/0.5 gain 3-5
-points on SciFact but fall up to 12 (RRF) and 9 (min-max) points below dense once BM25 is
-weak. The shipped default, `AgreementFusion()`, is the procedure's choice with the agreement
-gate at its lowest (BM25 counts at a quarter weight once its top 10 shares one chunk with dense's top 10, and not at all
-when it shares none, so noise or an empty BM25 leaves dense's ranking as it is); on these six
-variants it is within 0.003 of the fixed choice, worst margin -0.0006.
+shipped before are the failure the issue describes: RRF k=60 and min-max 0.5/0.5 gain 3-5 points
+on SciFact but fall up to 12 (RRF) and 9 (min-max) points below dense once BM25 is weak. The
+shipped default, `AgreementFusion()`, is the procedure's choice with the agreement gate at its
+lowest (BM25 counts at a quarter weight once its top 10 shares one chunk with dense's top 10,
+and not at all when it shares none, so noise or an empty BM25 leaves dense's ranking as it is);
+on these six variants it is within 0.003 of the fixed choice, worst margin -0.0006.
 
 **Targets, honestly.** "Never below the better single retriever by more than 0.005": met on all
 six variants (worst -0.0006). "+0.02 where both are within 0.10": **not met**. SciFact (BM25
