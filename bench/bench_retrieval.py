@@ -343,6 +343,8 @@ def main() -> int:
         "`semcache eval retrieval` prints it.",
         "",
         "Latency is search only (query embedding excluded; its p50 is given per dataset). "
+        "The machine is shared (2 cores, several jobs at once): compare latencies within one "
+        "run; the query-embedding p50 shows the load (about 12 ms on a quiet machine). "
         "RAM MB: HNSW snapshots (vectors + links), binary codes and the BM25 matrix; disk MB: "
         "memory-mapped int8 / float32 files. 'vector B/vec' counts vector bytes only, "
         "no graph links.",
