@@ -42,8 +42,8 @@ stage stays **off by default** and no reranker model ships. What is missing for 
 training the encoder itself (a LoRA adapter on the attention projections, which
 `MiniLMCrossEncoder.load` already merges from `lora.<module>.A/B`) with a pairwise loss on the
 SciFact train half; on this shared machine the frozen features for 150 queries alone took 21.5
-minutes, past the 20-minute one-thread budget, so that training was not run. Any other scorer (e.g. a
-sentence-transformers cross-encoder you have) plugs in through `PairScorer`."""
+minutes, past the 20-minute one-thread budget, so that training was not run. Any other scorer
+(e.g. a sentence-transformers cross-encoder you have) plugs in through `PairScorer`."""
 OUT = CACHE / "reranker"
 
 
