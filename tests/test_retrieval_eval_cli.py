@@ -75,10 +75,21 @@ def test_eval_retrieval_prints_every_mode(
         "binary-int8-fp32",
         "hybrid-rrf",
         "hybrid-weighted",
+        "hybrid-adaptive",
     }
     for m in modes.values():
         assert 0.0 < m["ndcg_at_10"] <= 1.0
         assert 0.0 < m["recall_at_100"] <= 1.0
+        # Each mode against the better single retriever: a seeded paired bootstrap interval.
+        assert m["vs_best_low"] <= m["vs_best"] <= m["vs_best_high"]
+    best = modes[result["best_single"]]
+    assert result["best_single"] in {"bm25", "dense-fp32", "dense-int8-rescored"}
+    assert best["ndcg_at_10"] == max(
+        modes[n]["ndcg_at_10"] for n in ("bm25", "dense-fp32", "dense-int8-rescored")
+    )
+    assert best["vs_best"] == best["vs_best_low"] == best["vs_best_high"] == 0.0
+    for name, m in modes.items():
+        assert m["vs_best"] == pytest.approx(m["ndcg_at_10"] - best["ndcg_at_10"]), name
     assert modes["dense-fp32"]["ram_bytes_per_vector"] == 1536
     assert modes["dense-int8-rescored"]["ram_bytes_per_vector"] == 384
     assert modes["dense-int8-rescored"]["disk_bytes_per_vector"] == 384
@@ -89,4 +100,12 @@ def test_eval_retrieval_prints_every_mode(
     table = capsys.readouterr().out
     assert "nDCG@10" in table
     assert "hybrid-rrf" in table
+    assert "vs best (95% CI)" in table
+    assert main(["eval", "retrieval", str(folder), "--quiet", "--json", "--seed", "3"]) == 0
+    again = {m["name"]: m for m in json.loads(capsys.readouterr().out)["modes"]}
+    assert main(["eval", "retrieval", str(folder), "--quiet", "--json", "--seed", "3"]) == 0
+    third = {m["name"]: m for m in json.loads(capsys.readouterr().out)["modes"]}
+    for name in again:  # seeded: the same interval on a rerun
+        assert again[name]["vs_best_low"] == third[name]["vs_best_low"]
+        assert again[name]["vs_best_high"] == third[name]["vs_best_high"]
     assert main(["eval", "retrieval", str(tmp_path / "missing"), "--quiet"]) == 2

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from semcache.errors import InvalidInputError
-from semcache.measure.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
+from semcache.measure.metrics import mrr_at_k, ndcg_at_k, paired_bootstrap, percentile, recall_at_k
 from semcache.measure.retrieval import to_documents
 
 
@@ -59,3 +59,15 @@ def test_chunks_map_to_documents_at_their_best_rank() -> None:
     ranking = [("d1#1", 0.9), ("d2#0", 0.8), ("d1#0", 0.7), ("d3#0", 0.6)]
     assert to_documents(ranking, lambda c: c.rsplit("#", 1)[0], 10) == ["d1", "d2", "d3"]
     assert to_documents(ranking, lambda c: c.rsplit("#", 1)[0], 2) == ["d1", "d2"]
+
+
+def test_paired_bootstrap_interval_is_seeded_and_brackets_the_mean() -> None:
+    diff = [0.1, -0.05, 0.2, 0.0, 0.15, 0.05, -0.1, 0.3]
+    low, high = paired_bootstrap(diff, rounds=2000, seed=1)
+    assert low < sum(diff) / len(diff) < high
+    assert paired_bootstrap(diff, rounds=2000, seed=1) == (low, high)
+    assert paired_bootstrap([0.02] * 10, rounds=500) == pytest.approx((0.02, 0.02))
+    wide = paired_bootstrap(diff, rounds=2000, seed=1, level=0.99)
+    assert wide[0] <= low
+    assert wide[1] >= high
+    assert all(math.isnan(x) for x in paired_bootstrap([]))

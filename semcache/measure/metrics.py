@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from semcache.errors import InvalidInputError
 
-__all__ = ["mrr_at_k", "ndcg_at_k", "percentile", "recall_at_k"]
+__all__ = ["mrr_at_k", "ndcg_at_k", "paired_bootstrap", "percentile", "recall_at_k"]
 
 
 def _check_k(k: int) -> None:
@@ -58,3 +58,25 @@ def percentile(values: Sequence[float], q: float) -> float:
     low = math.floor(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def paired_bootstrap(
+    diff: Sequence[float], *, rounds: int = 10_000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval (``level``, 95% by default) of the mean of per-query differences,
+    resampling the queries with replacement; seeded, so a rerun gives the same interval."""
+    import numpy as np
+
+    if not diff:
+        return (math.nan, math.nan)
+    if not 0.0 < level < 1.0:
+        raise InvalidInputError(f"level must be in (0, 1), got {level!r}")
+    rng = np.random.default_rng(seed)
+    d = np.asarray(diff, dtype=np.float64)
+    means = np.empty(rounds)
+    chunk = max(1, 2_000_000 // len(d))  # bounded memory: at most ~16 MB of indices at once
+    for start in range(0, rounds, chunk):
+        n = min(chunk, rounds - start)
+        means[start : start + n] = d[rng.integers(0, len(d), size=(n, len(d)))].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semcache.embedders.base import Embedder
+from semcache.errors import ConfigurationError
 from semcache.measure.beir import BeirDataset
-from semcache.measure.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
+from semcache.measure.metrics import mrr_at_k, ndcg_at_k, paired_bootstrap, percentile, recall_at_k
+from semcache.retrieval.adaptive import AgreementFusion
 from semcache.retrieval.base import BinaryRescored, Float32Search, Int8Rescored, MemoryUse
 from semcache.retrieval.chunking import ChunkingConfig, RecursiveSplitter
 from semcache.retrieval.fusion import RRF, Fusion, MinMax, Ranking, WeightedFusion
@@ -46,12 +48,27 @@ class EvalSettings:
     store: EmbeddedStoreConfig = field(
         default_factory=lambda: EmbeddedStoreConfig(float32_index=True, binary_index=True)
     )
+    adaptive: Fusion = field(default_factory=AgreementFusion)
     max_queries: int | None = None
+    bootstrap_rounds: int = 10_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bootstrap_rounds < 1:
+            raise ConfigurationError(f"bootstrap_rounds must be >= 1, got {self.bootstrap_rounds}")
+
+
+SINGLE_MODES = ("bm25", "dense-fp32", "dense-int8-rescored")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModeResult:
-    """One retrieval mode's scores (means over queries), search latency and footprint."""
+    """One retrieval mode's scores (means over queries), search latency and footprint.
+
+    ``vs_best`` is the mean per-query nDCG@10 difference to the better single retriever (the
+    best of BM25, dense float32 and dense int8 by mean nDCG@10), with a seeded paired
+    bootstrap interval ``vs_best_low`` to ``vs_best_high`` (95%, resampling queries).
+    """
 
     name: str
     ndcg_at_10: float
@@ -63,6 +80,9 @@ class ModeResult:
     disk_bytes: int
     ram_bytes_per_vector: float
     disk_bytes_per_vector: float
+    vs_best: float = math.nan
+    vs_best_low: float = math.nan
+    vs_best_high: float = math.nan
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +97,7 @@ class RetrievalEval:
     embed_p50_ms: float
     modes: list[ModeResult]
     memory: list[MemoryUse]
+    best_single: str = ""
 
 
 def to_documents(ranking: Ranking, doc_of: Callable[[str], str], k: int) -> list[str]:
@@ -177,6 +198,9 @@ def _evaluate(
     def weighted(q: str, v: NDArray[np.float32]) -> Ranking:
         return settings.weighted.fuse([bm25(q, v), dense_int8(q, v)])
 
+    def adaptive(q: str, v: NDArray[np.float32]) -> Ranking:
+        return settings.adaptive.fuse([bm25(q, v), dense_int8(q, v)])
+
     runs: list[tuple[str, Callable[[str, NDArray[np.float32]], Ranking], list[str]]] = [
         ("bm25", bm25, ["bm25"]),
         ("dense-fp32", fp32, ["hnsw_float32"]),
@@ -184,6 +208,7 @@ def _evaluate(
         ("binary-int8-fp32", binary, ["binary_codes", "int8_codes", "float32_vectors"]),
         ("hybrid-rrf", hybrid, ["bm25", "hnsw_compact", "int8_codes"]),
         ("hybrid-weighted", weighted, ["bm25", "hnsw_compact", "int8_codes"]),
+        ("hybrid-adaptive", adaptive, ["bm25", "hnsw_compact", "int8_codes"]),
     ]
     store.sparse("warm up", 1)  # builds the BM25 index before anything is timed
     memory = store.memory()
@@ -199,7 +224,9 @@ def _evaluate(
     }
     vector_parts["hybrid-rrf"] = vector_parts["dense-int8-rescored"]
     vector_parts["hybrid-weighted"] = vector_parts["dense-int8-rescored"]
+    vector_parts["hybrid-adaptive"] = vector_parts["dense-int8-rescored"]
     results: list[ModeResult] = []
+    per_query: dict[str, list[float]] = {}
     for name, run, parts in runs:
         ndcg, recall, mrr, times = [], [], [], []
         for qid, text, vec in tqdm(
@@ -216,6 +243,7 @@ def _evaluate(
             ndcg.append(ndcg_at_k(docs, rels, 10))
             recall.append(recall_at_k(docs, rels, 100))
             mrr.append(mrr_at_k(docs, rels, 10))
+        per_query[name] = ndcg
         ram, disk = _sizes(memory, parts)
         ram_pv, disk_pv = vector_parts[name]
         results.append(
@@ -232,6 +260,7 @@ def _evaluate(
                 disk_bytes_per_vector=disk_pv,
             )
         )
+    results, best = _against_best(results, per_query, settings)
     return RetrievalEval(
         dataset=dataset.name,
         split=dataset.split,
@@ -243,4 +272,21 @@ def _evaluate(
         embed_p50_ms=percentile(embed_ms, 50),
         modes=results,
         memory=memory,
+        best_single=best,
     )
+
+
+def _against_best(
+    results: list[ModeResult], per_query: dict[str, list[float]], settings: EvalSettings
+) -> tuple[list[ModeResult], str]:
+    """Each mode with its paired difference to the better single retriever, and that name."""
+    from dataclasses import replace
+
+    means = {m.name: m.ndcg_at_10 for m in results if m.name in SINGLE_MODES}
+    best = max(means, key=lambda n: means[n])
+    out = []
+    for m in results:
+        diff = [a - b for a, b in zip(per_query[m.name], per_query[best], strict=True)]
+        low, high = paired_bootstrap(diff, rounds=settings.bootstrap_rounds, seed=settings.seed)
+        out.append(replace(m, vs_best=sum(diff) / len(diff), vs_best_low=low, vs_best_high=high))
+    return out, best

@@ -3,6 +3,7 @@
 Heavy dependencies (hnswlib, bm25s, PyStemmer) are imported when a store or index is built.
 """
 
+from semcache.retrieval.adaptive import AgreementFusion
 from semcache.retrieval.base import (
     BinaryRescored,
     DenseMode,
@@ -18,12 +19,14 @@ from semcache.retrieval.fusion import RRF, Fusion, MinMax, WeightedFusion, ZScor
 from semcache.retrieval.ingest import Indexer, IngestReport
 from semcache.retrieval.quantization import BinaryQuantizer, Int8Quantizer, Projection
 from semcache.retrieval.rag import CitationIndex, RagAnswer, RagCache
+from semcache.retrieval.rerank import MiniLMCrossEncoder, PairScorer, ScorerReranker
 from semcache.retrieval.retriever import CrossEncoderReranker, HybridRetriever, Reranker
 from semcache.retrieval.store import EmbeddedRetrievalStore, EmbeddedStoreConfig
 from semcache.retrieval.vector_cache import VectorCache
 
 __all__ = [
     "RRF",
+    "AgreementFusion",
     "BinaryQuantizer",
     "BinaryRescored",
     "Bm25Index",
@@ -45,6 +48,8 @@ __all__ = [
     "Int8Rescored",
     "MemoryUse",
     "MinMax",
+    "MiniLMCrossEncoder",
+    "PairScorer",
     "Projection",
     "RagAnswer",
     "RagCache",
@@ -52,6 +57,7 @@ __all__ = [
     "Reranker",
     "RetrievalStore",
     "ScoredChunk",
+    "ScorerReranker",
     "TokenCounter",
     "VectorCache",
     "WeightedFusion",

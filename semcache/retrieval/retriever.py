@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from semcache.embedders.base import Embedder
 from semcache.errors import ConfigurationError, InvalidInputError
+from semcache.retrieval.adaptive import AgreementFusion
 from semcache.retrieval.base import DenseMode, Int8Rescored, RetrievalStore
 from semcache.retrieval.documents import ScoredChunk
-from semcache.retrieval.fusion import RRF, Fusion, Ranking
+from semcache.retrieval.fusion import Fusion, Ranking
 from semcache.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ class HybridRetriever:
     Args:
         store: the chunks and their indexes.
         embedder: embeds queries; must be the model the store was built with.
-        fusion: how the (sparse, dense) rankings combine, in that order; ``RRF(k=60)`` default.
+        fusion: how the (sparse, dense) rankings combine, in that order; by default
+            :class:`AgreementFusion` (dense leads, BM25 counts as far as the two agree).
         dense: the dense search mode.
         candidates: how many hits each retriever contributes before fusion (and the reranker
             sees), at least ``k``.
@@ -76,7 +78,7 @@ class HybridRetriever:
             raise ConfigurationError("enable the sparse or the dense retriever (or both)")
         self.store = store
         self.embedder = embedder
-        self.fusion = fusion or RRF()
+        self.fusion = fusion or AgreementFusion()
         self.dense_mode = dense or Int8Rescored()
         self.candidates = candidates
         self.reranker = reranker
