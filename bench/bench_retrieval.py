@@ -421,8 +421,8 @@ def main() -> int:
             "### Redis layouts (Redis Stack 7.4, search 2.10: no INT8 vector type)",
             "",
             f"{redis_note}Same chunks and vectors, dense search only. Int8 codes are plain "
-            "hash fields read "
-            "with one pipelined HGET per candidate (4x oversampling). A HASH-indexed vector is "
+            "hash fields returned with the FT.SEARCH reply (one command; oversampling as "
+            "`RedisRetrievalStore(max_oversample=...)` allows). A HASH-indexed vector is "
             "held twice: in the hash field and in the HNSW index. 'index MB' is FT.INFO "
             "`vector_index_sz_mb` (graph, vectors, preallocated blocks); 'hashes MB' is "
             "MEMORY USAGE over a sample of chunk hashes, scaled (text, title, metadata, "
