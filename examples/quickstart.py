@@ -12,7 +12,14 @@ import argparse
 import tempfile
 from typing import Any
 
-from semcache import CachePolicy, EmbeddedBackend, SemanticCache, cached, default_embedder
+from semcache import (
+    CachePolicy,
+    EmbeddedBackend,
+    SemanticCache,
+    cached,
+    default_embedder,
+    default_verifier,
+)
 
 
 class FakeClient:
@@ -47,9 +54,11 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
         SemanticCache(
-            # ONNX Runtime if it works here, else torch; offline. The first run exports the
-            # model (~8 s, 87 MB under ~/.cache/semcache/onnx); later starts take ~1.4 s.
+            # The shipped matcher: MiniLM + its adapter, and the cross-encoder verifier for
+            # near misses. ONNX Runtime if it works here, else torch; offline. The first run
+            # exports both models once (under ~/.cache/semcache/onnx).
             embedder=default_embedder(),
+            verifier=default_verifier(),
             backend=EmbeddedBackend(args.dir or tmp),
             policy=CachePolicy(ttl=24 * 3600, max_entries=100_000),
         ) as cache,

@@ -29,6 +29,7 @@ from semcache.embedders import (
     default_embedder,
 )
 from semcache.errors import (
+    AdapterError,
     BackendError,
     BackendUnavailableError,
     ConfigurationError,
@@ -50,7 +51,7 @@ from semcache.llm.requests import ChatRequest, PromptRequest, Request
 from semcache.llm.responses import JsonCodec, ModelCodec
 from semcache.matching.adaptive import AdaptiveConfig, AdaptiveThresholds
 from semcache.matching.guards import LexicalGuard
-from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand
+from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand, default_verifier
 from semcache.models import CallOutcome, Entry, LookupResult, ModelFingerprint, Outcome, Tier
 from semcache.policy import CachePolicy
 from semcache.stats import CacheInfo
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from semcache.measure.calibration import band_from_calibration, policy_from_calibration
 
 __all__ = [
+    "AdapterError",
     "AdaptiveConfig",
     "AdaptiveThresholds",
     "Backend",
@@ -110,6 +112,7 @@ __all__ = [
     "cache_options",
     "cached",
     "default_embedder",
+    "default_verifier",
     "policy_from_calibration",
 ]
 

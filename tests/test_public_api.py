@@ -11,6 +11,7 @@ import pytest
 import semcache
 
 PUBLIC = [
+    "AdapterError",
     "AdaptiveConfig",
     "AdaptiveThresholds",
     "Backend",
@@ -61,6 +62,7 @@ PUBLIC = [
     "cache_options",
     "cached",
     "default_embedder",
+    "default_verifier",
     "policy_from_calibration",
 ]
 

@@ -27,10 +27,14 @@ def register(sub: Any) -> None:
     p.add_argument("--pairs", type=Path, help="labelled pairs JSONL(.gz); default: bundled sample")
     p.add_argument("--requests", type=int, default=600, help="requests to replay (default 600)")
     p.add_argument("--users", type=int, default=32, help="concurrent users (default 32)")
-    p.add_argument("--min-similarity", type=float, default=None, help="threshold (default 0.95)")
+    p.add_argument("--min-similarity", type=float, default=None,
+                   help="threshold (default: the shipped matcher's, 0.95 untuned)")  # fmt: skip
     p.add_argument("--latency-scale", type=float, default=1.0, help="scale simulated LLM latency")
     p.add_argument("--dir", type=Path, help="cache directory to keep (default: a temporary one)")
     p.add_argument("--model", default=None, help="embedding model name or local path")
+    p.add_argument(
+        "--untuned", action="store_true", help="the plain all-MiniLM-L6-v2 and no verifier"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
@@ -41,21 +45,29 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from semcache import CachePolicy, EmbeddedBackend, SemanticCache, default_embedder
+    from semcache.matching.verifier import SHIPPED_BAND, CrossEncoderVerifier, default_verifier
     from semcache.measure.demo import SimulatedLLM, build_stream, load_pairs, run_demo
+    from semcache.policy import DEFAULT_MIN_SIMILARITY
 
     pairs = load_pairs(args.pairs)
     stream, cluster, negatives = build_stream(pairs, args.requests, seed=args.seed)
     print(f"loading the embedding model ({args.model or 'all-MiniLM-L6-v2'}) ...", file=sys.stderr)
     # ONNX Runtime when it exports and agrees with torch, else torch; one thread per call
     # either way: the demo's user threads share the machine's cores.
-    embedder = default_embedder(**({"model": args.model} if args.model else {}), threads=1)
+    # The shipped matcher (tuned embedder + verifier on its band) unless --untuned or --model.
+    shipped = not (args.untuned or args.model)
+    embedder = default_embedder(
+        **({"model": args.model} if args.model else {}), threads=1, tuned=shipped
+    )
+    verifier: CrossEncoderVerifier | None = default_verifier(threads=1) if shipped else None
+    default_t = SHIPPED_BAND.low if shipped else DEFAULT_MIN_SIMILARITY
     policy = CachePolicy(
-        **({"min_similarity": args.min_similarity} if args.min_similarity is not None else {})
+        min_similarity=default_t if args.min_similarity is None else args.min_similarity
     )
     with tempfile.TemporaryDirectory(prefix="semcache-demo-") as tmp:
         where = args.dir or Path(tmp)
         with SemanticCache(
-            embedder=embedder, backend=EmbeddedBackend(where), policy=policy
+            embedder=embedder, backend=EmbeddedBackend(where), policy=policy, verifier=verifier
         ) as cache:
 
             def bar(items: Iterable[Any], total: int) -> Iterable[Any]:
@@ -87,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         "",
         f"semcache demo: {report.requests} questions from {len(pairs)} labelled Quora pairs, "
         f"{args.users} concurrent users, min_similarity={report.threshold}, "
-        f"embedder: {embedder.fingerprint.model} on {embedder.backend}",
+        f"embedder: {embedder.fingerprint.model}"
+        f"{' + shipped adapter' if shipped else ''} on {embedder.backend}"
+        f"{', verifier on its band' if verifier else ''}",
         "",
         f"  hit rate            {report.hit_rate:6.1%}  ({hits} served from cache, "
         f"{report.upstream_calls} LLM calls)",
