@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,7 +39,7 @@ OUT = CACHE / "matcher"
 POINT = OUT / "operating_point.json"
 SCORE_FLOOR = 0.94  # the verifier scores pairs whose tuned similarity reaches this
 UNTUNED_T = 0.95  # today's default (CachePolicy().min_similarity) with the lexical guard
-QQP_MEASURE_SAMPLE = 5_000  # seeded sample of the 23,609-pair QQP measure half (CPU budget)
+QQP_MEASURE_SAMPLE = 3_000  # seeded sample of the 23,609-pair QQP measure half (CPU budget)
 TITLES = {"qqp": "QQP", "paws": "PAWS-Wiki", "stsb": "STS-B (score >= 4)",
           "mrpc": "MRPC train file", "gptcache": "GPTCache pairs (all positive)"}  # fmt: skip
 
@@ -79,6 +80,10 @@ def pairs_of(name: str, part: str) -> list[LabelledPair]:
     return ps
 
 
+_EMBEDDERS: dict[str, Any] = {}
+_SCORERS: dict[str, Any] = {}
+
+
 def similarities(name: str, part: str, emb: Adapter) -> tuple[np.ndarray, np.ndarray]:
     """Untuned and tuned cosine of one set's part (cached on disk)."""
     from semcache.embedders.onnx import OnnxEmbedder
@@ -89,7 +94,12 @@ def similarities(name: str, part: str, emb: Adapter) -> tuple[np.ndarray, np.nda
     for path, adapter in zip(paths, (None, emb), strict=True):
         if not path.exists():
             t0 = time.perf_counter()
-            embedder = OnnxEmbedder(memo_size=0, intra_op_threads=1, batch_size=64, adapter=adapter)
+            key = adapter.sha256 if adapter else "base"
+            if key not in _EMBEDDERS:  # one load per process: loading costs seconds
+                _EMBEDDERS[key] = OnnxEmbedder(
+                    memo_size=0, intra_op_threads=1, batch_size=64, adapter=adapter
+                )
+            embedder = _EMBEDDERS[key]
             np.save(path, _embed_sims(embedder, pairs), allow_pickle=False)
             print(f"embedded {path.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         out.append(np.load(path, allow_pickle=False))
@@ -112,7 +122,9 @@ def score(name: str, part: str, emb: Adapter, ver: Adapter) -> Scored:
         t0 = time.perf_counter()
         verifier = np.full(len(pairs), np.nan, dtype=np.float32)
         todo = np.flatnonzero(tuned >= SCORE_FLOOR)
-        scorer = OnnxPairScorer(ver, threads=1)
+        if ver.sha256 not in _SCORERS:  # one load per process: loading costs seconds
+            _SCORERS[ver.sha256] = OnnxPairScorer(ver, threads=1)
+        scorer = _SCORERS[ver.sha256]
         # the cache stores text_a and looks text_b up: the verifier sees (query, cached)
         verifier[todo] = scorer.probabilities([(pairs[i].text_b, pairs[i].text_a) for i in todo])
         np.save(path, verifier, allow_pickle=False)
@@ -167,9 +179,21 @@ def verified_share(s: Scored, t: float, high: float) -> float:
     return float((ok & (s.tuned < high)).sum() / max(int(ok.sum()), 1))
 
 
+def verified_share_of_duplicates(s: Scored, t: float, high: float) -> float:
+    """The same among labelled duplicates: the hit path's p50 (measured on duplicates) stays
+    near the untuned one while fewer than half of its hits pay for a verifier call."""
+    ok = (s.tuned >= t) & ~s.veto & s.labels
+    return float((ok & (s.tuned < high)).sum() / max(int(ok.sum()), 1))
+
+
 #: What the operating point must meet on the validation parts (margins under the issue's
 #: targets, which are checked on the measure parts).
-LIMITS = {"paws_fhr": 0.18, "qqp_fhr": 0.075, "qqp_recall": 0.26, "verified_share": 0.45}
+LIMITS = {
+    "paws_fhr": 0.18,
+    "qqp_fhr": 0.075,
+    "qqp_recall": 0.26,
+    "verified_share_of_duplicates": 0.30,  # well under 1/2: the p50 hit stays unverified
+}
 
 
 def violations(sc: dict[str, Scored], t: float, high: float, m: float) -> tuple[float, float]:
@@ -179,7 +203,8 @@ def violations(sc: dict[str, Scored], t: float, high: float, m: float) -> tuple[
     miss = max(0.0, r["paws"]["fh_rate"] - LIMITS["paws_fhr"]) * 2
     miss += max(0.0, r["qqp"]["fh_rate"] - LIMITS["qqp_fhr"]) * 4
     miss += max(0.0, LIMITS["qqp_recall"] - r["qqp"]["recall"])
-    miss += max(0.0, verified_share(sc["qqp"], t, high) - LIMITS["verified_share"])
+    share = verified_share_of_duplicates(sc["qqp"], t, high)
+    miss += max(0.0, share - LIMITS["verified_share_of_duplicates"])
     for n in ("stsb", "mrpc"):
         miss += max(0.0, r[n]["fh_rate"] - u[n]["fh_rate"])
         miss += max(0.0, u[n]["hit_rate"] - r[n]["hit_rate"]) * 0.5
@@ -214,7 +239,26 @@ def choose(args: argparse.Namespace) -> None:
                                 "verified_share": verified_share(s, t, high)}
                             for n, s in sc.items()}}  # fmt: skip
     POINT.write_text(json.dumps(point, indent=1) + "\n")
+    pin_band(t, min(high, 1.0), m)
     print(json.dumps(point, indent=1))
+
+
+def pin_band(low: float, high: float, min_score: float) -> None:
+    """Write the chosen band into semcache/matching/verifier.py (``SHIPPED_BAND``)."""
+    import re
+
+    from _report import ROOT
+
+    path = ROOT / "semcache" / "matching" / "verifier.py"
+    code, n = re.subn(
+        r"^SHIPPED_BAND = VerifierBand\(.*\)$",
+        f"SHIPPED_BAND = VerifierBand(low={low}, high={high}, min_score={min_score})",
+        path.read_text(),
+        flags=re.M,
+    )
+    if n != 1:
+        raise SystemExit(f"SHIPPED_BAND not found in {path}")
+    path.write_text(code)
 
 
 def main() -> None:
@@ -224,23 +268,20 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--embedder", type=Path, default=None, help="embedder adapter file")
         p.add_argument("--verifier", type=Path, default=None, help="verifier adapter file")
+        p.add_argument("--reverse", action="store_true", help="embed: last set first")
         p.add_argument("--floor", type=float, default=UNTUNED_T,
                        help="min_similarity to keep (default 0.95, CachePolicy's); "
                        "--floor -1 searches 0.85..0.98")  # fmt: skip
     args = parser.parse_args()
     if args.stage == "embed":  # similarities only (e.g. while the verifier trains)
         emb = read_adapter(args.embedder) if args.embedder else adapters(args)[0]
-        for part in ("validation", "measure"):
-            for n in SETS:
-                similarities(n, part, emb)
+        order = [(part, n) for part in ("validation", "measure") for n in SETS]
+        for part, n in reversed(order) if args.reverse else order:
+            similarities(n, part, emb)
     elif args.stage == "choose":
         choose(args)
     else:
         report(args)
-
-
-if __name__ == "__main__":
-    main()
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -564,3 +605,7 @@ def write_card(summary: dict) -> None:
         "traffic (`semcache tune`), does better.",
     ]
     (ROOT / "docs" / "model_card.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -43,7 +43,7 @@ class ShippedAdapter:
 
 #: Written by ``python bench/train_matcher.py ship``.
 EMBEDDER_SHA256 = "df9a0d4ec5fe662ad21f28a96a1bd15188e28dba9ee4296d9925be0005506f3a"
-VERIFIER_SHA256 = "dfa398bc49bfa270539103fb9ef6f998d3f63331ec5b7aaeb24f627da389bf3f"
+VERIFIER_SHA256 = "3236979bd9eb774eb7c8ac6caa02a891cb52ac8a3ebbb1355e94a4554efbefbd"
 
 EMBEDDER = ShippedAdapter("embedder.safetensors", EMBEDDER_SHA256)
 VERIFIER = ShippedAdapter("verifier.safetensors", VERIFIER_SHA256)

@@ -88,7 +88,7 @@ class VerifierBand:
 
 
 #: The out-of-box band of the shipped verifier (chosen on validation pairs; docs/model_card.md).
-SHIPPED_BAND = VerifierBand(low=0.95, high=0.99, min_score=0.5)
+SHIPPED_BAND = VerifierBand(low=0.95, high=0.965, min_score=0.6)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
