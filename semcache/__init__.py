@@ -30,6 +30,7 @@ from semcache.embedders import (
     default_embedder,
 )
 from semcache.errors import (
+    AdapterError,
     BackendError,
     BackendUnavailableError,
     ConfigurationError,
@@ -55,7 +56,7 @@ from semcache.matching.explore import AnswerMatch, Exploration
 from semcache.matching.guards import LexicalGuard
 from semcache.matching.learned_redis import RedisLearnedState
 from semcache.matching.learned_state import SqliteLearnedState
-from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand
+from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand, default_verifier
 from semcache.models import CallOutcome, Entry, LookupResult, ModelFingerprint, Outcome, Tier
 from semcache.ops.transfer import export_entries, import_entries
 from semcache.policy import CachePolicy, VolatilePolicy
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GDSF",
     "LRU",
+    "AdapterError",
     "AdaptiveConfig",
     "AdaptiveThresholds",
     "AnswerMatch",
@@ -126,6 +128,7 @@ __all__ = [
     "cache_options",
     "cached",
     "default_embedder",
+    "default_verifier",
     "export_entries",
     "import_entries",
     "policy_from_calibration",

@@ -10,6 +10,7 @@ The tree::
     ├── GuardError                             a guard, the verifier or learned thresholds failed
     ├── EmbeddingError                         the embedder failed on an input
     │   └── ModelLoadError                     the model cannot be loaded (offline, missing files)
+    │       └── AdapterError                   an adapter file is missing, altered or mismatched
     ├── BackendError                           the storage backend failed
     │   ├── BackendUnavailableError            it cannot be reached (or its circuit is open)
     │   │   └── LookupTimeoutError             a lookup ran past its time budget
@@ -21,6 +22,7 @@ The tree::
 from __future__ import annotations
 
 __all__ = [
+    "AdapterError",
     "BackendError",
     "BackendUnavailableError",
     "ConfigurationError",
@@ -68,6 +70,10 @@ class EmbeddingError(SemcacheError):
 
 class ModelLoadError(EmbeddingError):
     """The embedding model could not be loaded."""
+
+
+class AdapterError(ModelLoadError):
+    """An adapter file (LoRA weights on a packaged model) is missing, altered or mismatched."""
 
 
 class BackendError(SemcacheError):

@@ -249,10 +249,10 @@ def dense_model_dir(
 
 
 def test_factory_prefers_onnx(onnx_embedder: OnnxEmbedder, onnx_cache: Path) -> None:
-    chosen = default_embedder(cache_dir=onnx_cache, threads=1)
+    chosen = default_embedder(cache_dir=onnx_cache, threads=1, tuned=False)
     assert isinstance(chosen, OnnxEmbedder)
     assert chosen.backend == "onnx"
-    torch_only = default_embedder(prefer_onnx=False)
+    torch_only = default_embedder(prefer_onnx=False, tuned=False)
     assert isinstance(torch_only, SentenceTransformerEmbedder)
     assert torch_only.backend == "torch"
     assert torch_only.fingerprint == chosen.fingerprint
@@ -286,7 +286,7 @@ def test_export_that_disagrees_with_torch_is_refused(
     _record_digest(copy, "reference.npy")  # consistent files: the agreement check must catch it
     with pytest.raises(ModelLoadError, match="agrees with torch only"):
         OnnxEmbedder(cache_dir=tmp_path, intra_op_threads=1)
-    chosen = default_embedder(cache_dir=tmp_path, memo_size=0)
+    chosen = default_embedder(cache_dir=tmp_path, memo_size=0, tuned=False)
     assert isinstance(chosen, SentenceTransformerEmbedder)
     assert "agrees with torch only" in caplog.text
 
@@ -339,7 +339,7 @@ def test_export_changed_after_writing_is_refused(
     with pytest.raises(ModelLoadError, match="does not match the sha256"):
         OnnxEmbedder(cache_dir=tmp_path, intra_op_threads=1)
     # The factory refuses it too, and says so, before falling back to torch.
-    chosen = default_embedder(cache_dir=tmp_path, memo_size=0)
+    chosen = default_embedder(cache_dir=tmp_path, memo_size=0, tuned=False)
     assert isinstance(chosen, SentenceTransformerEmbedder)
     assert "does not match the sha256" in caplog.text
 

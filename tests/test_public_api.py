@@ -11,6 +11,7 @@ import pytest
 import semcache
 
 PUBLIC = [
+    "AdapterError",
     "AdaptiveConfig",
     "AdaptiveThresholds",
     "AnswerMatch",
@@ -72,6 +73,7 @@ PUBLIC = [
     "default_embedder",
     "export_entries",
     "import_entries",
+    "default_verifier",
     "policy_from_calibration",
 ]
 

@@ -117,3 +117,27 @@ def test_time_budget_stops_gracefully(test_data: Path, tmp_path: Path) -> None:
     assert result.stopped_by_budget
     assert result.steps == 1 < result.planned_steps == 20
     assert (tmp_path / "m" / "config.json").is_file()
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_tune_cli_lora_writes_an_adapter_that_reloads(
+    test_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from semcache.embedders.adapter import read_adapter
+
+    out = tmp_path / "lora"
+    pairs = test_data / "qqp" / "pairs.jsonl.gz"
+    code = main(
+        ["tune", str(pairs), "--out", str(out), "--limit", "120", "--batch-size", "16",
+         "--max-seq-length", "32", "--threads", "1", "--no-plot", "--lora-rank", "4"]
+    )  # fmt: skip
+    assert code == 0
+    assert not (out / "config.json").exists()  # an adapter, not a whole model
+    adapter = read_adapter(out / "adapter.safetensors")
+    assert adapter.rank == 4
+    assert len(adapter.lora) == 36  # 6 layers x (q, k, v, attention out, intermediate, out)
+    assert (out / "adapter.safetensors").stat().st_size < 400_000
+    tuned = SentenceTransformerEmbedder(memo_size=0, adapter=adapter)
+    assert tuned.fingerprint.variant == f"lora-{adapter.short}"
+    assert "certified at delta" in capsys.readouterr().out

@@ -27,7 +27,8 @@ def register(sub: Any) -> None:
     p.add_argument("--pairs", type=Path, help="labelled pairs JSONL(.gz); default: bundled sample")
     p.add_argument("--requests", type=int, default=600, help="requests to replay (default 600)")
     p.add_argument("--users", type=int, default=32, help="concurrent users (default 32)")
-    p.add_argument("--min-similarity", type=float, default=None, help="threshold (default 0.95)")
+    p.add_argument("--min-similarity", type=float, default=None,
+                   help="threshold (default 0.95; --tuned: the shipped matcher's)")  # fmt: skip
     p.add_argument("--latency-scale", type=float, default=1.0, help="scale simulated LLM latency")
     p.add_argument("--dir", type=Path, help="cache directory to keep (default: a temporary one)")
     p.add_argument("--model", default=None, help="embedding model name or local path")
@@ -37,6 +38,12 @@ def register(sub: Any) -> None:
         default="cap_ttl",
         help="volatile prompts (weather, prices, 'latest'...): reuse for 5 minutes at most "
         "(cap_ttl, the default), never cache (bypass), or treat like any other (off)",
+    )
+    p.add_argument(
+        "--tuned",
+        action="store_true",
+        help="the matcher shipped in the package (MiniLM + LoRA adapter, and the verifier on "
+        "its band); experimental: see docs/model_card.md",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -48,17 +55,28 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from semcache import CachePolicy, EmbeddedBackend, SemanticCache, default_embedder
+    from semcache.matching.verifier import SHIPPED_BAND, CrossEncoderVerifier, default_verifier
     from semcache.measure.demo import SimulatedLLM, build_stream, load_pairs, run_demo
-    from semcache.policy import VolatilePolicy
+    from semcache.policy import DEFAULT_MIN_SIMILARITY, VolatilePolicy
 
     pairs = load_pairs(args.pairs)
     stream, cluster, negatives = build_stream(pairs, args.requests, seed=args.seed)
     print(f"loading the embedding model ({args.model or 'all-MiniLM-L6-v2'}) ...", file=sys.stderr)
     # ONNX Runtime when it exports and agrees with torch, else torch; one thread per call
     # either way: the demo's user threads share the machine's cores.
-    embedder = default_embedder(**({"model": args.model} if args.model else {}), threads=1)
+    # The shipped matcher (tuned embedder + verifier on its band) only when asked: its adapters
+    # are undertrained so far and make some sets worse (docs/model_card.md).
+    if args.tuned and args.model:
+        print("semcache demo: --tuned applies to the packaged model only", file=sys.stderr)
+        return 2
+    shipped = bool(args.tuned)
+    embedder = default_embedder(
+        **({"model": args.model} if args.model else {}), threads=1, tuned=shipped
+    )
+    verifier: CrossEncoderVerifier | None = default_verifier(threads=1) if shipped else None
+    default_t = SHIPPED_BAND.low if shipped else DEFAULT_MIN_SIMILARITY
     policy = CachePolicy(
-        **({"min_similarity": args.min_similarity} if args.min_similarity is not None else {}),
+        min_similarity=default_t if args.min_similarity is None else args.min_similarity,
         volatile={
             "off": None,
             "cap_ttl": VolatilePolicy(),
@@ -68,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="semcache-demo-") as tmp:
         where = args.dir or Path(tmp)
         with SemanticCache(
-            embedder=embedder, backend=EmbeddedBackend(where), policy=policy
+            embedder=embedder, backend=EmbeddedBackend(where), policy=policy, verifier=verifier
         ) as cache:
 
             def bar(items: Iterable[Any], total: int) -> Iterable[Any]:
@@ -100,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
         "",
         f"semcache demo: {report.requests} questions from {len(pairs)} labelled Quora pairs, "
         f"{args.users} concurrent users, min_similarity={report.threshold}, "
-        f"embedder: {embedder.fingerprint.model} on {embedder.backend}",
+        f"embedder: {embedder.fingerprint.model}"
+        f"{' + shipped adapter' if shipped else ''} on {embedder.backend}"
+        f"{', verifier on its band' if verifier else ''}",
         "",
         f"  hit rate            {report.hit_rate:6.1%}  ({hits} served from cache, "
         f"{report.upstream_calls} LLM calls)",

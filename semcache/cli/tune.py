@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from semcache.errors import ConfigurationError
 from semcache.measure.calibration import CalibrationReport, calibrate, pair_similarities
 from semcache.measure.pairs import LabelledPair, read_pairs
 from semcache.measure.tuning import (
+    ADAPTER_FILE,
     TuneConfig,
     TuneResult,
     holdout_split,
@@ -63,6 +65,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="use the first N pairs of each file")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    p.add_argument(
+        "--lora-rank",
+        type=int,
+        default=None,
+        help="train a LoRA adapter of this rank on the packaged MiniLM (writes "
+        "adapter.safetensors, ~1.5 MB) instead of a whole model",
+    )
     p.set_defaults(func=_main)
 
 
@@ -82,6 +91,8 @@ def run_tune(
     from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
 
     config = config or TuneConfig()
+    if config.lora_rank is not None and base is not None:
+        raise ConfigurationError("LoRA adapters are trained on the packaged MiniLM: drop --model")
     train, held = holdout_split(pairs, holdout)
     fit = tune_verifier if verifier else tune_embedder
     result = fit(train, out, base=base, config=config)
@@ -97,7 +108,14 @@ def run_tune(
     if verifier:
         from semcache.matching.verifier import CrossEncoderVerifier
 
-        scores = CrossEncoderVerifier.load(out).score([(p.text_a, p.text_b) for p in held])
+        if config.lora_rank is None:
+            judge = CrossEncoderVerifier.load(out)
+        else:
+            from semcache.embedders.adapter import read_adapter
+            from semcache.matching.onnx_verifier import torch_cross_encoder
+
+            judge = CrossEncoderVerifier(torch_cross_encoder(read_adapter(out / ADAPTER_FILE)))
+        scores = judge.score([(p.text_a, p.text_b) for p in held])
         after = calibrate(
             scores,
             labels,
@@ -107,7 +125,14 @@ def run_tune(
             model={"model": str(out), "kind": "cross-encoder"},
         )
     else:
-        tuned = SentenceTransformerEmbedder(str(out), memo_size=0)
+        if config.lora_rank is None:
+            tuned = SentenceTransformerEmbedder(str(out), memo_size=0)
+        else:
+            from semcache.embedders.adapter import read_adapter
+
+            tuned = SentenceTransformerEmbedder(
+                memo_size=0, adapter=read_adapter(out / ADAPTER_FILE)
+            )
         after = calibrate(
             pair_similarities(tuned, held),
             labels,
@@ -160,6 +185,7 @@ def _main(args: argparse.Namespace) -> int:
         time_budget=args.time_budget,
         matryoshka_dims=dims,
         threads=args.threads,
+        lora_rank=args.lora_rank,
     )
     pairs = [p for path in args.pairs for p in read_pairs(path, limit=args.limit)]
     result, before, after = run_tune(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from semcache.embedders.adapter import Adapter
 from semcache.embedders.base import DEFAULT_MODEL
 from semcache.embedders.onnx import OnnxEmbedder
-from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
+from semcache.embedders.sentence_transformers import _PACKAGED, SentenceTransformerEmbedder
+from semcache.embedders.shipped import embedder_adapter
 from semcache.errors import ConfigurationError, MissingDependencyError, ModelLoadError
 
 __all__ = ["default_embedder"]
@@ -25,6 +27,7 @@ def default_embedder(
     memo_size: int = 4096,
     threads: int | None = None,
     cache_dir: Path | str | None = None,
+    tuned: bool = False,
 ) -> OnnxEmbedder | SentenceTransformerEmbedder:
     """The fastest working embedder for ``model``; its ``backend`` attribute says which it is.
 
@@ -34,9 +37,21 @@ def default_embedder(
     fingerprint, so the fallback reads the same index. ``int8=True`` never falls back: the int8
     model has its own fingerprint, and torch vectors would not match an index built with it.
     ``threads`` is ONNX Runtime's intra-op thread count, or torch's (process-wide) on fallback.
+
+    ``tuned=True``: merge the adapter shipped in the package (:mod:`semcache.embedders.shipped`,
+    trained to keep adversarial near-duplicates apart) into the packaged all-MiniLM-L6-v2. Off by
+    default for now: the shipped adapter is undertrained and makes some sets worse
+    (docs/model_card.md). The adapter is part of the fingerprint, so an index written with one
+    refuses the other (:class:`~semcache.errors.FingerprintMismatchError`).
     """
     if int8 and not prefer_onnx:
         raise ConfigurationError("int8=True needs the ONNX path; set prefer_onnx=True")
+    packaged = model in _PACKAGED
+    if tuned and not packaged:
+        raise ConfigurationError(
+            f"tuned=True applies the adapter shipped for {DEFAULT_MODEL!r}, not {model!r}"
+        )
+    adapter: Adapter | None = embedder_adapter() if tuned else None
     if prefer_onnx:
         try:
             embedder = OnnxEmbedder(
@@ -47,6 +62,7 @@ def default_embedder(
                 memo_size=memo_size,
                 intra_op_threads=threads,
                 cache_dir=cache_dir,
+                adapter=adapter,
             )
         except (MissingDependencyError, ModelLoadError) as e:
             if int8:
@@ -66,6 +82,7 @@ def default_embedder(
         batch_size=batch_size,
         memo_size=memo_size,
         torch_threads=threads,
+        adapter=adapter,
     )
     log.info("semcache: embedding with torch (sentence-transformers)")
     return fallback

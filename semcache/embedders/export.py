@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from semcache.embedders.adapter import Adapter, merge_adapter
 from semcache.embedders.base import DEFAULT_MODEL
 from semcache.embedders.pooling import PoolingSpec, read_pooling
 from semcache.embedders.sentence_transformers import _PACKAGED, _packaged_model_path, _revision_of
@@ -132,6 +133,7 @@ class ExportManifest:
     exported_at: float
     export_seconds: float
     sha256: dict[str, str]
+    adapter: str = ""  # the merged adapter's sha256, "" for none
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +150,7 @@ class ExportManifest:
             "exported_at": self.exported_at,
             "export_seconds": self.export_seconds,
             "sha256": dict(self.sha256),
+            "adapter": self.adapter,
         }
 
     @classmethod
@@ -166,6 +169,7 @@ class ExportManifest:
             exported_at=float(data["exported_at"]),
             export_seconds=float(data["export_seconds"]),
             sha256={str(k): str(v) for k, v in dict(data["sha256"]).items()},
+            adapter=str(data.get("adapter", "")),
         )
 
     @property
@@ -200,8 +204,8 @@ class OnnxExport:
         return np.asarray(ref, dtype=np.float32)
 
 
-def export_key(name: str, model_dir: Path) -> str:
-    """A hash of what the export depends on: fingerprint, location, weight files, format."""
+def export_key(name: str, model_dir: Path, adapter: Adapter | None = None) -> str:
+    """A hash of what the export depends on: fingerprint, location, weights, adapter, format."""
     weights = sorted(
         (f.name, f.stat().st_size, f.stat().st_mtime_ns)
         for pattern in ("*.safetensors", "*.bin")
@@ -215,27 +219,42 @@ def export_key(name: str, model_dir: Path) -> str:
         "source": str(model_dir),
         "weights": weights,
     }
+    if adapter is not None:
+        basis["adapter"] = adapter.sha256
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def ensure_export(
-    model: str = DEFAULT_MODEL, *, cache_dir: Path | str | None = None, int8: bool = False
+    model: str = DEFAULT_MODEL,
+    *,
+    cache_dir: Path | str | None = None,
+    int8: bool = False,
+    adapter: Adapter | None = None,
 ) -> OnnxExport:
     """Return the cached export of ``model``, exporting it first if there is none.
 
     Exporting imports torch and sentence-transformers and takes a few seconds; loading a cached
-    export imports neither. ``int8=True`` also makes (or reuses) the quantised model.
+    export imports neither. ``int8=True`` also makes (or reuses) the quantised model. An
+    ``adapter`` is merged into the weights before the export (its own export directory).
     Raises :class:`ModelLoadError` (or :class:`MissingDependencyError`) when it cannot.
     """
     name, model_dir = resolve_model(model)
     root = cache_root(cache_dir)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name.rstrip("/").rsplit("/", 1)[-1]) or "model"
-    directory = root / f"{slug}-{export_key(name, model_dir)}"
+    if adapter is not None:
+        slug = f"{slug}-lora"
+    directory = root / f"{slug}-{export_key(name, model_dir, adapter)}"
     created = False
     manifest = _read_manifest(directory)
     if manifest is None:
-        manifest = _export_into(directory, name, model_dir)
+        manifest = _export_into(directory, name, model_dir, adapter)
         created = True
+    expected = "" if adapter is None else adapter.sha256
+    if manifest.adapter != expected:
+        raise ModelLoadError(
+            f"the ONNX export in {directory} was made with adapter {manifest.adapter[:12]!r}, "
+            f"not {expected[:12]!r}; delete it"
+        )
     int8_created = False
     if int8 and not (directory / INT8_FILE).is_file():
         _quantize(directory)
@@ -316,7 +335,9 @@ def _verify_int8(directory: Path) -> None:
     _check_digest(directory / INT8_FILE, expected)
 
 
-def _export_into(directory: Path, name: str, model_dir: Path) -> ExportManifest:
+def _export_into(
+    directory: Path, name: str, model_dir: Path, adapter: Adapter | None
+) -> ExportManifest:
     pooling = read_pooling(model_dir)
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -324,7 +345,7 @@ def _export_into(directory: Path, name: str, model_dir: Path) -> ExportManifest:
     except OSError as e:
         raise ModelLoadError(f"cannot write ONNX exports under {directory.parent}: {e}") from e
     try:
-        manifest = _export_fp32(tmp, name, model_dir, pooling)
+        manifest = _export_fp32(tmp, name, model_dir, pooling, adapter)
         (tmp / MANIFEST_FILE).write_text(
             json.dumps(manifest.to_dict(), indent=2, sort_keys=True), encoding="utf-8"
         )
@@ -345,7 +366,9 @@ def _export_into(directory: Path, name: str, model_dir: Path) -> ExportManifest:
     return existing
 
 
-def _export_fp32(out: Path, name: str, model_dir: Path, pooling: PoolingSpec) -> ExportManifest:
+def _export_fp32(
+    out: Path, name: str, model_dir: Path, pooling: PoolingSpec, adapter: Adapter | None
+) -> ExportManifest:
     """Run torch.onnx.export on the transformer module; write model, tokenizer and reference."""
     try:
         import torch
@@ -366,6 +389,8 @@ def _export_fp32(out: Path, name: str, model_dir: Path, pooling: PoolingSpec) ->
             st = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
             transformer: Any = st[0]
             hf_model, hf_tok = transformer.auto_model, transformer.tokenizer
+            if adapter is not None:
+                merge_adapter(hf_model, adapter)
             max_len = int(st.max_seq_length or hf_tok.model_max_length)
             tok = Tokenizer.from_str(hf_tok.backend_tokenizer.to_str())
             tok.enable_truncation(max_len)
@@ -418,6 +443,7 @@ def _export_fp32(out: Path, name: str, model_dir: Path, pooling: PoolingSpec) ->
         exported_at=time.time(),
         export_seconds=round(time.perf_counter() - started, 3),
         sha256={n: _sha256(out / n) for n in DIGESTED},
+        adapter="" if adapter is None else adapter.sha256,
     )
 
 

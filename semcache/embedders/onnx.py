@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from semcache.embedders.adapter import Adapter
 from semcache.embedders.base import DEFAULT_MODEL, VectorMemo, normalize_rows
 from semcache.embedders.export import PROBE_TEXTS, OnnxExport, ensure_export
 from semcache.embedders.pooling import pool
+from semcache.embedders.sentence_transformers import adapter_variant, join_variant
 from semcache.errors import (
     ConfigurationError,
     EmbeddingError,
@@ -77,6 +79,8 @@ class OnnxEmbedder:
         memo_size: how many recent texts keep their vector in memory (0 disables the memo).
         intra_op_threads: ONNX Runtime threads per call; default :func:`default_threads`.
         cache_dir: where exports live (default: :func:`~semcache.embedders.export.cache_root`).
+        adapter: a LoRA adapter merged into the weights before the export (its own export and
+            the same fingerprint as ``SentenceTransformerEmbedder(adapter=...)``).
 
     Raises :class:`MissingDependencyError` without onnxruntime, and :class:`ModelLoadError` when
     the export fails or disagrees with torch.
@@ -92,6 +96,7 @@ class OnnxEmbedder:
         memo_size: int = 4096,
         intra_op_threads: int | None = None,
         cache_dir: Path | str | None = None,
+        adapter: Adapter | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
@@ -109,7 +114,7 @@ class OnnxEmbedder:
         self._memo = VectorMemo(memo_size)
         self._batch_size = batch_size
         self._threads = threads
-        self._export = ensure_export(model, cache_dir=cache_dir, int8=int8)
+        self._export = ensure_export(model, cache_dir=cache_dir, int8=int8, adapter=adapter)
         manifest = self._export.manifest
         if truncate_dim is not None and truncate_dim > manifest.dim:
             raise ConfigurationError(
@@ -133,9 +138,11 @@ class OnnxEmbedder:
             self._tokenizer = Tokenizer.from_file(str(self._export.tokenizer_path))
         except _runtime_errors(OSError) as e:
             raise ModelLoadError(f"cannot load the ONNX export {path}: {e}") from e
-        variant = "onnx-int8" if int8 else ""
-        if truncate_dim:
-            variant = f"mrl{self._dim}" + (f"+{variant}" if variant else "")
+        variant = join_variant(
+            f"mrl{self._dim}" if truncate_dim else "",
+            "onnx-int8" if int8 else "",
+            adapter_variant(adapter),
+        )
         self._fingerprint = ModelFingerprint(
             model=manifest.model,
             dim=self._dim,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from semcache.embedders.adapter import Adapter, merge_adapter
 from semcache.embedders.base import DEFAULT_MODEL, VectorMemo, normalize_rows
 from semcache.errors import (
     ConfigurationError,
@@ -61,6 +62,16 @@ def _revision_of(path: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def adapter_variant(adapter: Adapter | None) -> str:
+    """The fingerprint variant naming an adapter: ``lora-<first 12 hex of its sha256>``."""
+    return "" if adapter is None else f"lora-{adapter.short}"
+
+
+def join_variant(*parts: str) -> str:
+    """Fingerprint variant parts joined with ``+`` (empty parts dropped)."""
+    return "+".join(p for p in parts if p)
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded offline by default.
 
@@ -75,6 +86,10 @@ class SentenceTransformerEmbedder:
             offline, a hub lookup retries for about a minute before failing.
         torch_threads: if set, ``torch.set_num_threads`` is called with it at load (process-wide).
         device: torch device, ``"cpu"`` by default.
+        adapter: a LoRA adapter (:func:`semcache.embedders.adapter.read_adapter`; the shipped
+            one is :func:`semcache.embedders.shipped.embedder_adapter`) merged into the weights
+            at load. It is part of the fingerprint (variant ``lora-<sha256 prefix>``): an index
+            written without it refuses this embedder, and the other way round.
     """
 
     backend = "torch"  # which runtime computes the vectors (OnnxEmbedder says "onnx"/"onnx-int8")
@@ -89,6 +104,7 @@ class SentenceTransformerEmbedder:
         allow_download: bool = False,
         torch_threads: int | None = None,
         device: str = "cpu",
+        adapter: Adapter | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
@@ -99,6 +115,9 @@ class SentenceTransformerEmbedder:
         self._batch_size = batch_size
         self._memo = VectorMemo(memo_size)
         self._model = self._load(model, allow_download, torch_threads, device)
+        self._adapter = adapter
+        if adapter is not None:
+            merge_adapter(self._model[0].auto_model, adapter)
         get_dim = (
             getattr(self._model, "get_embedding_dimension", None)
             or self._model.get_sentence_embedding_dimension
@@ -118,7 +137,9 @@ class SentenceTransformerEmbedder:
             dim=self._dim,
             normalized=True,
             revision=_revision_of(local) if local.is_dir() else "",
-            variant=f"mrl{self._dim}" if truncate_dim else "",
+            variant=join_variant(
+                f"mrl{self._dim}" if truncate_dim else "", adapter_variant(adapter)
+            ),
         )
 
     def _load(
@@ -167,6 +188,11 @@ class SentenceTransformerEmbedder:
     def model(self) -> Any:
         """The underlying ``SentenceTransformer`` (for tokenizers and fine-tuning)."""
         return self._model
+
+    @property
+    def adapter(self) -> Adapter | None:
+        """The adapter merged into the model, if any."""
+        return self._adapter
 
     @property
     def source(self) -> str:

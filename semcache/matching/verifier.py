@@ -15,13 +15,14 @@ labels served hits. Train one with ``semcache tune --verifier``
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,7 +32,25 @@ from semcache.models import Candidate
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["CrossEncoderVerifier", "VerifierBand", "VerifierStats"]
+__all__ = [
+    "SHIPPED_BAND",
+    "CrossEncoderVerifier",
+    "PairScorer",
+    "VerifierBand",
+    "VerifierStats",
+    "default_verifier",
+]
+
+log = logging.getLogger("semcache")
+
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """Anything that scores (query, cached prompt) pairs with a probability in [0, 1]."""
+
+    def probabilities(
+        self, pairs: list[tuple[str, str]], batch_size: int = 64
+    ) -> NDArray[np.float32]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +87,10 @@ class VerifierBand:
         return (1.0 - self.blend) * probability + self.blend * similarity
 
 
+#: The out-of-box band of the shipped verifier (chosen on validation pairs; docs/model_card.md).
+SHIPPED_BAND = VerifierBand(low=0.95, high=0.965, min_score=0.6)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerifierStats:
     """How often the verifier ran and how long it took (latencies of recent calls)."""
@@ -87,7 +110,8 @@ class CrossEncoderVerifier:
     Implements :class:`semcache.policy.Guard` (returns a veto reason or ``None``). Thread-safe.
 
     Args:
-        model: a loaded ``sentence_transformers.CrossEncoder`` with one output (a logit).
+        model: a loaded ``sentence_transformers.CrossEncoder`` with one output (a logit), or a
+            :class:`PairScorer` (e.g. the ONNX Runtime scorer of :func:`default_verifier`).
         band: which candidates are scored, and the score they need.
         symmetric: score both orders (query, cached) and (cached, query) and average (2x cost).
         latency_window: how many recent call latencies :meth:`stats` summarises.
@@ -152,9 +176,10 @@ class CrossEncoderVerifier:
         if not pairs:
             return np.empty(0, dtype=np.float32)
         items = list(pairs)
-        out = self._predict(items, batch_size)
+        predict = self.model.probabilities if isinstance(self.model, PairScorer) else self._predict
+        out = predict(items, batch_size)
         if self.symmetric:
-            back = self._predict([(b, a) for a, b in items], batch_size)
+            back = predict([(b, a) for a, b in items], batch_size)
             out = ((out + back) / 2).astype(np.float32)
         return out
 
@@ -215,3 +240,38 @@ class CrossEncoderVerifier:
             latency_p50_ms=p50,
             latency_p95_ms=p95,
         )
+
+
+def default_verifier(
+    *,
+    band: VerifierBand | None = None,
+    prefer_onnx: bool = True,
+    threads: int = 1,
+    cache_dir: Path | str | None = None,
+) -> CrossEncoderVerifier:
+    """The verifier shipped in the package, on ONNX Runtime when it works here, else torch.
+
+    It is the packaged all-MiniLM-L6-v2 with the shipped LoRA adapter and classification head
+    (:func:`semcache.embedders.shipped.verifier_adapter`, sha256-checked), scoring only the
+    candidates inside ``band`` (default :data:`SHIPPED_BAND`, chosen for
+    ``default_embedder()``'s tuned vectors). The ONNX export is written once under the
+    embedder exports' cache root. ``threads``: ONNX Runtime's intra-op threads (or torch's,
+    process-wide, on the fallback).
+    """
+    from semcache.embedders.shipped import verifier_adapter
+    from semcache.errors import MissingDependencyError as Missing
+    from semcache.matching.onnx_verifier import OnnxPairScorer, torch_cross_encoder
+
+    adapter = verifier_adapter()
+    band = band or SHIPPED_BAND
+    if prefer_onnx:
+        try:
+            scorer = OnnxPairScorer(adapter, threads=threads, cache_dir=cache_dir)
+        except (Missing, ModelLoadError) as e:
+            log.warning("semcache: ONNX verifier unavailable (%s); falling back to torch", e)
+        else:
+            return CrossEncoderVerifier(scorer, band=band)
+    import torch
+
+    torch.set_num_threads(threads)
+    return CrossEncoderVerifier(torch_cross_encoder(adapter), band=band)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "ADAPTER_FILE",
     "TuneConfig",
     "TuneResult",
     "holdout_split",
@@ -68,6 +69,17 @@ class TuneConfig:
         seed: shuffling and initialisation seed.
         threads: ``torch.set_num_threads`` for the run (process-wide); ``None`` leaves it.
         progress: a tqdm bar on stderr.
+        lora_rank: train a LoRA adapter of this rank (the base model frozen) and save it as
+            ``adapter.safetensors`` in ``out`` instead of a whole model; ``None`` fine-tunes
+            the whole model. The verifier's classification head is trained whole either way.
+        lora_alpha: the LoRA scale numerator (update = ``alpha / rank * B @ A``); ``None``
+            means ``2 * lora_rank``.
+        checkpoint_every: with LoRA, also write ``checkpoint.safetensors`` every this many
+            steps (a run stopped early keeps what it learned).
+        adapter_name: the adapter's identity, stored in its file (and in the fingerprint).
+        schedule_by_time: with a ``time_budget``, warm up and decay the learning rate over the
+            budget's seconds rather than over the planned steps (for a run sized by time: the
+            rate reaches 0 when the budget ends, whatever the machine's speed).
     """
 
     epochs: int = 1
@@ -83,6 +95,11 @@ class TuneConfig:
     seed: int = 0
     threads: int | None = None
     progress: bool = True
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    checkpoint_every: int | None = None
+    adapter_name: str = "semcache-adapter"
+    schedule_by_time: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.epochs <= 100:
@@ -109,6 +126,17 @@ class TuneConfig:
             )
         if self.threads is not None and self.threads < 1:
             raise ConfigurationError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.lora_rank is not None and not 1 <= self.lora_rank <= 256:
+            raise ConfigurationError(f"lora_rank must be in 1..256 or None, got {self.lora_rank}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ConfigurationError(
+                f"checkpoint_every must be >= 1 or None, got {self.checkpoint_every}"
+            )
+
+    @property
+    def alpha(self) -> float:
+        """The LoRA scale numerator in use."""
+        return self.lora_alpha if self.lora_alpha is not None else 2.0 * (self.lora_rank or 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +213,7 @@ def _train(
     config: TuneConfig,
     lr: float,
     desc: str,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[int, int, int, float, bool, float]:
     """AdamW with linear warm-up/decay; returns steps, planned, pairs seen, loss, budget, secs."""
     th = _torch()
@@ -195,7 +224,20 @@ def _train(
     planned = per_epoch * config.epochs
     optimizer = th.optim.AdamW(params, lr=lr)
     warm = int(config.warmup * planned)
-    schedule = get_linear_schedule_with_warmup(optimizer, warm, planned)  # type: ignore[no-untyped-call]
+    if config.schedule_by_time and config.time_budget is not None:
+        budget = config.time_budget
+        clock_start = time.monotonic()
+
+        def factor(_step: int) -> float:
+            # warm up over the first ``warmup`` of the budget, then decay to 0 at its end
+            f = (time.monotonic() - clock_start) / budget
+            if f < config.warmup:
+                return max(f / config.warmup, 1e-3)
+            return max(0.0, (1.0 - f) / (1.0 - config.warmup))
+
+        schedule = th.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    else:
+        schedule = get_linear_schedule_with_warmup(optimizer, warm, planned)  # type: ignore[no-untyped-call]
     rng = random.Random(config.seed)
     order = list(range(len(pairs)))
     steps = seen = 0
@@ -222,6 +264,8 @@ def _train(
                 loss_avg = value if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * value
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_avg:.4f}", refresh=False)
+                if on_step is not None:
+                    on_step(steps, loss_avg)
                 if (
                     config.time_budget is not None
                     and time.monotonic() - start >= config.time_budget
@@ -371,6 +415,10 @@ def tune_verifier(
     return _fit_and_save("verifier", model, source, pairs, step_loss, config, out)
 
 
+#: The file a LoRA run writes into ``out`` (and ``checkpoint.safetensors`` while it runs).
+ADAPTER_FILE = "adapter.safetensors"
+
+
 def _fit_and_save(
     kind: str,
     model: Any,
@@ -380,17 +428,52 @@ def _fit_and_save(
     config: TuneConfig,
     out: str | Path,
 ) -> TuneResult:
-    """Train ``model`` with ``step_loss``, save it to ``out`` with a record of the run."""
-    model.train()
-    params = _trainable(model, config)
-    lr = config.learning_rate or DEFAULT_LEARNING_RATE[kind]
-    steps, planned, seen, loss, stopped, secs = _train(
-        params, pairs, step_loss, config, lr, f"tuning {kind}"
-    )
-    model.eval()
+    """Train ``model`` with ``step_loss``, save it (or its adapter) to ``out`` with a record."""
+    from semcache.embedders.adapter import write_adapter
+    from semcache.measure.lora import attach_lora
+
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
-    model.save(str(target))
+    model.train()
+    lr = config.learning_rate or DEFAULT_LEARNING_RATE[kind]
+    on_step: Callable[[int, float], None] | None = None
+    lora = None
+    if config.lora_rank is None:
+        params = _trainable(model, config)
+    else:
+        root = model[0].auto_model if kind == "embedder" else model.model
+        head = ("bert.pooler", "classifier") if kind == "verifier" else ()
+        lora = attach_lora(root, rank=config.lora_rank, alpha=config.alpha, train_full=head)
+        params = lora.parameters()
+
+        def save(path: Path, steps: int) -> str:
+            assert lora is not None
+            weights, full = lora.arrays()
+            return write_adapter(
+                path,
+                name=config.adapter_name,
+                rank=lora.rank,
+                alpha=lora.alpha,
+                lora=weights,
+                tensors=full,
+                metadata={"kind": kind, "steps": str(steps)},
+            )
+
+        every = config.checkpoint_every
+
+        def checkpoint(steps: int, _loss: float) -> None:
+            if every is not None and steps % every == 0:
+                save(target / "checkpoint.safetensors", steps)
+
+        on_step = checkpoint
+    steps, planned, seen, loss, stopped, secs = _train(
+        params, pairs, step_loss, config, lr, f"tuning {kind}", on_step
+    )
+    model.eval()
+    if lora is None:
+        model.save(str(target))
+    else:
+        save(target / ADAPTER_FILE, steps)
     result = TuneResult(
         kind=kind,
         out=str(target),

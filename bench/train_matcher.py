@@ -1,0 +1,133 @@
+"""Train the shipped matcher: LoRA adapters on the packaged all-MiniLM-L6-v2 (embedder, verifier).
+
+    OMP_NUM_THREADS=1 python bench/train_matcher.py train embedder
+    OMP_NUM_THREADS=1 python bench/train_matcher.py train verifier
+    python bench/train_matcher.py ship      # copy both adapters into semcache/embedders/adapters/
+
+Training pairs are the *fit* parts of bench/_matcher_data.py (the train halves of QQP, PAWS,
+MRPC and the GPTCache pairs, and STS-B's train file, minus a 15% validation split by group);
+nothing of the measure halves is read. Adapters go to bench/.cache/matcher/<kind>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _matcher_data import parts
+from _pairs_cache import CACHE
+
+from semcache.measure.pairs import LabelledPair
+
+OUT = CACHE / "matcher"
+SEED = 0
+
+#: Per kind: (QQP fit pairs sampled, PAWS copies, STS-B copies, MRPC copies, GPTCache copies).
+MIX = {"embedder": (12000, 3, 1, 2, 1), "verifier": (20000, 3, 1, 2, 1)}
+RANK = 16
+LEARNING_RATE = {"embedder": 2e-4, "verifier": 5e-4}
+BUDGET = {"embedder": 1500.0, "verifier": 2400.0}
+
+
+def training_pairs(kind: str, qqp_limit: int | None = None) -> list[LabelledPair]:
+    """The seeded training mix of one model (fit parts only)."""
+    n_qqp, paws, stsb, mrpc, gpt = MIX[kind]
+    if qqp_limit is not None:
+        n_qqp = qqp_limit
+    rng = random.Random(SEED)
+    qqp = parts("qqp").fit
+    qqp = rng.sample(qqp, min(n_qqp, len(qqp)))
+    pairs = (
+        qqp
+        + parts("paws").fit * paws
+        + parts("stsb").fit * stsb
+        + parts("mrpc").fit * mrpc
+        + parts("gptcache").fit * gpt
+    )
+    rng.shuffle(pairs)
+    return pairs
+
+
+def train(kind: str, budget: float, threads: int, lr: float, rank: int, qqp_limit: int | None,
+          epochs: int) -> None:  # fmt: skip
+    from semcache.measure.tuning import TuneConfig, tune_embedder, tune_verifier
+
+    pairs = training_pairs(kind, qqp_limit)
+    print(f"training the {kind} adapter on {len(pairs)} pairs "
+          f"({sum(p.label for p in pairs)} positive)", file=sys.stderr)  # fmt: skip
+    config = TuneConfig(
+        epochs=epochs,
+        batch_size=32,
+        max_seq_length=64 if kind == "embedder" else 128,
+        time_budget=budget,
+        threads=threads,
+        learning_rate=lr,
+        seed=SEED,
+        lora_rank=rank,
+        checkpoint_every=25,
+        schedule_by_time=True,
+        adapter_name=f"semcache-matcher-{kind}",
+    )
+    fit = tune_embedder if kind == "embedder" else tune_verifier
+    result = fit(pairs, OUT / kind, config=config)
+    print(json.dumps(result.to_dict(), indent=1))
+
+
+SHIPPED = Path(__file__).resolve().parent.parent / "semcache" / "embedders"
+
+
+def ship() -> None:
+    """Copy both adapters into the package and pin their sha256 in semcache/embedders/shipped.py."""
+    import re
+    import shutil
+
+    from semcache.embedders.adapter import file_sha256
+
+    code = (SHIPPED / "shipped.py").read_text()
+    for kind, const in (("embedder", "EMBEDDER"), ("verifier", "VERIFIER")):
+        target = SHIPPED / "adapters" / f"{kind}.safetensors"
+        target.parent.mkdir(exist_ok=True)
+        shutil.copyfile(OUT / kind / "adapter.safetensors", target)
+        digest = file_sha256(target)
+        code = re.sub(
+            rf'^{const}_SHA256 = "[0-9a-f]*"$', f'{const}_SHA256 = "{digest}"', code, flags=re.M
+        )
+        print(f"{target}: {target.stat().st_size:,} bytes, sha256 {digest}")
+    (SHIPPED / "shipped.py").write_text(code)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("kind", choices=sorted(MIX))
+    t.add_argument("--budget", type=float, default=None, help="seconds of training")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--rank", type=int, default=RANK)
+    t.add_argument("--qqp-limit", type=int, default=None)
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--out", type=Path, default=None)
+    sub.add_parser("ship")
+    args = parser.parse_args()
+    if args.stage == "ship":
+        ship()
+        return
+    if args.stage == "train":
+        global OUT
+        OUT = args.out or OUT
+        train(args.kind, args.budget or BUDGET[args.kind], args.threads,
+              args.lr or LEARNING_RATE[args.kind], args.rank, args.qqp_limit,
+              args.epochs)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

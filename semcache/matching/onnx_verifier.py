@@ -1,0 +1,293 @@
+"""The shipped cross-encoder verifier on ONNX Runtime: exported once, then loaded without torch.
+
+:func:`ensure_verifier_export` builds the verifier with torch (the packaged all-MiniLM-L6-v2, a
+one-logit classification head, the shipped adapter merged in), exports it to ONNX under the same
+cache root as the embedder exports (:func:`semcache.embedders.export.cache_root`) and records
+torch's probabilities on :data:`PROBE_PAIRS`. :class:`OnnxPairScorer` loads the export with
+onnxruntime and the model's fast tokenizer, checks the files' sha256 digests and its agreement
+with torch on the probe pairs, and scores (query, cached prompt) pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from semcache.embedders.adapter import Adapter, merge_adapter
+from semcache.embedders.export import OPSET, _check_digest, _sha256, _warn_if_shared, cache_root
+from semcache.errors import MissingDependencyError, ModelLoadError
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = ["MAX_PROBE_GAP", "PROBE_PAIRS", "OnnxPairScorer", "ensure_verifier_export"]
+
+log = logging.getLogger("semcache")
+
+VERIFIER_EXPORT_FORMAT = 1
+MODEL_FILE, TOKENIZER_FILE, REFERENCE_FILE = "verifier.onnx", "tokenizer.json", "reference.npy"
+MANIFEST_FILE = "manifest.json"
+DIGESTED = (MODEL_FILE, TOKENIZER_FILE, REFERENCE_FILE)
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+#: Largest difference in probability allowed between ONNX Runtime and torch on a probe pair.
+MAX_PROBE_GAP = 1e-3
+
+PROBE_PAIRS = (
+    ("How do I reset my password?", "how can I reset my password"),
+    ("flights from Paris to London", "flights from London to Paris"),
+    ("What is the capital of France?", "What is the capital of Germany?"),
+    ("ok", "okay"),
+    ("Is 1729 a taxicab number?", "Why is 1729 called the Hardy-Ramanujan number?"),
+    (" ".join(["The quick brown fox jumps over the lazy dog."] * 40), "a fox and a dog"),
+)
+
+
+def _base_dir() -> Path:
+    from semcache.embedders.export import resolve_model
+
+    return resolve_model("all-MiniLM-L6-v2")[1]
+
+
+def export_directory(adapter: Adapter, max_length: int, cache_dir: Path | str | None) -> Path:
+    from semcache.embedders.sentence_transformers import _revision_of
+
+    base = _base_dir()
+    basis = {
+        "format": VERIFIER_EXPORT_FORMAT,
+        "opset": OPSET,
+        "base": _revision_of(base),
+        "source": str(base),
+        "adapter": adapter.sha256,
+        "max_length": max_length,
+    }
+    key = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", adapter.name) or "verifier"
+    return cache_root(cache_dir) / f"{slug}-{key}"
+
+
+def torch_cross_encoder(adapter: Adapter, max_length: int = 128) -> Any:
+    """The verifier as a sentence-transformers ``CrossEncoder`` (torch), adapter merged."""
+    try:
+        from sentence_transformers import CrossEncoder
+        from transformers.utils import logging as hf_logging
+    except ImportError as e:
+        raise MissingDependencyError("sentence-transformers", "embeddings") from e
+    base = _base_dir()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # the head is set below
+    try:
+        model = CrossEncoder(
+            str(base), num_labels=1, max_length=max_length, device="cpu", local_files_only=True
+        )
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot build the verifier on {base}: {e}") from e
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    merge_adapter(model.model, adapter)
+    model.eval()
+    return model
+
+
+def ensure_verifier_export(
+    adapter: Adapter, *, max_length: int = 128, cache_dir: Path | str | None = None
+) -> Path:
+    """The directory of the verifier's ONNX export, exporting it first if there is none."""
+    directory = export_directory(adapter, max_length, cache_dir)
+    if _read_manifest(directory) is not None:
+        return directory
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    except OSError as e:
+        raise ModelLoadError(f"cannot write ONNX exports under {directory.parent}: {e}") from e
+    try:
+        manifest = _export(tmp, adapter, max_length)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        try:
+            tmp.rename(directory)
+        except OSError:
+            if _read_manifest(directory) is None:  # not a concurrent export of the same model
+                raise
+    except OSError as e:
+        raise ModelLoadError(f"cannot write the verifier export to {directory}: {e}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if _read_manifest(directory) is None:
+        raise ModelLoadError(f"the verifier export in {directory} vanished after writing it")
+    return directory
+
+
+def _read_manifest(directory: Path) -> dict[str, Any] | None:
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        digests = dict(manifest["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelLoadError(f"corrupt verifier export manifest {path}: {e}; delete it") from e
+    _warn_if_shared(directory, DIGESTED)
+    for name in DIGESTED:
+        _check_digest(directory / name, digests.get(name))
+    return manifest
+
+
+def _export(out: Path, adapter: Adapter, max_length: int) -> dict[str, Any]:
+    try:
+        import torch
+        from tokenizers import Tokenizer
+    except ImportError as e:
+        raise MissingDependencyError(e.name or "torch", "embeddings") from e
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export needs it)
+    except ImportError as e:
+        raise MissingDependencyError("onnx", "onnx") from e
+    log.info("semcache: exporting the verifier %s to ONNX in %s (once)", adapter.name, out.parent)
+    started = time.perf_counter()
+    cross = torch_cross_encoder(adapter, max_length)
+    hf_model, hf_tok = cross.model, cross.tokenizer
+    try:
+        # before the export: tracing a wrapper module leaves the model in training mode
+        reference = _torch_probabilities(cross, list(PROBE_PAIRS))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tok = Tokenizer.from_str(hf_tok.backend_tokenizer.to_str())
+            tok.enable_truncation(max_length, strategy="longest_first")
+            tok.enable_padding(
+                pad_id=int(hf_tok.pad_token_id or 0), pad_token=str(hf_tok.pad_token)
+            )
+            tok.save(str(out / TOKENIZER_FILE))
+            sample = tok.encode_batch([("a short one", "and another"), ("a longer one", "b")])
+            args = tuple(
+                torch.tensor(np.array([getattr(e, _ATTR[n]) for e in sample], dtype=np.int64))
+                for n in INPUTS
+            )
+
+            class Logits(torch.nn.Module):
+                def __init__(self) -> None:
+                    super().__init__()
+                    self.model = hf_model
+
+                def forward(self, *tensors: Any) -> Any:
+                    kwargs = dict(zip(INPUTS, tensors, strict=True))
+                    return self.model(**kwargs, return_dict=True).logits
+
+            axes = {n: {0: "batch", 1: "sequence"} for n in INPUTS} | {"logits": {0: "batch"}}
+            with torch.no_grad():
+                torch.onnx.export(
+                    Logits().eval(),
+                    args,
+                    str(out / MODEL_FILE),
+                    input_names=list(INPUTS),
+                    output_names=["logits"],
+                    dynamic_axes=axes,
+                    opset_version=OPSET,
+                    dynamo=False,
+                )
+    except (RuntimeError, ValueError, TypeError, AttributeError, OSError) as e:
+        raise ModelLoadError(f"ONNX export of the verifier failed: {e}") from e
+    np.save(out / REFERENCE_FILE, reference, allow_pickle=False)
+    return {
+        "format": VERIFIER_EXPORT_FORMAT,
+        "adapter": adapter.sha256,
+        "name": adapter.name,
+        "max_length": max_length,
+        "opset": OPSET,
+        "torch_version": str(torch.__version__),
+        "export_seconds": round(time.perf_counter() - started, 3),
+        "sha256": {n: _sha256(out / n) for n in DIGESTED},
+    }
+
+
+_ATTR = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
+def _torch_probabilities(cross: Any, pairs: list[tuple[str, str]]) -> NDArray[np.float32]:
+    import torch
+    from sentence_transformers.util import batch_to_device
+
+    with torch.inference_mode():
+        features = batch_to_device(cross.preprocess(pairs), cross.model.device)
+        logits = cross(features)["scores"].view(-1)
+        return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float32)
+
+
+class OnnxPairScorer:
+    """Scores (query, cached prompt) pairs with the exported verifier on ONNX Runtime.
+
+    Raises :class:`MissingDependencyError` without onnxruntime and :class:`ModelLoadError` when
+    the export fails, was altered, or disagrees with torch on the probe pairs.
+    """
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        *,
+        max_length: int = 128,
+        threads: int = 1,
+        cache_dir: Path | str | None = None,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ImportError as e:
+            raise MissingDependencyError(e.name or "onnxruntime", "onnx") from e
+        from semcache.embedders.onnx import _runtime_errors
+
+        self._errors = _runtime_errors(TypeError)
+        self.directory = ensure_verifier_export(adapter, max_length=max_length, cache_dir=cache_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(self.directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+            )
+            self._tokenizer = Tokenizer.from_file(str(self.directory / TOKENIZER_FILE))
+        except _runtime_errors(OSError) as e:
+            raise ModelLoadError(f"cannot load the verifier export {self.directory}: {e}") from e
+        reference = np.load(self.directory / REFERENCE_FILE, allow_pickle=False)
+        gap = float(np.abs(self.probabilities(list(PROBE_PAIRS)) - reference).max())
+        if gap > MAX_PROBE_GAP:
+            raise ModelLoadError(
+                f"the ONNX verifier in {self.directory} differs from torch by {gap:.5f} "
+                f"(> {MAX_PROBE_GAP}) on a probe pair; delete it"
+            )
+        self.agreement = gap
+
+    def probabilities(
+        self, pairs: list[tuple[str, str]], batch_size: int = 64
+    ) -> NDArray[np.float32]:
+        """The verifier's probability for each (query, cached prompt) pair."""
+        out = np.empty(len(pairs), dtype=np.float32)
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            try:
+                if len(chunk) == 1:
+                    encodings = [self._tokenizer.encode(*chunk[0])]
+                else:
+                    encodings = self._tokenizer.encode_batch(chunk)
+                feed = {
+                    n: np.array([getattr(e, _ATTR[n]) for e in encodings], dtype=np.int64)
+                    for n in INPUTS
+                }
+                (logits,) = self._session.run(["logits"], feed)
+            except self._errors as e:
+                from semcache.errors import GuardError
+
+                raise GuardError(f"the ONNX verifier failed: {e}") from e
+            out[start : start + len(chunk)] = 1.0 / (1.0 + np.exp(-np.asarray(logits).reshape(-1)))
+        return out
