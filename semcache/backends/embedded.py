@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +29,8 @@ import numpy as np
 
 from semcache._clock import Clock, SystemClock
 from semcache.backends import sqlite_io, sqlite_labels
-from semcache.backends.base import EntryPage, check_limit, check_vector, encode_json
+from semcache.backends import sqlite_rows as store_rows
+from semcache.backends.base import EntryPage, check_limit, check_vector
 from semcache.backends.eviction import (
     GDSF,
     LRU,
@@ -44,15 +45,12 @@ from semcache.backends.vector_index import HnswParams
 from semcache.errors import (
     BackendError,
     ConfigurationError,
-    CorruptEntryError,
     InvalidInputError,
     NotCacheableError,
 )
 from semcache.models import Candidate, Entry, ModelFingerprint, NewEntry, check_fingerprint
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from numpy.typing import NDArray
 
     from semcache.selector import Selector
@@ -60,90 +58,6 @@ if TYPE_CHECKING:
 __all__ = ["EmbeddedBackend", "HnswParams", "LocalBackend", "MemoryBackend", "StoreStats"]
 
 log = logging.getLogger("semcache")
-
-_FORMAT = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    scope_key TEXT NOT NULL,
-    text_key TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    response TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL,
-    last_access REAL NOT NULL,
-    vector BLOB NOT NULL,
-    UNIQUE (scope_key, text_key)
-);
-CREATE INDEX IF NOT EXISTS entries_lru ON entries (last_access);
-CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expires_at) WHERE expires_at IS NOT NULL;
-"""
-#: Added to stores written before cost-aware eviction, one ``ADD COLUMN`` each (idempotent):
-#: uses so far, tokens a hit saves, and the policy's rank (lowest evicted first).
-_EVICTION_COLUMNS = {"hits": "INTEGER NOT NULL DEFAULT 1", "cost": "REAL", "priority": "REAL"}
-_EVICTION_INDEX = "CREATE INDEX IF NOT EXISTS entries_priority ON entries (priority, id)"
-_COLUMNS = (
-    "id, scope_key, text_key, prompt, response, metadata, created_at, expires_at, "
-    + ", ".join(sqlite_labels.NAMES)
-)
-#: The bytes an entry takes in the store, counted against ``max_bytes`` (as :func:`_entry_bytes`).
-_SIZE = (
-    "length(CAST(scope_key AS BLOB)) + length(CAST(text_key AS BLOB)) + "
-    "length(CAST(prompt AS BLOB)) + length(CAST(response AS BLOB)) + "
-    "length(CAST(metadata AS BLOB)) + length(vector)"
-)
-_LABELS = ", ".join(sqlite_labels.NAMES)
-#: What :meth:`LocalBackend._delete_rows` takes: id, scope key and size.
-_ROW_REF = f"id, scope_key, {_SIZE}"
-#: The entries to evict first (:data:`_ROW_REF` and the priority), in the policy's order.
-_VICTIMS = f"SELECT {_ROW_REF}, priority FROM entries ORDER BY priority, id LIMIT ?"
-#: The priority of every entry (``?``: the clock), recomputed when the policy changes.
-_RANK = (
-    "UPDATE entries SET cost = coalesce(cost, semcache_cost(prompt, response, metadata)), "
-    "priority = semcache_priority(?, hits, "
-    f"coalesce(cost, semcache_cost(prompt, response, metadata)), {_SIZE}, last_access)"
-)
-
-
-def _row_id(entry_id: str) -> int | None:
-    """The SQLite row id of an entry id, or ``None`` for an id this backend never issued."""
-    try:
-        return int(entry_id)
-    except (TypeError, ValueError):
-        return None
-
-
-def _encode(entry: NewEntry) -> tuple[str, str]:
-    """The response and metadata columns of ``entry``; refuses text SQLite cannot store."""
-    sqlite_io.check_text(entry.prompt, "the prompt")
-    sqlite_io.check_text(entry.scope_key, "the scope key")
-    sqlite_io.check_text(entry.text_key, "the text key")
-    return (
-        encode_json(entry.response, "the response"),
-        encode_json(dict(entry.metadata), "the metadata"),
-    )
-
-
-def _entry_bytes(entry: NewEntry, encoded: tuple[str, str], vector_bytes: int) -> int:
-    """The bytes ``entry`` takes in the store (its text as UTF-8, JSON columns and vector)."""
-    texts = (entry.scope_key, entry.text_key, entry.prompt, *encoded)
-    return sum(len(t.encode("utf-8")) for t in texts) + vector_bytes
-
-
-def _batch_bytes(entries: Sequence[NewEntry], sizes: Sequence[int]) -> int:
-    """The bytes a batch adds: an entry replaced by a later one in the batch counts once."""
-    last = {(e.scope_key, e.text_key): size for e, size in zip(entries, sizes, strict=True)}
-    return sum(last.values())
-
-
-def _by_scope(pairs: Iterable[tuple[int, str]]) -> dict[str, list[int]]:
-    """(id, scope) pairs grouped by scope."""
-    out: dict[str, list[int]] = {}
-    for entry_id, scope in pairs:
-        out.setdefault(scope, []).append(entry_id)
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,75 +80,6 @@ class StoreStats:
     graph_scopes: int
     resident_graphs: int
     exact_vectors: int
-
-
-class _SqliteVectors:
-    """The vectors in the entry store, read back for the scoped indexes."""
-
-    __slots__ = ("_db",)
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def scope_ids(self, scope_key: str) -> set[int]:
-        rows = self._db.execute("SELECT id FROM entries WHERE scope_key = ?", (scope_key,))
-        return {int(r[0]) for r in rows}
-
-    def scope_vectors(
-        self, scope_key: str, ids: list[int] | None = None
-    ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
-        if ids is None:
-            cursor = self._db.execute(
-                "SELECT id, vector FROM entries WHERE scope_key = ?", (scope_key,)
-            )
-            while rows := cursor.fetchmany(_CHUNK):
-                yield _unpack(rows)
-            return
-        for at in range(0, len(ids), _CHUNK):
-            chunk = ids[at : at + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT id, vector FROM entries WHERE id IN ({marks})", chunk
-            ).fetchall()
-            if rows:
-                yield _unpack(rows)
-
-
-_CHUNK = 10_000
-
-
-def _unpack(rows: list[Any]) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-    return labels, vectors.reshape(len(rows), -1)
-
-
-def _row_to_entry(row: tuple[Any, ...]) -> Entry:
-    try:
-        response = json.loads(row[4])
-        metadata = json.loads(row[5])
-    except (json.JSONDecodeError, TypeError) as e:
-        raise CorruptEntryError(
-            f"entry {row[0]} cannot be decoded: {e}", entry_id=str(row[0])
-        ) from e
-    if not isinstance(metadata, dict):
-        raise CorruptEntryError(
-            f"entry {row[0]} has metadata of type {type(metadata).__name__}", entry_id=str(row[0])
-        )
-    return Entry(
-        id=str(row[0]),
-        scope_key=row[1],
-        text_key=row[2],
-        prompt=row[3],
-        response=response,
-        metadata=metadata,
-        created_at=row[6],
-        expires_at=row[7],
-        tenant=row[8],
-        model=row[9],
-        namespace=row[10],
-        tags=sqlite_labels.decode_tags(row[0], row[11]),
-    )
 
 
 class LocalBackend:
@@ -269,7 +114,7 @@ class LocalBackend:
         self._clock = clock or SystemClock()
         self._lock = threading.RLock()
         self._scoped: ScopedIndexes | None = None  # built by bind(), once the dim is known
-        self._bytes = 0  # stored bytes, as _SIZE counts them
+        self._bytes = 0  # stored bytes, as store_rows.SIZE counts them
         self._evicted = 0  # evicted by the caps since evict() last reported them
         self._evictions = 0
         self._last_save = self._clock.now()
@@ -301,7 +146,7 @@ class LocalBackend:
         """Create the schema if new; read the count, the bound model and the format."""
         db = self._path
         with self._sql("read the entry store"):
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(store_rows.SCHEMA)
             sqlite_io.add_columns(self._db, "entries", sqlite_labels.COLUMNS)
             for statement in sqlite_labels.INDEXES:
                 self._db.execute(statement)
@@ -317,8 +162,10 @@ class LocalBackend:
                 f"the entry store {db} has an unreadable model record ({e}): move it aside "
                 "and the cache starts empty"
             ) from e
-        if version is not None and version != _FORMAT:
-            raise ConfigurationError(f"{db} has format {fmt}; this semcache reads format {_FORMAT}")
+        if version is not None and version != store_rows.FORMAT:
+            raise ConfigurationError(
+                f"{db} has format {fmt}; this semcache reads format {store_rows.FORMAT}"
+            )
 
     def _open_eviction(self) -> None:
         """Add the eviction columns if missing, then rank the entries without a priority (written
@@ -328,14 +175,14 @@ class LocalBackend:
         db.create_function("semcache_priority", 5, policy.priority, deterministic=True)
         db.create_function("semcache_cost", 3, metadata_cost, deterministic=True)
         with sqlite_io.transaction(db, self._path, "rank the entries for eviction"):
-            sqlite_io.add_columns(db, "entries", _EVICTION_COLUMNS)
-            db.execute(_EVICTION_INDEX)
+            sqlite_io.add_columns(db, "entries", store_rows.EVICTION_COLUMNS)
+            db.execute(store_rows.EVICTION_INDEX)
             if (self._meta("eviction") or LRU().name) == policy.name:
                 clock = float(self._meta("eviction_clock") or 0.0)
-                db.execute(f"{_RANK} WHERE priority IS NULL", (clock,))
+                db.execute(f"{store_rows.RANK} WHERE priority IS NULL", (clock,))
             else:
                 clock = 0.0
-                db.execute(_RANK, (clock,))
+                db.execute(store_rows.RANK, (clock,))
             db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('eviction', ?), ('eviction_clock', ?)",
                 (policy.name, repr(clock)),
@@ -382,7 +229,7 @@ class LocalBackend:
         if self._fingerprint is None:
             self._db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?), ('format', ?)",
-                (json.dumps(fingerprint.to_dict()), str(_FORMAT)),
+                (json.dumps(fingerprint.to_dict()), str(store_rows.FORMAT)),
             )
             self._fingerprint = fingerprint
         if self._dim is None:
@@ -404,9 +251,11 @@ class LocalBackend:
         """Register every stored scope (least recently used first) and count the stored bytes."""
         assert self._dim is not None
         graphs = self._dir / "hnsw" if self._snapshot and self._dir is not None else None
-        self._scoped = ScopedIndexes(self._dim, self._hnsw, graphs, _SqliteVectors(self._db))
+        self._scoped = ScopedIndexes(
+            self._dim, self._hnsw, graphs, store_rows.SqliteVectors(self._db)
+        )
         rows = self._db.execute(
-            f"SELECT scope_key, COUNT(*), SUM({_SIZE}) FROM entries "
+            f"SELECT scope_key, COUNT(*), SUM({store_rows.SIZE}) FROM entries "
             "GROUP BY scope_key ORDER BY MAX(last_access)"
         ).fetchall()
         self._bytes = sum(int(r[2]) for r in rows)
@@ -447,12 +296,12 @@ class LocalBackend:
         with self._lock, self._sql("read an entry"):
             self._require_dim()
             row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE scope_key = ? AND text_key = ?",
+                f"SELECT {store_rows.COLUMNS} FROM entries WHERE scope_key = ? AND text_key = ?",
                 (scope_key, text_key),
             ).fetchone()
         if row is None:
             return None
-        entry = _row_to_entry(row)
+        entry = store_rows.row_to_entry(row)
         return None if entry.expired(now) else entry
 
     def search(
@@ -466,7 +315,7 @@ class LocalBackend:
             ids = [label for label, _ in hits]
             marks = ",".join("?" * len(ids))
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE id IN ({marks})", ids
+                f"SELECT {store_rows.COLUMNS} FROM entries WHERE id IN ({marks})", ids
             ).fetchall()
         by_id = {int(r[0]): r for r in rows}
         out: list[Candidate] = []
@@ -474,20 +323,20 @@ class LocalBackend:
             row = by_id.get(label)
             if row is None:
                 continue
-            entry = _row_to_entry(row)
+            entry = store_rows.row_to_entry(row)
             if not entry.expired(now):
                 out.append(Candidate(entry, similarity))
         return out
 
     def get(self, entry_id: str) -> Entry | None:
-        row_id = _row_id(entry_id)
+        row_id = store_rows.row_id(entry_id)
         if row_id is None:
             return None
         with self._lock, self._sql("read an entry"):
             row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (row_id,)
+                f"SELECT {store_rows.COLUMNS} FROM entries WHERE id = ?", (row_id,)
             ).fetchone()
-        return None if row is None else _row_to_entry(row)
+        return None if row is None else store_rows.row_to_entry(row)
 
     def count(self) -> int:
         with self._lock:
@@ -508,15 +357,16 @@ class LocalBackend:
         """
         if len(entries) != len(vectors):
             raise InvalidInputError(f"{len(entries)} entries but {len(vectors)} vectors")
-        encoded = [_encode(e) for e in entries]
+        encoded = [store_rows.encode(e) for e in entries]
         label_rows = [sqlite_labels.values(e) for e in entries]
         with self._lock, self._sql("store entries"):
             dim = self._require_dim()
             vecs = [check_vector(v, dim) for v in vectors]
             sizes = [
-                _entry_bytes(e, c, v.nbytes) for e, c, v in zip(entries, encoded, vecs, strict=True)
+                store_rows.entry_bytes(e, c, v.nbytes)
+                for e, c, v in zip(entries, encoded, vecs, strict=True)
             ]
-            incoming = _batch_bytes(entries, sizes)
+            incoming = store_rows.batch_bytes(entries, sizes)
             self._make_room(entries, sizes, incoming)
             added: dict[int, tuple[str, NDArray[np.float32]]] = {}  # new id -> (scope, vector)
             replaced: list[tuple[int, str]] = []
@@ -527,7 +377,8 @@ class LocalBackend:
                     entries, vecs, encoded, sizes, label_rows, strict=True
                 ):
                     old = self._db.execute(
-                        f"SELECT id, {_SIZE} FROM entries WHERE scope_key = ? AND text_key = ?",
+                        f"SELECT id, {store_rows.SIZE} FROM entries "
+                        "WHERE scope_key = ? AND text_key = ?",
                         (entry.scope_key, entry.text_key),
                     ).fetchone()
                     if old is not None:
@@ -539,7 +390,7 @@ class LocalBackend:
                     cur = self._db.execute(
                         "INSERT INTO entries (scope_key, text_key, prompt, response, metadata, "
                         "created_at, expires_at, last_access, vector, hits, cost, priority, "
-                        f"{_LABELS}) VALUES (?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?)",
+                        f"{store_rows.LABELS}) VALUES (?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?)",
                         (
                             entry.scope_key,
                             entry.text_key,
@@ -563,9 +414,11 @@ class LocalBackend:
             self._count += len(added) - len(replaced)
             self._bytes += incoming - replaced_bytes
             indexes = self._indexes()
-            for scope, old_ids in _by_scope(replaced).items():
+            for scope, old_ids in store_rows.by_scope(replaced).items():
                 indexes.remove(scope, old_ids)
-            for scope, scope_ids in _by_scope((i, s) for i, (s, _) in added.items()).items():
+            for scope, scope_ids in store_rows.by_scope(
+                (i, s) for i, (s, _) in added.items()
+            ).items():
                 labels = np.array(scope_ids, dtype=np.int64)
                 indexes.add(scope, labels, np.stack([added[i][1] for i in scope_ids]))
             self._make_room((), [], 0)  # a batch larger than a cap: its lowest-ranked entries go
@@ -577,9 +430,9 @@ class LocalBackend:
         with self._lock, self._sql("mark an entry used"):
             rows = self._db.execute(
                 "UPDATE entries SET last_access = ?, hits = hits + 1, priority = "
-                f"semcache_priority(?, hits + 1, coalesce(cost, 0), {_SIZE}, ?) "
+                f"semcache_priority(?, hits + 1, coalesce(cost, 0), {store_rows.SIZE}, ?) "
                 "WHERE id = ? RETURNING scope_key",
-                (now, self._evict_clock, now, _row_id(entry_id)),
+                (now, self._evict_clock, now, store_rows.row_id(entry_id)),
             ).fetchall()  # fetched to the end, so the statement is done before the next one
             if rows and self._scoped is not None:
                 self._scoped.use(str(rows[0][0]))  # the scope's recency, for max_scopes
@@ -610,7 +463,8 @@ class LocalBackend:
         for at in range(0, len(victims), 500):
             chunk = victims[at : at + 500]
             rows += self._db.execute(
-                f"SELECT {_ROW_REF} FROM entries WHERE scope_key IN ({','.join('?' * len(chunk))})",
+                f"SELECT {store_rows.ROW_REF} FROM entries "
+                f"WHERE scope_key IN ({','.join('?' * len(chunk))})",
                 chunk,
             ).fetchall()
         self._evicted_by_caps(self._delete_rows(rows))
@@ -624,12 +478,13 @@ class LocalBackend:
                 int(row[0])
                 for key in keys
                 for row in self._db.execute(
-                    f"SELECT {_SIZE} FROM entries WHERE scope_key = ? AND text_key = ?", key
+                    f"SELECT {store_rows.SIZE} FROM entries WHERE scope_key = ? AND text_key = ?",
+                    key,
                 )
             )
             need = over_cap(self._bytes - replaced, incoming, self.max_bytes)
         while need > 0:
-            rows = self._db.execute(_VICTIMS, (256,)).fetchall()
+            rows = self._db.execute(store_rows.VICTIMS, (256,)).fetchall()
             if not rows:
                 return
             take = 0
@@ -643,14 +498,14 @@ class LocalBackend:
         self._evictions += n
 
     def _evict_rows(self, rows: list[tuple[Any, ...]]) -> int:
-        """Delete rows of :data:`_VICTIMS`, advancing (and saving) the policy's clock."""
+        """Delete rows of ``sqlite_rows.VICTIMS``, advancing (and saving) the policy's clock."""
         clock = self.eviction.clock_after(self._evict_clock, (float(r[3]) for r in rows))
         deleted = self._delete_rows(rows, clock=clock)
         self._evict_clock = clock
         return deleted
 
     def _delete_rows(self, rows: Iterable[tuple[Any, ...]], *, clock: float | None = None) -> int:
-        """Delete (id, scope_key, size) rows (:data:`_ROW_REF`) from SQLite and their vectors;
+        """Delete (id, scope_key, size) rows (``sqlite_rows.ROW_REF``) and their vectors;
         with ``clock``, save it as the eviction clock in the same transaction.
 
         Caller holds the lock.
@@ -667,18 +522,18 @@ class LocalBackend:
         self._count -= len(rows)
         self._bytes -= sum(int(r[2]) for r in rows)
         indexes = self._indexes()
-        for scope, ids in _by_scope((int(r[0]), str(r[1])) for r in rows).items():
+        for scope, ids in store_rows.by_scope((int(r[0]), str(r[1])) for r in rows).items():
             indexes.remove(scope, ids)
         return len(rows)
 
     def delete(self, entry_ids: Iterable[str]) -> int:
-        ids = [i for i in map(_row_id, entry_ids) if i is not None]
+        ids = [i for i in map(store_rows.row_id, entry_ids) if i is not None]
         if not ids:
             return 0
         with self._lock, self._sql("delete entries"):
             marks = ",".join("?" * len(ids))
             rows = self._db.execute(
-                f"SELECT {_ROW_REF} FROM entries WHERE id IN ({marks})", ids
+                f"SELECT {store_rows.ROW_REF} FROM entries WHERE id IN ({marks})", ids
             ).fetchall()
             return self._delete_rows(rows)
 
@@ -693,13 +548,14 @@ class LocalBackend:
             excess = self._count - max_entries
             if excess <= 0:
                 return by_caps
-            rows = self._db.execute(_VICTIMS, (excess,)).fetchall()
+            rows = self._db.execute(store_rows.VICTIMS, (excess,)).fetchall()
             return by_caps + self._evict_rows(rows)
 
     def purge_expired(self, now: float) -> int:
         with self._lock, self._sql("purge expired entries"):
             rows = self._db.execute(
-                f"SELECT {_ROW_REF} FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                f"SELECT {store_rows.ROW_REF} FROM entries "
+                "WHERE expires_at IS NOT NULL AND expires_at <= ?",
                 (now,),
             ).fetchall()
             return self._delete_rows(rows)
@@ -707,10 +563,10 @@ class LocalBackend:
     def clear(self, scope_key: str | None = None) -> int:
         with self._lock, self._sql("clear entries"):
             if scope_key is None:
-                rows = self._db.execute(f"SELECT {_ROW_REF} FROM entries").fetchall()
+                rows = self._db.execute(f"SELECT {store_rows.ROW_REF} FROM entries").fetchall()
             else:
                 rows = self._db.execute(
-                    f"SELECT {_ROW_REF} FROM entries WHERE scope_key = ?", (scope_key,)
+                    f"SELECT {store_rows.ROW_REF} FROM entries WHERE scope_key = ?", (scope_key,)
                 ).fetchall()
             return self._delete_rows(rows)
 
@@ -724,7 +580,7 @@ class LocalBackend:
         with self._lock, self._sql("delete entries"):
             self._require_dim()
             rows = self._db.execute(
-                f"SELECT {_ROW_REF} FROM entries WHERE {clause}", params
+                f"SELECT {store_rows.ROW_REF} FROM entries WHERE {clause}", params
             ).fetchall()
             if not rows:
                 return 0
@@ -745,7 +601,7 @@ class LocalBackend:
     ) -> EntryPage:
         """A page of the selected entries in id order; the cursor is the last id returned."""
         check_limit(limit)
-        after = 0 if cursor is None else _row_id(cursor)
+        after = 0 if cursor is None else store_rows.row_id(cursor)
         if after is None:
             raise InvalidInputError(f"not a cursor of this store: {cursor!r}")
         clause, params = sqlite_labels.where(selector)
@@ -753,11 +609,11 @@ class LocalBackend:
         with self._lock, self._sql("list entries"):
             self._require_dim()
             rows = self._db.execute(
-                f"SELECT {_COLUMNS}{extra} FROM entries WHERE id > ? AND {clause} "
+                f"SELECT {store_rows.COLUMNS}{extra} FROM entries WHERE id > ? AND {clause} "
                 "ORDER BY id LIMIT ?",
                 [after, *params, limit],
             ).fetchall()
-        found = tuple(_row_to_entry(r) for r in rows)
+        found = tuple(store_rows.row_to_entry(r) for r in rows)
         vecs = tuple(np.frombuffer(r[-1], dtype=np.float32).copy() for r in rows) if vectors else ()
         more = len(rows) == limit
         return EntryPage(found, vecs, found[-1].id if more else None)
