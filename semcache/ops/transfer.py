@@ -160,14 +160,14 @@ def import_entries(
     now = SystemClock().now() if now is None else now
     live = [r for r in records if r.entry.expires_at is None or r.entry.expires_at > now]
     target = embedder.fingerprint if embedder is not None else header.fingerprint
-    backend.bind(target)
     same_model = header.fingerprint.key() == target.key()
     stale = [i for i, r in enumerate(live) if r.vector is None or not same_model]
-    if stale and embedder is None:
+    if stale and embedder is None:  # before bind: a refused import leaves the target untouched
         raise ConfigurationError(
             f"{len(stale)} entries need embedding again (the file's vectors were made by "
             f"{header.fingerprint.key()!r} or are absent): give an embedder of the target's model"
         )
+    backend.bind(target)
     vectors: list[NDArray[np.float32] | None] = [r.vector if same_model else None for r in live]
     show = sys.stderr.isatty() if progress is None else progress
     with _bar(len(stale) + len(live), show) as bar:  # embedding, then storing
