@@ -192,7 +192,9 @@ class CallOutcome:
     ``outcome`` is hit, miss, bypass or coalesced (served after waiting for a near-identical
     in-flight call);
     ``reason`` says why a candidate was refused or the call bypassed; ``error`` is set when a
-    cache failure turned the call into a miss or a bypass.
+    cache failure turned the call into a miss or a bypass. ``lookup`` is the lookup behind a
+    hit, a miss or a coalesced call: give it to ``SemanticCache.feedback`` to say whether the
+    answer served (or, in shadow mode, the one that would have been) was right.
     """
 
     outcome: Outcome
@@ -200,3 +202,4 @@ class CallOutcome:
     similarity: float | None = None
     reason: str = ""
     error: bool = False
+    lookup: LookupResult | None = field(default=None, repr=False, compare=False)

@@ -504,6 +504,7 @@ class _Cached:
                 similarity=result.similarity if result is not None else None,
                 reason=result.reason if result is not None else reason,
                 error=call.failed if call is not None else error,
+                lookup=result,
             )
         )
 
