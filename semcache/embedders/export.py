@@ -36,13 +36,14 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from semcache.embedders.adapter import Adapter, merge_adapter
+from semcache.embedders.adapter import Adapter, file_sha256, merge_adapter
 from semcache.embedders.base import DEFAULT_MODEL
 from semcache.embedders.pooling import PoolingSpec, read_pooling
 from semcache.embedders.sentence_transformers import _PACKAGED, _packaged_model_path, _revision_of
@@ -53,10 +54,15 @@ __all__ = [
     "PROBE_TEXTS",
     "ExportManifest",
     "OnnxExport",
+    "build_atomically",
     "cache_root",
+    "check_digest",
     "ensure_export",
     "resolve_model",
+    "warn_if_shared",
 ]
+
+T = TypeVar("T")
 
 log = logging.getLogger("semcache")
 
@@ -279,22 +285,16 @@ def _read_manifest(directory: Path) -> ExportManifest | None:
     ]
     if missing or manifest.format != EXPORT_FORMAT:
         raise ModelLoadError(f"incomplete ONNX export in {directory} ({missing}); delete it")
-    _warn_if_shared(directory, DIGESTED)
+    warn_if_shared(directory, DIGESTED)
     for name in DIGESTED:
-        _check_digest(directory / name, manifest.sha256.get(name))
+        check_digest(directory / name, manifest.sha256.get(name))
     return manifest
 
 
-def _sha256(path: Path) -> str:
-    """The hex sha256 of a file's bytes."""
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _check_digest(path: Path, expected: str | None) -> None:
+def check_digest(path: Path, expected: str | None) -> None:
     """Refuse ``path`` unless its sha256 is ``expected``."""
     try:
-        actual = _sha256(path)
+        actual = file_sha256(path)
     except OSError as e:
         raise ModelLoadError(f"cannot read the ONNX export file {path}: {e}") from e
     if actual != expected:
@@ -305,7 +305,7 @@ def _check_digest(path: Path, expected: str | None) -> None:
         )
 
 
-def _warn_if_shared(directory: Path, names: tuple[str, ...]) -> None:
+def warn_if_shared(directory: Path, names: tuple[str, ...]) -> None:
     """Warn when others than the owner may write the export (they could replace the model)."""
     for path in (directory.parent, directory, *(directory / n for n in names)):
         try:
@@ -331,38 +331,50 @@ def _verify_int8(directory: Path) -> None:
             f"the int8 model in {directory} has no readable digest ({e}); delete "
             f"{directory / INT8_FILE} to quantise again"
         ) from e
-    _warn_if_shared(directory, (INT8_FILE, INT8_DIGEST_FILE))
-    _check_digest(directory / INT8_FILE, expected)
+    warn_if_shared(directory, (INT8_FILE, INT8_DIGEST_FILE))
+    check_digest(directory / INT8_FILE, expected)
 
 
 def _export_into(
     directory: Path, name: str, model_dir: Path, adapter: Adapter | None
 ) -> ExportManifest:
     pooling = read_pooling(model_dir)
+
+    def write(tmp: Path) -> None:
+        manifest = _export_fp32(tmp, name, model_dir, pooling, adapter)
+        (tmp / MANIFEST_FILE).write_text(
+            json.dumps(manifest.to_dict(), indent=2, sort_keys=True), encoding="utf-8"
+        )
+
+    return build_atomically(directory, write, _read_manifest, f"the ONNX export of {name}")
+
+
+def build_atomically(
+    directory: Path, write: Callable[[Path], None], read: Callable[[Path], T | None], what: str
+) -> T:
+    """Fill a temporary folder beside ``directory`` with ``write``, then rename it into place;
+    returns ``read(directory)``. A concurrent writer that renamed first wins and its result is
+    used. Failures are :class:`ModelLoadError`."""
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     except OSError as e:
         raise ModelLoadError(f"cannot write ONNX exports under {directory.parent}: {e}") from e
     try:
-        manifest = _export_fp32(tmp, name, model_dir, pooling, adapter)
-        (tmp / MANIFEST_FILE).write_text(
-            json.dumps(manifest.to_dict(), indent=2, sort_keys=True), encoding="utf-8"
-        )
+        write(tmp)
         try:
             tmp.rename(directory)
         except OSError:
-            # Another process finished the same export first: use theirs.
-            if _read_manifest(directory) is None:
+            if read(directory) is None:  # not a concurrent export of the same thing
                 raise
-            log.info("semcache: ONNX export of %s was written concurrently; reusing it", name)
+            log.info("semcache: %s was written concurrently; reusing it", what)
     except OSError as e:
-        raise ModelLoadError(f"cannot write the ONNX export to {directory}: {e}") from e
+        raise ModelLoadError(f"cannot write {what} to {directory}: {e}") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    existing = _read_manifest(directory)
+    existing = read(directory)
     if existing is None:
-        raise ModelLoadError(f"the ONNX export in {directory} vanished after writing it")
+        raise ModelLoadError(f"{what} in {directory} vanished after writing it")
     return existing
 
 
@@ -442,7 +454,7 @@ def _export_fp32(
         torch_version=str(torch.__version__),
         exported_at=time.time(),
         export_seconds=round(time.perf_counter() - started, 3),
-        sha256={n: _sha256(out / n) for n in DIGESTED},
+        sha256={n: file_sha256(out / n) for n in DIGESTED},
         adapter="" if adapter is None else adapter.sha256,
     )
 
@@ -490,7 +502,7 @@ def _quantize(directory: Path) -> None:
             op_types_to_quantize=["MatMul"],
         )
         # The digest first: an int8 model on disk always has one.
-        digest_tmp.write_text(_sha256(tmp) + "\n", encoding="ascii")
+        digest_tmp.write_text(file_sha256(tmp) + "\n", encoding="ascii")
         digest_tmp.replace(directory / INT8_DIGEST_FILE)
         tmp.replace(target)
     except (OSError, RuntimeError, ValueError) as e:

@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -106,11 +106,11 @@ class OnnxEmbedder:
         if threads < 1:
             raise ConfigurationError(f"intra_op_threads must be >= 1, got {threads}")
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (a missing runtime is a clear error here)
             from tokenizers import Tokenizer
         except ImportError as e:
             raise MissingDependencyError(e.name or "onnxruntime", "onnx") from e
-        self._run_errors = _runtime_errors(TypeError)
+        self._run_errors = runtime_errors(TypeError)
         self._memo = VectorMemo(memo_size)
         self._batch_size = batch_size
         self._threads = threads
@@ -126,17 +126,10 @@ class OnnxEmbedder:
         self._inputs = manifest.inputs
         self._int8 = int8
         path = self._export.int8_path if int8 else self._export.model_path
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
+            self._session = cpu_session(path, threads)
             self._tokenizer = Tokenizer.from_file(str(self._export.tokenizer_path))
-        except _runtime_errors(OSError) as e:
+        except runtime_errors(OSError) as e:
             raise ModelLoadError(f"cannot load the ONNX export {path}: {e}") from e
         variant = join_variant(
             f"mrl{self._dim}" if truncate_dim else "",
@@ -249,7 +242,20 @@ class OnnxEmbedder:
         return pool(tokens, feed["attention_mask"], self._pooling)
 
 
-def _runtime_errors(*extra: type[BaseException]) -> tuple[type[BaseException], ...]:
+def cpu_session(path: Path, threads: int) -> Any:
+    """An onnxruntime session on the CPU: ``threads`` intra-op threads, one inter-op, all graph
+    optimisations. Raises what :func:`runtime_errors` lists."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def runtime_errors(*extra: type[BaseException]) -> tuple[type[BaseException], ...]:
     """The exception types onnxruntime raises (they do not derive from RuntimeError), + extra."""
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 

@@ -373,11 +373,10 @@ class _Cached:
         if call.skip_store or info is None:
             return MISSING
         with self.fo.failures.trap(None, "store"):
-            prepared = self._prepare(call, response, info)
-            if prepared is not None:
-                value, info = prepared
-                if self.fo.put(call.query, value, **self._put_options(call, info)) is not None:
-                    return value
+            value = self._prepare(call, response, info)
+            options = self._put_options(call, info)
+            if value is not MISSING and self.fo.put(call.query, value, **options) is not None:
+                return value
         return MISSING
 
     async def asave(self, call: _Call, response: Any, info: ResponseInfo | None) -> Any:
@@ -385,32 +384,29 @@ class _Cached:
         if call.skip_store or info is None:
             return MISSING
         with self.fo.failures.trap(None, "store"):
-            prepared = self._prepare(call, response, info)
-            if prepared is not None:
-                value, info = prepared
+            value = self._prepare(call, response, info)
+            if value is not MISSING:
                 options = self._put_options(call, info)
                 if await self.fo.aput(call.query, value, **options) is not None:
                     return value
         return MISSING
 
-    def _prepare(
-        self, call: _Call, response: Any, info: ResponseInfo
-    ) -> tuple[Any, ResponseInfo] | None:
-        """The JSON value to store and what it says about itself; ``None`` if refused (counted)."""
+    def _prepare(self, call: _Call, response: Any, info: ResponseInfo) -> Any:
+        """The JSON value to store; ``MISSING`` if refused (counted)."""
         reason = refusal_reason(info, store_tool_calls=self.store_tool_calls)
         if reason is None and not call.store:
             reason = "no_store"
         if reason is not None:
             self.fo.refused(reason)
-            return None
+            return MISSING
         try:
             if self.kind == "stream":
-                return {"kind": "stream", "chunks": [self.codec.encode(c) for c in response]}, info
-            return {"kind": "value", "value": self.codec.encode(response)}, info
+                return {"kind": "stream", "chunks": [self.codec.encode(c) for c in response]}
+            return {"kind": "value", "value": self.codec.encode(response)}
         except NotCacheableError as e:
             log.info("semcache: response not stored: %s", e)
             self.fo.refused("not_serialisable")
-            return None
+            return MISSING
 
     def _put_options(self, call: _Call, info: ResponseInfo) -> dict[str, Any]:
         metadata = {

@@ -14,8 +14,6 @@ import hashlib
 import json
 import logging
 import re
-import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -23,8 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from semcache.embedders.adapter import Adapter, merge_adapter
-from semcache.embedders.export import OPSET, _check_digest, _sha256, _warn_if_shared, cache_root
+from semcache.embedders.adapter import Adapter, file_sha256, merge_adapter
+from semcache.embedders.export import (
+    OPSET,
+    build_atomically,
+    cache_root,
+    check_digest,
+    warn_if_shared,
+)
 from semcache.errors import MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -106,25 +110,12 @@ def ensure_verifier_export(
     directory = export_directory(adapter, max_length, cache_dir)
     if _read_manifest(directory) is not None:
         return directory
-    try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    except OSError as e:
-        raise ModelLoadError(f"cannot write ONNX exports under {directory.parent}: {e}") from e
-    try:
+
+    def write(tmp: Path) -> None:
         manifest = _export(tmp, adapter, max_length)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        try:
-            tmp.rename(directory)
-        except OSError:
-            if _read_manifest(directory) is None:  # not a concurrent export of the same model
-                raise
-    except OSError as e:
-        raise ModelLoadError(f"cannot write the verifier export to {directory}: {e}") from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if _read_manifest(directory) is None:
-        raise ModelLoadError(f"the verifier export in {directory} vanished after writing it")
+
+    build_atomically(directory, write, _read_manifest, "the verifier's ONNX export")
     return directory
 
 
@@ -137,9 +128,9 @@ def _read_manifest(directory: Path) -> dict[str, Any] | None:
         digests = dict(manifest["sha256"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelLoadError(f"corrupt verifier export manifest {path}: {e}; delete it") from e
-    _warn_if_shared(directory, DIGESTED)
+    warn_if_shared(directory, DIGESTED)
     for name in DIGESTED:
-        _check_digest(directory / name, digests.get(name))
+        check_digest(directory / name, digests.get(name))
     return manifest
 
 
@@ -206,7 +197,7 @@ def _export(out: Path, adapter: Adapter, max_length: int) -> dict[str, Any]:
         "opset": OPSET,
         "torch_version": str(torch.__version__),
         "export_seconds": round(time.perf_counter() - started, 3),
-        "sha256": {n: _sha256(out / n) for n in DIGESTED},
+        "sha256": {n: file_sha256(out / n) for n in DIGESTED},
     }
 
 
@@ -239,25 +230,18 @@ class OnnxPairScorer:
         cache_dir: Path | str | None = None,
     ) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (a missing runtime is a clear error here)
             from tokenizers import Tokenizer
         except ImportError as e:
             raise MissingDependencyError(e.name or "onnxruntime", "onnx") from e
-        from semcache.embedders.onnx import _runtime_errors
+        from semcache.embedders.onnx import cpu_session, runtime_errors
 
-        self._errors = _runtime_errors(TypeError)
+        self._errors = runtime_errors(TypeError)
         self.directory = ensure_verifier_export(adapter, max_length=max_length, cache_dir=cache_dir)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = ort.InferenceSession(
-                str(self.directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-            )
+            self._session = cpu_session(self.directory / MODEL_FILE, threads)
             self._tokenizer = Tokenizer.from_file(str(self.directory / TOKENIZER_FILE))
-        except _runtime_errors(OSError) as e:
+        except runtime_errors(OSError) as e:
             raise ModelLoadError(f"cannot load the verifier export {self.directory}: {e}") from e
         reference = np.load(self.directory / REFERENCE_FILE, allow_pickle=False)
         gap = float(np.abs(self.probabilities(list(PROBE_PAIRS)) - reference).max())
