@@ -10,34 +10,19 @@ from typing import Any
 import numpy as np
 import pytest
 from redis_server import RedisStackServer, free_port
+from test_adaptive import CENTROIDS, DIM, _candidate
+from test_adaptive import _stream as adaptive_stream
 
 from semcache import ConfigurationError
 from semcache.matching.adaptive import AdaptiveConfig, AdaptiveThresholds
 from semcache.matching.learned_redis import RedisLearnedState
 from semcache.matching.learned_state import SqliteLearnedState
-from semcache.models import Candidate, Entry
 
-DIM = 8
-CENTROIDS = np.eye(DIM, dtype=np.float32)[:2]
-BOUNDARY = (0.80, 0.95)
 CONFIG = AdaptiveConfig(delta=0.05, initial_threshold=0.97)
 
 
 def _stream(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    region = rng.integers(0, 2, n)
-    vectors = np.zeros((n, DIM), dtype=np.float32)
-    vectors[np.arange(n), region] = 1.0
-    sims = rng.uniform(0.6, 1.0, n)
-    p_ok = 1.0 / (1.0 + np.exp(-(sims - np.take(BOUNDARY, region)) / 0.01))
-    return vectors, sims, rng.random(n) < p_ok
-
-
-def _candidate(entry_id: str, similarity: float) -> Candidate:
-    entry = Entry(
-        id=entry_id, scope_key="s", text_key=entry_id, prompt="p", response=1, created_at=0
-    )
-    return Candidate(entry, similarity)
+    return adaptive_stream(np.random.default_rng(seed), n)
 
 
 def _feed(model: AdaptiveThresholds, seed: int, n: int, tag: str) -> None:
