@@ -34,7 +34,7 @@ SEED = 0
 MIX = {"embedder": (12000, 3, 1, 2, 1), "verifier": (20000, 3, 1, 2, 1)}
 RANK = 16
 LEARNING_RATE = {"embedder": 2e-4, "verifier": 5e-4}
-BUDGET = {"embedder": 1500.0, "verifier": 2400.0}
+BUDGET = {"embedder": 3000.0, "verifier": 3000.0}
 
 
 def training_pairs(kind: str, qqp_limit: int | None = None) -> list[LabelledPair]:
@@ -114,7 +114,7 @@ def main() -> None:
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--rank", type=int, default=RANK)
     t.add_argument("--qqp-limit", type=int, default=None)
-    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--epochs", type=int, default=3, help="at most; the budget ends the run first")
     t.add_argument("--out", type=Path, default=None)
     sub.add_parser("ship")
     args = parser.parse_args()

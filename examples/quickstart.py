@@ -12,7 +12,14 @@ import argparse
 import tempfile
 from typing import Any
 
-from semcache import CachePolicy, EmbeddedBackend, SemanticCache, cached, default_embedder
+from semcache import (
+    CachePolicy,
+    EmbeddedBackend,
+    SemanticCache,
+    cached,
+    default_embedder,
+    default_verifier,
+)
 
 
 class FakeClient:
@@ -49,7 +56,8 @@ def main() -> None:
         SemanticCache(
             # ONNX Runtime if it works here, else torch; offline. The first run exports the
             # model (~8 s, 87 MB under ~/.cache/semcache/onnx); later starts take ~1.4 s.
-            embedder=default_embedder(),
+            embedder=default_embedder(),  # MiniLM + the shipped LoRA adapter
+            verifier=default_verifier(),  # a cross-encoder on the doubtful hits only
             backend=EmbeddedBackend(args.dir or tmp),
             policy=CachePolicy(ttl=24 * 3600, max_entries=100_000),
         ) as cache,

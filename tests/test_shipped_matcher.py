@@ -149,12 +149,28 @@ def test_adapter_loads_offline_and_changes_the_fingerprint(
 
 
 @pytest.mark.model
-def test_default_embedder_is_plain_and_tuned_is_one_argument_away(
+def test_default_embedder_is_tuned_and_plain_is_one_argument_away(
     st_embedder: SentenceTransformerEmbedder, tuned_torch: SentenceTransformerEmbedder
 ) -> None:
-    """Plain by default while the shipped adapter makes some sets worse (docs/model_card.md)."""
-    assert default_embedder(prefer_onnx=False).fingerprint == st_embedder.fingerprint
-    assert default_embedder(prefer_onnx=False, tuned=True).fingerprint == tuned_torch.fingerprint
+    assert default_embedder(prefer_onnx=False).fingerprint == tuned_torch.fingerprint
+    assert default_embedder(prefer_onnx=False, tuned=False).fingerprint == st_embedder.fingerprint
+
+
+def test_another_model_is_plain_by_default(tmp_path: Path) -> None:
+    """``tuned=None`` only applies the shipped adapter to the model it was trained on."""
+    from semcache.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError) as e:  # an empty directory: no model to load
+        default_embedder(str(tmp_path), prefer_onnx=False)
+    assert not isinstance(e.value, AdapterError)
+
+
+def test_shipped_band_starts_at_the_policy_default() -> None:
+    """Out of the box, the verifier's band starts where CachePolicy's threshold does."""
+    from semcache.policy import DEFAULT_MIN_SIMILARITY
+
+    assert SHIPPED_BAND.low == DEFAULT_MIN_SIMILARITY
+    assert SHIPPED_BAND.reorder_overlap is not None
 
 
 @pytest.mark.model

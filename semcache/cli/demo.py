@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
     p.add_argument("--requests", type=int, default=600, help="requests to replay (default 600)")
     p.add_argument("--users", type=int, default=32, help="concurrent users (default 32)")
     p.add_argument("--min-similarity", type=float, default=None,
-                   help="threshold (default 0.95; --tuned: the shipped matcher's)")  # fmt: skip
+                   help="threshold (default 0.95, CachePolicy's)")  # fmt: skip
     p.add_argument("--latency-scale", type=float, default=1.0, help="scale simulated LLM latency")
     p.add_argument("--dir", type=Path, help="cache directory to keep (default: a temporary one)")
     p.add_argument("--model", default=None, help="embedding model name or local path")
@@ -40,10 +40,10 @@ def register(sub: Any) -> None:
         "(cap_ttl, the default), never cache (bypass), or treat like any other (off)",
     )
     p.add_argument(
-        "--tuned",
+        "--untuned",
         action="store_true",
-        help="the matcher shipped in the package (MiniLM + LoRA adapter, and the verifier on "
-        "its band); experimental: see docs/model_card.md",
+        help="the plain model without the shipped matcher (its LoRA adapter and the verifier "
+        "on its band; docs/model_card.md), to compare",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from semcache import CachePolicy, EmbeddedBackend, SemanticCache, default_embedder
-    from semcache.matching.verifier import SHIPPED_BAND, CrossEncoderVerifier, default_verifier
+    from semcache.matching.verifier import CrossEncoderVerifier, default_verifier
     from semcache.measure.demo import SimulatedLLM, build_stream, load_pairs, run_demo
     from semcache.policy import DEFAULT_MIN_SIMILARITY, VolatilePolicy
 
@@ -64,19 +64,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"loading the embedding model ({args.model or 'all-MiniLM-L6-v2'}) ...", file=sys.stderr)
     # ONNX Runtime when it exports and agrees with torch, else torch; one thread per call
     # either way: the demo's user threads share the machine's cores.
-    # The shipped matcher (tuned embedder + verifier on its band) only when asked: its adapters
-    # are undertrained so far and make some sets worse (docs/model_card.md).
-    if args.tuned and args.model:
-        print("semcache demo: --tuned applies to the packaged model only", file=sys.stderr)
-        return 2
-    shipped = bool(args.tuned)
+    # The shipped matcher (tuned embedder + verifier on its band) for the packaged model, as
+    # default_embedder() does; --untuned or another --model: the plain model, no verifier.
+    shipped = not args.untuned and not args.model
     embedder = default_embedder(
         **({"model": args.model} if args.model else {}), threads=1, tuned=shipped
     )
     verifier: CrossEncoderVerifier | None = default_verifier(threads=1) if shipped else None
-    default_t = SHIPPED_BAND.low if shipped else DEFAULT_MIN_SIMILARITY
     policy = CachePolicy(
-        min_similarity=default_t if args.min_similarity is None else args.min_similarity,
+        min_similarity=(
+            DEFAULT_MIN_SIMILARITY if args.min_similarity is None else args.min_similarity
+        ),
         volatile={
             "off": None,
             "cap_ttl": VolatilePolicy(),

@@ -27,7 +27,7 @@ def default_embedder(
     memo_size: int = 4096,
     threads: int | None = None,
     cache_dir: Path | str | None = None,
-    tuned: bool = False,
+    tuned: bool | None = None,
 ) -> OnnxEmbedder | SentenceTransformerEmbedder:
     """The fastest working embedder for ``model``; its ``backend`` attribute says which it is.
 
@@ -38,10 +38,11 @@ def default_embedder(
     model has its own fingerprint, and torch vectors would not match an index built with it.
     ``threads`` is ONNX Runtime's intra-op thread count, or torch's (process-wide) on fallback.
 
-    ``tuned=True``: merge the adapter shipped in the package (:mod:`semcache.embedders.shipped`,
-    trained to keep adversarial near-duplicates apart) into the packaged all-MiniLM-L6-v2. Off by
-    default for now: the shipped adapter is undertrained and makes some sets worse
-    (docs/model_card.md). The adapter is part of the fingerprint, so an index written with one
+    ``tuned``: merge the adapter shipped in the package (:mod:`semcache.embedders.shipped`,
+    trained to keep adversarial near-duplicates apart) into the packaged all-MiniLM-L6-v2.
+    ``None`` (the default): tuned for the packaged model, plain for any other; ``False``: the
+    plain model. Pair it with :func:`~semcache.matching.verifier.default_verifier` (figures:
+    docs/model_card.md). The adapter is part of the fingerprint, so an index written with one
     refuses the other (:class:`~semcache.errors.FingerprintMismatchError`).
     """
     if int8 and not prefer_onnx:
@@ -51,6 +52,8 @@ def default_embedder(
         raise ConfigurationError(
             f"tuned=True applies the adapter shipped for {DEFAULT_MODEL!r}, not {model!r}"
         )
+    if tuned is None:
+        tuned = packaged
     adapter: Adapter | None = embedder_adapter() if tuned else None
     if prefer_onnx:
         try:

@@ -42,8 +42,8 @@ class ShippedAdapter:
 
 
 #: Written by ``python bench/train_matcher.py ship``.
-EMBEDDER_SHA256 = "df9a0d4ec5fe662ad21f28a96a1bd15188e28dba9ee4296d9925be0005506f3a"
-VERIFIER_SHA256 = "3236979bd9eb774eb7c8ac6caa02a891cb52ac8a3ebbb1355e94a4554efbefbd"
+EMBEDDER_SHA256 = "a6926ae8ab418b5c2b7586af166001e2254e312caac95d8a1f4689d283372c14"
+VERIFIER_SHA256 = "957f917cca12625b4f562dc007688dbf9854a449065a48dd5722726e3400e0a4"
 
 EMBEDDER = ShippedAdapter("embedder.safetensors", EMBEDDER_SHA256)
 VERIFIER = ShippedAdapter("verifier.safetensors", VERIFIER_SHA256)

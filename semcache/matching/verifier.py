@@ -3,7 +3,8 @@
 A bi-encoder compares two prompts through one vector each; a cross-encoder reads both prompts
 together and sees word order, swapped roles and small edits that the vectors average away. It is
 too slow to score every candidate, so :class:`CrossEncoderVerifier` only scores candidates whose
-similarity falls inside its band: above the band a hit is served as is, inside it the verifier's
+similarity falls inside its band: above the band a hit is served as is (unless it reuses the
+query's words in another order, :attr:`VerifierBand.reorder_overlap`), inside it the verifier's
 probability must reach ``min_score``, below it the candidate is refused.
 
 Pass it as ``SemanticCache(verifier=...)`` (the last step of :func:`semcache.policy.choose`), or
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from semcache.errors import ConfigurationError, MissingDependencyError, ModelLoadError
+from semcache.matching.word_order import reordered
 from semcache.models import Candidate
 
 if TYPE_CHECKING:
@@ -59,17 +61,22 @@ class VerifierBand:
 
     Attributes:
         low: candidates below this cosine similarity are refused (``below_band``).
-        high: candidates at or above it are served without the verifier.
+        high: candidates at or above it are served without the verifier (but see
+            ``reorder_overlap``).
         min_score: the decision score (0..1) a candidate inside ``[low, high)`` needs.
         blend: weight of the candidate's cosine similarity in the decision score,
             ``(1 - blend) * probability + blend * similarity``; ``0`` trusts the cross-encoder
             alone. The two judges err differently, so a blend ranks better than either.
+        reorder_overlap: also score candidates at or above ``high`` that share at least this
+            share of the query's words in another order (:func:`~semcache.matching.word_order.
+            reordered`), the pairs a mean-pooled vector cannot tell apart; ``None``: never.
     """
 
     low: float = 0.8
     high: float = 0.97
     min_score: float = 0.5
     blend: float = 0.0
+    reorder_overlap: float | None = None
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.low <= self.high <= 1.0:
@@ -81,6 +88,16 @@ class VerifierBand:
             raise ConfigurationError(f"min_score is a probability in [0, 1], got {self.min_score}")
         if not 0.0 <= self.blend < 1.0:
             raise ConfigurationError(f"blend is a weight in [0, 1), got {self.blend}")
+        if self.reorder_overlap is not None and not 0.0 < self.reorder_overlap <= 1.0:
+            raise ConfigurationError(
+                f"reorder_overlap is a share of words in (0, 1] or None, got {self.reorder_overlap}"
+            )
+
+    def scores(self, query: str, cached: str, similarity: float) -> bool:
+        """Whether a candidate at or above ``low`` goes to the verifier."""
+        if similarity < self.high:
+            return True
+        return self.reorder_overlap is not None and reordered(query, cached, self.reorder_overlap)
 
     def decision(self, probability: float, similarity: float) -> float:
         """The score compared with ``min_score``."""
@@ -88,7 +105,7 @@ class VerifierBand:
 
 
 #: The out-of-box band of the shipped verifier (chosen on validation pairs; docs/model_card.md).
-SHIPPED_BAND = VerifierBand(low=0.95, high=0.965, min_score=0.6)
+SHIPPED_BAND = VerifierBand(low=0.95, high=0.96, min_score=0.75, reorder_overlap=0.7)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,12 +230,12 @@ class CrossEncoderVerifier:
     def __call__(self, query: str, candidate: Candidate) -> str | None:
         """The pipeline step: ``None`` to serve, ``"verifier"`` or ``"below_band"`` to refuse."""
         s = candidate.similarity
-        if s >= self.band.high:
-            self._count("above")
-            return None
         if s < self.band.low:
             self._count("below")
             return "below_band"
+        if not self.band.scores(query, candidate.entry.prompt, s):
+            self._count("above")
+            return None
         return None if self.confirms(query, candidate) else "verifier"
 
     def _count(self, name: str) -> None:
