@@ -265,7 +265,7 @@ def choose(args: argparse.Namespace) -> None:
                                 "verified_share": verified_share(s, t, high, o)}
                             for n, s in sc.items()}}  # fmt: skip
     POINT.write_text(json.dumps(point, indent=1) + "\n")
-    pin_band(t, min(high, 1.0), m, o)
+    pin_band(-1.0, min(high, 1.0), m, o)  # no floor of its own: the policy's t is the floor
     print(json.dumps(point, indent=1))
 
 

@@ -129,3 +129,16 @@ def test_tags_come_from_the_cache_control() -> None:
     assert tags_of({}) == ()
     with pytest.raises(InvalidInputError):
         tags_of({"cache": {"tags": "faq"}})
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("tuned", [True, False])
+def test_default_cache_uses_the_shipped_matcher_unless_untuned(tmp_path: Path, tuned: bool) -> None:
+    from semcache.embedders.shipped import EMBEDDER
+    from semcache_litellm.proxy import build_semantic_cache
+
+    settings = LiteLLMCacheSettings.from_mapping({"path": str(tmp_path), "tuned": tuned})
+    with build_semantic_cache(settings) as cache:
+        variant = cache.embedder.fingerprint.variant
+        assert (variant == f"lora-{EMBEDDER.sha256[:12]}") is tuned
+        assert (cache.verifier is not None) is tuned

@@ -165,11 +165,12 @@ def test_another_model_is_plain_by_default(tmp_path: Path) -> None:
     assert not isinstance(e.value, AdapterError)
 
 
-def test_shipped_band_starts_at_the_policy_default() -> None:
-    """Out of the box, the verifier's band starts where CachePolicy's threshold does."""
+def test_shipped_band_has_no_floor_of_its_own() -> None:
+    """The policy's threshold is the floor: a lower one is verified, not refused as below_band."""
     from semcache.policy import DEFAULT_MIN_SIMILARITY
 
-    assert SHIPPED_BAND.low == DEFAULT_MIN_SIMILARITY
+    assert SHIPPED_BAND.low == -1.0
+    assert DEFAULT_MIN_SIMILARITY < SHIPPED_BAND.high
     assert SHIPPED_BAND.reorder_overlap is not None
 
 

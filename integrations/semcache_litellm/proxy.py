@@ -69,10 +69,16 @@ def build_semantic_cache(settings: LiteLLMCacheSettings) -> SemanticCache:
     from semcache.backends.embedded import EmbeddedBackend
     from semcache.embedders.base import DEFAULT_MODEL
     from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
+    from semcache.embedders.shipped import embedder_adapter
+    from semcache.matching.verifier import default_verifier
 
     assert settings.path is not None  # checked by the settings
+    shipped = settings.model is None and settings.tuned
     return SemanticCache(
-        embedder=SentenceTransformerEmbedder(settings.model or DEFAULT_MODEL),
+        embedder=SentenceTransformerEmbedder(
+            settings.model or DEFAULT_MODEL, adapter=embedder_adapter() if shipped else None
+        ),
+        verifier=default_verifier(threads=1) if shipped else None,
         backend=EmbeddedBackend(settings.path),
         policy=settings.policy(),
     )

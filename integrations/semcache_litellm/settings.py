@@ -37,6 +37,9 @@ class LiteLLMCacheSettings:
     Attributes:
         path: directory of the embedded store (SQLite + HNSW); created if missing.
         model: the sentence-transformers model (name or local path) that embeds prompts.
+        tuned: with the packaged model (``model`` unset), the matcher shipped in the package:
+            its LoRA-tuned embedder and its verifier (docs/model_card.md); ``false``: the plain
+            model, no verifier. A store written with one refuses the other.
         min_similarity: cosine similarity a semantic hit needs.
         ttl: seconds an entry lives (a request's ``cache: {ttl: ...}`` overrides it).
         max_entries: size bound; past it the entries worth least (GDSF: tokens a hit saves,
@@ -58,6 +61,7 @@ class LiteLLMCacheSettings:
 
     path: str | None = None
     model: str | None = None
+    tuned: bool = True
     min_similarity: float = DEFAULT_MIN_SIMILARITY
     ttl: float | None = None
     max_entries: int | None = 100_000
@@ -137,7 +141,7 @@ def _resolve_env(name: str, value: Any) -> Any:
 
 _FLOATS = {"min_similarity", "ttl", "volatile_ttl", "lookup_budget"}
 _INTS = {"max_entries", "max_messages"}
-_BOOLS = {"store_tool_calls", "debug_headers"}
+_BOOLS = {"store_tool_calls", "debug_headers", "tuned"}
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -54,8 +54,10 @@ def register(subparsers: Any) -> None:
         "--model",
         default=None,
         help="embedding model to re-embed with when the file's vectors cannot be used "
-        "(another model, or exported without vectors)",
+        "(another model, or exported without vectors); the packaged model gets the shipped "
+        "adapter unless --untuned",
     )
+    p.add_argument("--untuned", action="store_true", help="re-embed with the plain packaged model")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
 
     p = _command(subparsers, "clear", "delete entries by tenant, model, namespace or tag", _clear)
@@ -249,10 +251,13 @@ def _import(args: argparse.Namespace) -> int:
     from semcache.ops import import_entries
 
     embedder = None
-    if args.model is not None:
+    if args.model is not None or args.untuned:
+        from semcache.embedders.base import DEFAULT_MODEL
         from semcache.embedders.default import default_embedder
 
-        embedder = default_embedder(model=args.model, threads=1)
+        embedder = default_embedder(
+            model=args.model or DEFAULT_MODEL, threads=1, tuned=False if args.untuned else None
+        )
     with _opened(args, create=True) as backend:
         report = import_entries(args.file, backend, embedder=embedder, progress=args.progress)
     print(

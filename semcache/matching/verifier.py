@@ -104,8 +104,11 @@ class VerifierBand:
         return (1.0 - self.blend) * probability + self.blend * similarity
 
 
-#: The out-of-box band of the shipped verifier (chosen on validation pairs; docs/model_card.md).
-SHIPPED_BAND = VerifierBand(low=0.95, high=0.96, min_score=0.75, reorder_overlap=0.7)
+#: The out-of-box band of the shipped verifier (chosen on validation pairs with
+#: ``CachePolicy()``'s threshold, 0.95; docs/model_card.md). It has no floor of its own: the
+#: policy's ``min_similarity`` is the floor, so a lower threshold sends the extra candidates
+#: through the verifier instead of refusing them.
+SHIPPED_BAND = VerifierBand(low=-1.0, high=0.96, min_score=0.75, reorder_overlap=0.7)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
