@@ -170,7 +170,7 @@ def test_shipped_band_has_no_floor_of_its_own() -> None:
     from semcache.policy import DEFAULT_MIN_SIMILARITY
 
     assert SHIPPED_BAND.low == -1.0
-    assert DEFAULT_MIN_SIMILARITY < SHIPPED_BAND.high
+    assert SHIPPED_BAND.high > DEFAULT_MIN_SIMILARITY
     assert SHIPPED_BAND.reorder_overlap is not None
 
 
