@@ -38,6 +38,7 @@ from semcache.measure.pairs import LabelledPair
 OUT = CACHE / "matcher"
 POINT = OUT / "operating_point.json"
 SCORE_FLOOR = 0.94  # the verifier scores pairs whose tuned similarity reaches this
+VERIFIER_INT8 = True  # what default_verifier() runs: the int8 ONNX copy
 UNTUNED_T = 0.95  # today's default (CachePolicy().min_similarity) with the lexical guard
 QQP_MEASURE_SAMPLE = 3_000  # seeded sample of the 23,609-pair QQP measure half (CPU budget)
 TITLES = {"qqp": "QQP", "paws": "PAWS-Wiki", "stsb": "STS-B (score >= 4)",
@@ -122,7 +123,8 @@ def score(name: str, part: str, emb: Adapter, ver: Adapter) -> Scored:
 
     pairs = pairs_of(name, part)
     base, tuned = similarities(name, part, emb)
-    path = OUT / f"verifier_{name}_{part}_{len(pairs)}_{emb.short}_{ver.short}.npy"
+    int8 = "_int8" if VERIFIER_INT8 else ""
+    path = OUT / f"verifier_{name}_{part}_{len(pairs)}_{emb.short}_{ver.short}{int8}.npy"
     if path.exists():
         verifier = np.load(path, allow_pickle=False)
     else:
@@ -132,7 +134,7 @@ def score(name: str, part: str, emb: Adapter, ver: Adapter) -> Scored:
         verifier = np.full(len(pairs), np.nan, dtype=np.float32)
         todo = np.flatnonzero(tuned >= SCORE_FLOOR)
         if ver.sha256 not in _SCORERS:  # one load per process: loading costs seconds
-            _SCORERS[ver.sha256] = OnnxPairScorer(ver, threads=1)
+            _SCORERS[ver.sha256] = OnnxPairScorer(ver, threads=1, int8=VERIFIER_INT8)
         scorer = _SCORERS[ver.sha256]
         # the cache stores text_a and looks text_b up: the verifier sees (query, cached)
         verifier[todo] = scorer.probabilities([(pairs[i].text_b, pairs[i].text_a) for i in todo])
@@ -332,7 +334,7 @@ def latency(emb: Adapter, ver: Adapter, point: dict, n: int = 300) -> dict[str, 
     band = VerifierBand(low=point["min_similarity"], high=point["high"],
                         min_score=point["min_score"],
                         reorder_overlap=point["reorder_overlap"])  # fmt: skip
-    verifier = CrossEncoderVerifier(OnnxPairScorer(ver, threads=1), band=band)
+    verifier = CrossEncoderVerifier(OnnxPairScorer(ver, threads=1, int8=VERIFIER_INT8), band=band)
     configs = {
         "untuned": (OnnxEmbedder(memo_size=0, intra_op_threads=1), None, UNTUNED_T),
         "shipped": (OnnxEmbedder(memo_size=0, intra_op_threads=1, adapter=emb), verifier,

@@ -254,8 +254,30 @@ def test_damaged_export_of_the_verifier_is_refused(
     directory = ensure_verifier_export(verifier_adapter(), cache_dir=root)
     copy = directory.with_name(directory.name + "-orig")
     shutil.copytree(directory, copy)
-    data = bytearray((directory / "reference.npy").read_bytes())
-    data[-1] ^= 0x01
-    (directory / "reference.npy").write_bytes(bytes(data))
-    with pytest.raises(ModelLoadError, match="sha256"):
-        OnnxPairScorer(verifier_adapter(), cache_dir=root)
+    for name in ("reference.npy", "verifier.int8.onnx"):
+        data = bytearray((directory / name).read_bytes())
+        data[-1] ^= 0x01
+        (directory / name).write_bytes(bytes(data))
+        for int8 in (False, True):
+            with pytest.raises(ModelLoadError, match="sha256"):
+                OnnxPairScorer(verifier_adapter(), cache_dir=root, int8=int8)
+        shutil.rmtree(directory)
+        shutil.copytree(copy, directory)
+
+
+@pytest.mark.model
+def test_int8_verifier_tracks_the_fp32_one(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The int8 copy (the default) is checked against its own probe probabilities at load and
+    ranks pairs as the fp32 export does."""
+    pytest.importorskip("onnxruntime")
+    from semcache.matching.onnx_verifier import OnnxPairScorer
+
+    root = tmp_path_factory.mktemp("onnx-verifier-int8")
+    fp32 = OnnxPairScorer(verifier_adapter(), cache_dir=root)
+    int8 = OnnxPairScorer(verifier_adapter(), cache_dir=root, int8=True)
+    assert (fp32.int8, int8.int8) == (False, True)
+    assert int8.agreement <= 1e-3
+    pairs = [(a, b) for a in SENTENCES for b in SENTENCES if a != b]
+    p32, p8 = fp32.probabilities(pairs), int8.probabilities(pairs)
+    assert float(np.corrcoef(p32, p8)[0, 1]) > 0.9
+    assert not np.allclose(p32, p8)  # a real int8 model, not the fp32 file again

@@ -58,6 +58,7 @@ __all__ = [
     "cache_root",
     "check_digest",
     "ensure_export",
+    "quantize_matmuls",
     "resolve_model",
     "warn_if_shared",
 ]
@@ -481,36 +482,46 @@ def _token_embeddings_module(model: Any, names: tuple[str, ...]) -> Any:
 
 
 def _quantize(directory: Path) -> None:
-    """Write ``model.int8.onnx``: dynamic int8 MatMul weights, per channel (best of those tried)."""
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError as e:
-        raise MissingDependencyError("onnxruntime", "onnx") from e
+    """Write ``model.int8.onnx`` (:func:`quantize_matmuls`) with its digest."""
     target = directory / INT8_FILE
     tmp = directory / f".{INT8_FILE}.{os.getpid()}.tmp"
     digest_tmp = directory / f".{INT8_DIGEST_FILE}.{os.getpid()}.tmp"
     log.info("semcache: quantising %s to int8 (once)", directory / FP32_FILE)
+    try:
+        quantize_matmuls(directory / FP32_FILE, tmp)
+        # The digest first: an int8 model on disk always has one.
+        digest_tmp.write_text(file_sha256(tmp) + "\n", encoding="ascii")
+        digest_tmp.replace(directory / INT8_DIGEST_FILE)
+        tmp.replace(target)
+    except OSError as e:
+        raise ModelLoadError(f"int8 quantisation in {directory} failed: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+        digest_tmp.unlink(missing_ok=True)
+
+
+def quantize_matmuls(source: Path, target: Path) -> None:
+    """Write ``target``: ``source`` with dynamic int8 MatMul weights, per channel (the best of
+    the settings tried). :class:`ModelLoadError` if the quantiser fails."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as e:
+        raise MissingDependencyError("onnxruntime", "onnx") from e
     quiet = _QuantizerChatter()
     root = logging.getLogger()
     root.addFilter(quiet)  # the quantiser logs advice through the root logger
     try:
         quantize_dynamic(
-            directory / FP32_FILE,
-            tmp,
+            source,
+            target,
             weight_type=QuantType.QInt8,
             per_channel=True,
             op_types_to_quantize=["MatMul"],
         )
-        # The digest first: an int8 model on disk always has one.
-        digest_tmp.write_text(file_sha256(tmp) + "\n", encoding="ascii")
-        digest_tmp.replace(directory / INT8_DIGEST_FILE)
-        tmp.replace(target)
     except (OSError, RuntimeError, ValueError) as e:
-        raise ModelLoadError(f"int8 quantisation in {directory} failed: {e}") from e
+        raise ModelLoadError(f"int8 quantisation of {source} failed: {e}") from e
     finally:
         root.removeFilter(quiet)
-        tmp.unlink(missing_ok=True)
-        digest_tmp.unlink(missing_ok=True)
 
 
 class _QuantizerChatter(logging.Filter):
