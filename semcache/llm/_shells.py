@@ -2,8 +2,8 @@
 async generator.
 
 Each shell only orders the shared steps (:mod:`semcache.llm._steps`, coalescing, exploration,
-the upstream call); the sync and async twins sit side by side and differ only in awaiting the
-``a``-twins, which never block the event loop.
+the upstream call); each sync shell sits beside its async twin, which awaits the ``a``-twins of
+the same steps (they never block the event loop).
 """
 
 from __future__ import annotations
