@@ -350,7 +350,7 @@ def _streamed_text(chunks: list[dict[str, Any]]) -> str:
 def test_streaming_hit_streams(proxy: Proxy, upstream: Upstream) -> None:
     stored = answer(chat(proxy, "Who wrote the novel Moby-Dick?"))
     calls = upstream.count()
-    headers, chunks = _stream(proxy, "who is the author of the novel Moby Dick?")
+    headers, chunks = _stream(proxy, "Who wrote the book Moby-Dick?")
     assert upstream.count() == calls
     assert headers["x-semcache"].startswith("hit")
     assert len(chunks) > 1, "a hit on a stream=true request must arrive as several SSE chunks"
