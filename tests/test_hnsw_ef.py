@@ -1,4 +1,4 @@
-"""The HNSW search width: an explicit ``ef_search`` everywhere, or one chosen from the graph size."""
+"""HNSW search width: an explicit ``ef_search`` at every size, or one chosen from the graph size."""
 
 from __future__ import annotations
 
