@@ -14,9 +14,11 @@ Steps (see bench_ann_million.py for the command):
    of the stored set; everything else is stored, shuffled.
 4. ``model``: the extension, a Gaussian kernel density estimate. A generated vector is a
    stored real vector (the parent, drawn uniformly) plus Gaussian noise shaped like the real
-   data, ``x = normalize(p + h * L z)``, z ~ N(0, I), ``L L^T`` = the covariance of the stored
-   real vectors: a Gaussian mixture with one component per real vector, each with the data's
-   covariance scaled by h^2. The one parameter, the bandwidth ``h``, is fitted by bisection so
+   data, ``x = normalize(p + h * s_p * L z)``, z ~ N(0, I), ``L L^T`` = the covariance of the
+   stored real vectors, ``s_p`` = the parent's distance to its nearest real neighbour over the
+   median such distance: an adaptive Gaussian kernel density estimate, i.e. a mixture with one
+   component per real vector, each with the data's covariance scaled by (h s_p)^2 (dense
+   regions stay dense). The one parameter, the bandwidth ``h``, is fitted by bisection so
    that generated vectors sit as far from the real set as new real sentences do: the median
    cosine to the nearest reference vector of 2,000 children matches that of 2,000 held-out
    real vectors.
@@ -204,18 +206,37 @@ def kernel(vectors: np.ndarray) -> np.ndarray:
     return (axes * np.sqrt(np.clip(values, 0.0, None))).astype(np.float32)
 
 
+def local_scale(vectors: np.ndarray, threads: int) -> np.ndarray:
+    """Each vector's distance to its nearest other vector, over the median of those distances
+    (HNSW, ef 128: a close approximation)."""
+    import hnswlib
+
+    index = hnswlib.Index(space="ip", dim=vectors.shape[1])
+    index.init_index(max_elements=len(vectors), ef_construction=128, M=16)
+    index.add_items(vectors, np.arange(len(vectors)), num_threads=threads)
+    index.set_ef(128)
+    labels, dist = index.knn_query(vectors, k=2, num_threads=threads)
+    other = np.where(labels[:, 0] == np.arange(len(vectors)), dist[:, 1], dist[:, 0])
+    d = np.sqrt(np.clip(2 * other, 0.0, None))  # ip distance 1 - cos; |a - b| = sqrt(2 - 2cos)
+    return (d / np.median(d)).astype(np.float32)
+
+
 def children(
     real: np.ndarray,
     basis: np.ndarray,
+    scale: np.ndarray,
     parents: np.ndarray,
     h: float,
     z: np.ndarray,
     chunk: int = 50_000,
 ) -> np.ndarray:
-    """``normalize(p + h * L z)`` for each parent ``p`` (``z``: one standard normal row each)."""
+    """``normalize(p + h * s_p * L z)`` for each parent ``p`` (``z``: one standard normal row
+    each; ``s_p``: the parent's local scale)."""
     out = np.empty((len(parents), real.shape[1]), dtype=np.float32)
     for s in range(0, len(parents), chunk):
-        x = np.asarray(real[parents[s : s + chunk]]) + h * (z[s : s + chunk] @ basis.T)
+        p = parents[s : s + chunk]
+        noise = (h * scale[p])[:, None] * (z[s : s + chunk] @ basis.T)
+        x = np.asarray(real[p]) + noise
         out[s : s + chunk] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
@@ -243,7 +264,9 @@ class Model:
     seconds: float
 
 
-def fit_model(stored: np.ndarray, basis: np.ndarray, sample: int = 2000) -> Model:
+def fit_model(
+    stored: np.ndarray, basis: np.ndarray, scale: np.ndarray, sample: int = 2000
+) -> Model:
     """Bisect ``h`` so that children are as far from the reference set as held-out real rows."""
     path = CACHE / "model.json"
     if path.exists():
@@ -262,7 +285,7 @@ def fit_model(stored: np.ndarray, basis: np.ndarray, sample: int = 2000) -> Mode
     steps: list[dict[str, float]] = []
 
     def median_at(h: float) -> float:
-        med = float(np.median(nn_cos(children(stored, basis, parents, h, z), ref_vecs)))
+        med = float(np.median(nn_cos(children(stored, basis, scale, parents, h, z), ref_vecs)))
         steps.append({"h": h, "median": med})
         return med
 
@@ -305,7 +328,12 @@ def stored_rows(s: Sentences) -> Stored:
 
 
 def build_set(
-    real: np.ndarray, stored: Stored, basis: np.ndarray, model: Model, total: int
+    real: np.ndarray,
+    stored: Stored,
+    basis: np.ndarray,
+    scale: np.ndarray,
+    model: Model,
+    total: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The set (memory-mapped) and each row's parent (-1: a real row)."""
     path, parent_path = CACHE / f"set_{total}.npy", CACHE / f"parents_{total}.npy"
@@ -325,7 +353,7 @@ def build_set(
     for s in range(n_real, total, step):
         p = parents[s : s + step]
         z = rng.standard_normal((len(p), basis.shape[1])).astype(np.float32)
-        out[s : s + len(p)] = children(real_stored, basis, p, model.h, z)
+        out[s : s + len(p)] = children(real_stored, basis, scale, p, model.h, z)
     out.flush()
     del out
     tmp.rename(path)

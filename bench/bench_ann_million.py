@@ -89,11 +89,15 @@ def prepare(sizes: tuple[int, ...], threads: int) -> Prepared:
     if not basis_path.exists():
         np.save(basis_path, md.kernel(real_stored))
     basis = np.load(basis_path)
-    model = md.fit_model(real_stored, basis)
+    scale_path = md.CACHE / "scale.npy"
+    if not scale_path.exists():
+        np.save(scale_path, md.local_scale(real_stored, threads))
+    scale = np.load(scale_path)
+    model = md.fit_model(real_stored, basis, scale)
     total = max(sizes)
-    data, parents = md.build_set(real, stored, basis, model, total)
+    data, parents = md.build_set(real, stored, basis, scale, model, total)
     qs = md.queries(real, data, stored, basis, sizes, s.texts)
-    dist = distribution(real_stored, basis, model, data, parents)
+    dist = distribution(real_stored, basis, scale, model, data, parents)
     counts: dict[str, int] = {}
     for src in s.sources:
         counts[src] = counts.get(src, 0) + 1
@@ -118,7 +122,12 @@ def _quantiles(x: np.ndarray) -> list[float]:
 
 
 def distribution(
-    real: np.ndarray, basis: np.ndarray, model: md.Model, data: np.ndarray, parents: np.ndarray
+    real: np.ndarray,
+    basis: np.ndarray,
+    scale: np.ndarray,
+    model: md.Model,
+    data: np.ndarray,
+    parents: np.ndarray,
 ) -> dict[str, Any]:
     """Real vs generated: cosine to the nearest reference vector (held-out real rows vs fresh
     children), nearest-neighbour cosine inside the 1M set (real rows vs generated rows), and
@@ -133,7 +142,7 @@ def distribution(
     ref_vecs = real[ref]
     real_new = md.nn_cos(real[held], ref_vecs)
     z = rng.standard_normal((n, basis.shape[1])).astype(np.float32)
-    gen_new = md.nn_cos(md.children(real, basis, rng.choice(ref, n), model.h, z), ref_vecs)
+    gen_new = md.nn_cos(md.children(real, basis, scale, rng.choice(ref, n), model.h, z), ref_vecs)
     is_real = np.flatnonzero(parents < 0)
     is_gen = np.flatnonzero(parents >= 0)
     out: dict[str, Any] = {
@@ -229,12 +238,24 @@ def redis_name(n: int) -> str:
     return f"annm{n}"
 
 
+def redis_backend(url: str, n: int, hnsw: HnswParams | None = None, timeout: float = 5.0) -> Any:
+    """The size's cache; slow calls do not open the circuit (a shared machine stalls at times)."""
+    from semcache.backends.breaker import BreakerParams
+    from semcache.backends.redis import RedisBackend, RedisConnection
+
+    return RedisBackend(
+        url,
+        name=redis_name(n),
+        hnsw=hnsw,
+        connection=RedisConnection(socket_timeout=timeout),
+        breaker=BreakerParams(slow_call_seconds=None),
+    )
+
+
 def build_redis(url: str, data: np.ndarray, n: int) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from semcache.backends.redis import RedisBackend
-
-    backend = RedisBackend(url, name=redis_name(n))
+    backend = redis_backend(url, n, timeout=60.0)
     backend.bind(FINGERPRINT)
     backend.clear()
     client = backend.client
@@ -364,12 +385,10 @@ def measure_embedded(p: Prepared, n: int, sel: np.ndarray, sweep: bool) -> dict[
 
 
 def measure_redis(url: str, p: Prepared, n: int, sel: np.ndarray, sweep: bool) -> dict[str, Any]:
-    from semcache.backends.redis import RedisBackend
-
     vecs = p.queries.vectors[sel]
 
-    def searcher(params: HnswParams | None) -> tuple[RedisBackend, Callable[[np.ndarray], int]]:
-        backend = RedisBackend(url, name=redis_name(n), hnsw=params)
+    def searcher(params: HnswParams | None) -> tuple[Any, Callable[[np.ndarray], int]]:
+        backend = redis_backend(url, n, params)
         backend.bind(FINGERPRINT)
         return backend, lambda q: text_row(backend.search(SCOPE, q, K, now=2.0))
 
@@ -428,9 +447,11 @@ def render(p: Prepared, results: dict[str, Any], args: argparse.Namespace) -> st
         "of each QQP duplicate pair), shuffled; 10k and 100k are real vectors only. 1M adds "
         f"{max(args.sizes) - info['stored_real']:,} generated vectors: each is a stored real "
         "vector p (drawn uniformly) plus Gaussian noise shaped like the data, "
-        "`normalize(p + h * L z)`, z ~ N(0, I), `L L^T` = the covariance of the stored real "
-        "vectors: a Gaussian kernel density estimate, i.e. a mixture with one component per "
-        "real vector, each with the data's covariance scaled by h^2. The one parameter "
+        "`normalize(p + h * s_p * L z)`, z ~ N(0, I), `L L^T` = the covariance of the stored "
+        "real vectors, s_p = p's distance to its nearest real neighbour over the median such "
+        "distance: an adaptive Gaussian kernel density estimate, i.e. a mixture with one "
+        "component per real vector, each with the data's covariance scaled by (h s_p)^2, so "
+        "dense regions (near-duplicate questions) stay dense. The one parameter "
         f"h = {info['h']:.3f} was fitted by bisection so that generated "
         "vectors lie as far from the real set as new real sentences do: median cosine to the "
         f"nearest reference vector {info['fit']['target_median']:.4f} for 2,000 held-out real "
