@@ -246,7 +246,7 @@ def nn_cos(
 ) -> np.ndarray:
     """Exact cosine of each query to its nearest pool row; ``self_rows[i]``: a row to skip."""
     best = np.full(len(queries), -2.0, dtype=np.float32)
-    step = 50_000
+    step = 20_000
     for s in range(0, len(pool), step):
         sims = queries @ np.asarray(pool[s : s + step]).T
         if self_rows is not None:
@@ -469,7 +469,7 @@ def _exact(q: Queries, data: np.ndarray, sizes: tuple[int, ...]) -> None:
     row = np.full(len(q.vectors), -1, dtype=np.int64)
     limit = np.where(q.kind == "qqp", max(sizes), q.size)  # rows a query is compared with
     bounds = sorted({0, *sizes})
-    cuts = [b for lo, hi in itertools.pairwise(bounds) for b in range(lo, hi, 50_000)]
+    cuts = [b for lo, hi in itertools.pairwise(bounds) for b in range(lo, hi, 10_000)]
     cuts = sorted(set(cuts) | set(sizes))
     for lo, hi in tqdm(list(itertools.pairwise(cuts)), desc="exact NN", unit="chunk"):
         active = np.flatnonzero(limit > lo)
