@@ -427,6 +427,15 @@ def recall(cell: list[int]) -> str:
     return f"{found_ / count:.4f} ({count:,})" if count else "-"
 
 
+def walls() -> list[float]:
+    path = md.CACHE / "wall.json"
+    return list(json.loads(path.read_text())) if path.exists() else []
+
+
+def wall_minutes(results: dict[str, Any]) -> float:
+    return (sum(walls()) + results.get("wall_s", 0.0)) / 60
+
+
 def render(p: Prepared, results: dict[str, Any], args: argparse.Namespace) -> str:
     info = p.info
     src = ", ".join(f"{k} {v:,}" for k, v in sorted(info["by_source"].items(), key=lambda x: -x[1]))
@@ -435,8 +444,9 @@ def render(p: Prepared, results: dict[str, Any], args: argparse.Namespace) -> st
     t1, t2 = (f"{t:.2f}" for t in THRESHOLDS)
     lines = [
         f"Command: `python bench/bench_ann_million.py --sizes {' '.join(map(str, args.sizes))}` "
-        f"(whole run {results.get('wall_s', 0) / 60:.0f} min on this machine's 2 shared cores; "
-        "the set, the embedding and the builds are cached in bench/.cache/million/).",
+        f"(wall time {wall_minutes(results):.0f} min on this machine's 2 shared cores, over "
+        f"{len(walls())} invocation(s): the run resumes from what bench/.cache/million/ holds "
+        "- the sentences, their vectors, the set, the queries and the builds).",
         "",
         "**The set.** Every distinct sentence of ../shared/data (lower-cased, whitespace "
         f"collapsed): {info['sentences']:,} ({src}); SciFact abstracts and MS MARCO passages "
@@ -539,9 +549,10 @@ def render(p: Prepared, results: dict[str, Any], args: argparse.Namespace) -> st
         lines += ["", f"Not measured in this run: {', '.join(missing)}."]
     lines += [
         "",
-        "Build: `put_many` in batches (embedded 10,000, Redis 1,000) into an empty backend; "
-        f"from {args.parallel_from:,} entries the embedded and the Redis builds ran at the same "
-        "time (two processes on 2 cores), so their build times are slower than alone. Memory: "
+        "Build: `put_many` in batches (embedded 10,000, Redis 1,000) into an empty backend. "
+        f"All builds ran before any measurement: the {max(args.sizes):,} Redis build in a second "
+        "process while the first built the others, so build times are slower than alone. "
+        "Memory: "
         "embedded = anonymous resident memory of the reopened backend after its first search "
         "(graph + vectors), and bytes on disk (SQLite + graph snapshot); Redis = growth of "
         "`used_memory` per entry while loading. Latencies: one Python client thread, after 20 "
@@ -557,14 +568,62 @@ def results_path(kind: str, n: int) -> Path:
     return md.CACHE / f"sweep_{kind}_{n}.json"
 
 
+def build_all(args: argparse.Namespace, url: str, data: np.ndarray) -> None:
+    """Every build first, measurements after. The largest Redis build (the longest: the server
+    indexes on one thread) runs in a second process while this one builds the rest."""
+    big = max(args.sizes)
+    bg = None
+    if not built("redis", big, url):
+        cmd = [sys.executable, __file__, "--url", url, "--sizes", str(big), "--build", "redis"]
+        cmd += ["--smoke", str(args.smoke)] if args.smoke else []
+        bg = subprocess.Popen(cmd)
+    try:
+        for n in sorted(args.sizes, reverse=True):
+            for kind in ("embedded", "redis"):
+                if (kind, n) != ("redis", big) and not built(kind, n, url):
+                    build(kind, n, url, data)
+        if bg is not None and bg.wait() != 0:
+            raise SystemExit(f"the Redis build of {big} failed")
+    finally:
+        if bg is not None and bg.poll() is None:
+            bg.terminate()
+
+
+def measure_size(
+    args: argparse.Namespace, url: str, p: Prepared, n: int, results: dict[str, Any]
+) -> None:
+    sel = p.queries.at(n, min(THRESHOLDS))
+    for kind, key in (("embedded", "embedded"), ("redis", "semcache-redis")):
+        cached = results_path(kind, n)
+        sweep = not cached.exists()
+        if kind == "embedded":
+            r = measure_embedded(p, n, sel, sweep)
+        else:
+            r = measure_redis(url, p, n, sel, sweep)
+        if sweep and "sweep" in r:
+            cached.write_text(json.dumps(r["sweep"], indent=1))
+        elif cached.exists():
+            r["sweep"] = json.loads(cached.read_text())
+        results[f"{key}:{n}"] = r | json.loads(build_path(kind, n).read_text())
+        print(f"{key} {n}: {results[f'{key}:{n}']['default']}", file=sys.stderr, flush=True)
+    if n <= REDISVL_UP_TO:
+        results[f"redisvl:{n}"] = measure_redisvl(url, p, n, sel)
+        print(f"redisvl {n}: {results[f'redisvl:{n}']['default']}", file=sys.stderr, flush=True)
+
+
+def log_wall(seconds: float) -> None:
+    """Add this invocation's wall time to the record (a run may be resumed)."""
+    path = md.CACHE / "wall.json"
+    runs = json.loads(path.read_text()) if path.exists() else []
+    path.write_text(json.dumps([*runs, round(seconds, 1)]))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--url", help="an existing Redis Stack server (default: start one)")
     ap.add_argument("--threads", type=int, default=2, help="embedding and model-fitting threads")
-    ap.add_argument("--parallel-from", type=int, default=1_000_000)
     ap.add_argument("--build", choices=["embedded", "redis"], help=argparse.SUPPRESS)
-    ap.add_argument("--total", type=int, help=argparse.SUPPRESS)  # the set a --build reads
     ap.add_argument("--smoke", type=int, help="a quick check on this many sentences (own cache)")
     ap.add_argument("--no-write", action="store_true", help="print the section, docs/ untouched")
     args = ap.parse_args(argv)
@@ -573,9 +632,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         md.CACHE = md.CACHE / f"smoke{args.smoke}"
         md.SMOKE = args.smoke
-    if args.build:  # a child process of a parallel build
+    if args.build:  # the background build of the largest size
         n = args.sizes[0]
-        data = np.load(md.CACHE / f"set_{args.total}.npy", mmap_mode="r")
+        data = np.load(md.CACHE / f"set_{n}.npy", mmap_mode="r")
         build(args.build, n, args.url, data)
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is stopped
@@ -591,36 +650,9 @@ def main(argv: list[str] | None = None) -> None:
         url = server.url
     results: dict[str, Any] = {}
     try:
+        build_all(args, url, p.data)
         for n in args.sizes:
-            todo = [k for k in ("embedded", "redis") if not built(k, n, url)]
-            if n >= args.parallel_from and len(todo) == 2:
-                me = [sys.executable, __file__, "--url", url, "--sizes", str(n)]
-                me += ["--total", str(max(args.sizes))]
-                me += ["--smoke", str(args.smoke)] if args.smoke else []
-                procs = [subprocess.Popen([*me, "--build", k]) for k in todo]
-                for proc in procs:
-                    if proc.wait() != 0:
-                        raise SystemExit(f"a build of {n} failed ({proc.args})")
-            else:
-                for kind in todo:
-                    build(kind, n, url, p.data)
-            sel = p.queries.at(n, min(THRESHOLDS))
-            for kind, key in (("embedded", "embedded"), ("redis", "semcache-redis")):
-                cached = results_path(kind, n)
-                sweep = not cached.exists()
-                if kind == "embedded":
-                    r = measure_embedded(p, n, sel, sweep)
-                else:
-                    r = measure_redis(url, p, n, sel, sweep)
-                if sweep and "sweep" in r:
-                    cached.write_text(json.dumps(r["sweep"], indent=1))
-                elif cached.exists():
-                    r["sweep"] = json.loads(cached.read_text())
-                results[f"{key}:{n}"] = r | json.loads(build_path(kind, n).read_text())
-                print(f"{key} {n}: {results[f'{key}:{n}']['default']}", file=sys.stderr)
-            if n <= REDISVL_UP_TO:
-                results[f"redisvl:{n}"] = measure_redisvl(url, p, n, sel)
-                print(f"redisvl {n}: {results[f'redisvl:{n}']['default']}", file=sys.stderr)
+            measure_size(args, url, p, n, results)
             results["wall_s"] = time.perf_counter() - wall0
             (md.CACHE / "results.json").write_text(json.dumps(results, indent=1, default=str))
             if args.no_write:
@@ -630,6 +662,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if server is not None:
             server.stop()
+        log_wall(time.perf_counter() - wall0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"wall {time.perf_counter() - wall0:.0f} s, peak RSS {peak:.0f} MB", file=sys.stderr)
 

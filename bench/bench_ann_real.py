@@ -63,7 +63,8 @@ def main() -> None:
         "at or above the threshold (n); recall@1 = HNSW's first result is that vector "
         "(or one exactly as close: QQP repeats questions). "
         "`HnswIndex` with `HnswParams` (M=16, ef_construction=200; ef_search 64 is what the "
-        f"size-aware default gives at these sizes); k=4. Load average {load:.1f} at the start on 2 shared cores.",
+        f"size-aware default gives at these sizes); k=4. Load average {load:.1f} at the start "
+        "on 2 shared cores.",
         "",
         "| stored | build s | ef_search | n >= 0.90 | recall@1 (0.90) | n >= 0.95 "
         "| recall@1 (0.95) | p50 ms | p95 ms |",
@@ -103,8 +104,8 @@ def main() -> None:
         "",
         "**Scope.** Only the real vectors at hand (18k). The realistic million (real MiniLM "
         "vectors of every distinct sentence, 161k, extended to 1M by a fitted model), the "
-        "Redis backend and the size-aware default `ef_search` are in \"ANN recall on a "
-        "realistic million\".",
+        'Redis backend and the size-aware default `ef_search` are in "ANN recall on a '
+        'realistic million".',
         "",
         "Command: `OMP_NUM_THREADS=1 python bench/bench_ann_real.py`",
     ]
