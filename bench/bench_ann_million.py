@@ -55,6 +55,7 @@ from _report import ROOT, write_section
 sys.path.insert(0, str(ROOT / "tests"))
 
 from semcache import EmbeddedBackend, ModelFingerprint
+from semcache.backends import vector_index as vi
 from semcache.backends.vector_index import HnswIndex, HnswParams
 from semcache.policy import DEFAULT_MIN_SIMILARITY
 
@@ -427,6 +428,66 @@ def recall(cell: list[int]) -> str:
     return f"{found_ / count:.4f} ({count:,})" if count else "-"
 
 
+def smallest_ef(r: dict[str, Any], half: str, target: float = 0.99) -> str:
+    """The smallest swept ef whose recall@1 on ``half`` reaches ``target`` at every threshold."""
+    for ef, m in sorted(r.get("sweep", {}).items(), key=lambda kv: int(kv[0])):
+        cells = [m[f"{half}@{th:.2f}"] for th in THRESHOLDS]
+        if all(c[1] == 0 or c[0] / c[1] >= target for c in cells):
+            return str(ef)
+    return f"> {max(EFS)}"
+
+
+def verdict(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The rule, what the sweep says it needs, and whether the default meets the target."""
+    lines = [
+        "**The rule** (`HnswParams.ef_search=None`, the new default; "
+        "`semcache.backends.vector_index.size_aware_ef`): ef = "
+        f"{vi.EF_FLOOR} up to {vi.EF_FROM:,} vectors in the graph, then "
+        f"ceil({vi.EF_FLOOR} * (size / {vi.EF_FROM:,}) ^ {vi.EF_GROWTH}), at most {vi.EF_CAP} "
+        "(embedded: the scope's graph; Redis: the whole index, which every scope shares). "
+        "Smallest swept ef with recall@1 >= 0.99 at both thresholds, derive half / held-out half:",
+        "",
+        "| entries | backend | derive half | held out | rule's ef |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for n in args.sizes:
+        for kind in ("embedded", "semcache-redis"):
+            r = results.get(f"{kind}:{n}")
+            if r is not None and "sweep" in r:
+                lines.append(
+                    f"| {n:,} | {kind} | {smallest_ef(r, 'derive')} | {smallest_ef(r, 'held')} "
+                    f"| {vi.size_aware_ef(n)} |"
+                )
+    short = []
+    for key, r in results.items():
+        if not isinstance(r, dict) or key.startswith("redisvl"):
+            continue
+        for th in THRESHOLDS:
+            found_, count = r["default"][f"held@{th:.2f}"]
+            if count and found_ / count < 0.99:
+                short.append(f"{key} at {th:.2f}: {found_ / count:.4f}")
+    big = max(args.sizes)
+    p50 = {
+        k: results[f"{k}:{big}"]["default"]["p50"]
+        for k in ("embedded", "semcache-redis")
+        if f"{k}:{big}" in results
+    }
+    lines += [
+        "",
+        "**Verdict.** Default settings, held-out half: "
+        + (
+            "recall@1 >= 0.99 at both thresholds for every size and backend measured."
+            if not short
+            else f"short of 0.99: {'; '.join(short)}."
+        )
+        + " p50 at "
+        + f"{big:,}: "
+        + ", ".join(f"{k} {v:.2f} ms" for k, v in p50.items())
+        + " (targets: embedded <= 2 ms, Redis <= 3 ms).",
+    ]
+    return lines
+
+
 def walls() -> list[float]:
     path = md.CACHE / "wall.json"
     return list(json.loads(path.read_text())) if path.exists() else []
@@ -539,6 +600,7 @@ def render(p: Prepared, results: dict[str, Any], args: argparse.Namespace) -> st
                     f"| {n:,} | {kind} | {ef} | {recall(m[f'derive@{t1}'])} "
                     f"| {recall(m[f'derive@{t2}'])} | {m['p50']:.2f} | {m['p95']:.2f} |"
                 )
+    lines += ["", *verdict(results, args)]
     missing = [
         f"{kind} {n:,}"
         for n in args.sizes
