@@ -293,12 +293,7 @@ def built(kind: str, n: int, url: str) -> bool:
 
 def build(kind: str, n: int, url: str, data: np.ndarray) -> None:
     load1 = os.getloadavg()[0]
-    if kind == "redis":
-        import redis
-
-        client = redis.Redis.from_url(url)
-        client.set(f"bench:{redis_name(n)}:building", str(os.getpid()))
-        client.close()
+    pid_file(kind, n).write_text(str(os.getpid()))
     rec = build_embedded(data, n) if kind == "embedded" else build_redis(url, data, n)
     rec["load_avg_start"] = load1
     build_path(kind, n).write_text(json.dumps(rec, indent=1))
@@ -317,6 +312,14 @@ def build(kind: str, n: int, url: str, data: np.ndarray) -> None:
 class Run:
     rows: np.ndarray  # the first result's row (-1: none)
     ms: np.ndarray
+
+
+SWEEP_QUERIES = 3000  # per ef: a fixed sample of the counted queries (the default: all of them)
+
+
+def sweep_sample(sel: np.ndarray) -> np.ndarray:
+    pick = np.random.default_rng(md.SEED + 4).permutation(len(sel))[:SWEEP_QUERIES]
+    return np.sort(sel[pick])
 
 
 def run(search: Callable[[np.ndarray], int], vectors: np.ndarray) -> Run:
@@ -382,9 +385,10 @@ def measure_embedded(p: Prepared, n: int, sel: np.ndarray, sweep: bool) -> dict[
     out["default"] = score(run(search, vecs), p, n, sel)
     if sweep:
         out["sweep"] = {}
+        ss = sweep_sample(sel)
         for ef in EFS:
             graph._params = HnswParams(ef_search=ef)
-            out["sweep"][ef] = score(run(search, vecs), p, n, sel)
+            out["sweep"][ef] = score(run(search, p.queries.vectors[ss]), p, n, ss)
             print(f"embedded {n} ef {ef}: {out['sweep'][ef]}", file=sys.stderr, flush=True)
         graph._params = default_params
     backend.close()
@@ -407,9 +411,10 @@ def measure_redis(url: str, p: Prepared, n: int, sel: np.ndarray, sweep: bool) -
     backend.close()
     if sweep:
         out["sweep"] = {}
+        ss = sweep_sample(sel)
         for ef in EFS:
             backend, search = searcher(HnswParams(ef_search=ef))
-            out["sweep"][ef] = score(run(search, vecs), p, n, sel)
+            out["sweep"][ef] = score(run(search, p.queries.vectors[ss]), p, n, ss)
             backend.close()
             print(f"redis {n} ef {ef}: {out['sweep'][ef]}", file=sys.stderr, flush=True)
     return out
@@ -591,7 +596,8 @@ def render(p: Prepared, results: dict[str, Any], args: argparse.Namespace) -> st
             )
     lines += [
         "",
-        "**The sweep** (same graphs, `HnswParams(ef_search=ef)`; recall@1 on the derive half):",
+        "**The sweep** (same graphs, `HnswParams(ef_search=ef)`; a fixed sample of at most "
+        f"{SWEEP_QUERIES:,} counted queries; recall@1 on its derive half):",
         "",
         f"| entries | backend | ef | recall@1 >= {t1} | recall@1 >= {t2} | p50 ms | p95 ms |",
         "|---:|---|---:|---:|---:|---:|---:|",
@@ -618,9 +624,9 @@ def render(p: Prepared, results: dict[str, Any], args: argparse.Namespace) -> st
     lines += [
         "",
         "Build: `put_many` in batches (embedded 10,000, Redis 1,000) into an empty backend. "
-        f"The {max(args.sizes):,} Redis build ran in a second process, started first, while the "
-        "first built and measured the rest, so build times are slower than alone (and the "
-        "machine's 2 cores were shared with other jobs). Memory: "
+        f"The two {max(args.sizes):,} builds ran in processes of their own, at the same time, "
+        "while the first built and measured the smaller sizes, so build times are slower than "
+        "alone (and the machine's 2 cores were shared with other jobs). Memory: "
         "embedded = anonymous resident memory of the reopened backend after its first search "
         "(graph + vectors), and bytes on disk (SQLite + graph snapshot); Redis = growth of "
         "`used_memory` per entry while loading. Latencies: one Python client thread, after 20 "
@@ -636,33 +642,32 @@ def results_path(kind: str, n: int) -> Path:
     return md.CACHE / f"sweep_{kind}_{n}.json"
 
 
-def building(url: str, n: int) -> bool:
-    """A build of this size is under way in another process (its pid is recorded and alive)."""
-    import redis
+def pid_file(kind: str, n: int) -> Path:
+    return md.CACHE / f"building_{kind}_{n}.pid"
 
-    client = redis.Redis.from_url(url)
-    try:
-        pid = client.get(f"bench:{redis_name(n)}:building")
-    finally:
-        client.close()
-    if pid is None:
+
+def building(kind: str, n: int) -> bool:
+    """A build of this kind and size is under way in another process (its pid is alive)."""
+    path = pid_file(kind, n)
+    if not path.exists():
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(path.read_text()), 0)
     except (ProcessLookupError, ValueError):
         return False
     return True
 
 
-def start_big_redis(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes] | None:
-    """Start the largest Redis build (the longest: the server indexes on one thread) in a
-    second process, unless it is built or under way; it outlives this run if need be."""
+def start_big(args: argparse.Namespace, url: str) -> None:
+    """Start both builds of the largest size in processes of their own (they may outlive this
+    run), unless built or under way; this run builds and measures the smaller sizes meanwhile."""
     big = max(args.sizes)
-    if built("redis", big, url) or building(url, big):
-        return None
-    cmd = [sys.executable, __file__, "--url", url, "--sizes", str(big), "--build", "redis"]
-    cmd += ["--smoke", str(args.smoke)] if args.smoke else []
-    return subprocess.Popen(cmd, start_new_session=True)
+    for kind in ("redis", "embedded"):
+        if built(kind, big, url) or building(kind, big):
+            continue
+        cmd = [sys.executable, __file__, "--url", url, "--sizes", str(big), "--build", kind]
+        cmd += ["--smoke", str(args.smoke)] if args.smoke else []
+        subprocess.Popen(cmd, start_new_session=True)
 
 
 def measure_size(
@@ -689,6 +694,14 @@ def measure_size(
     if n <= REDISVL_UP_TO:
         results[f"redisvl:{n}"] = measure_redisvl(url, p, n, sel)
         print(f"redisvl {n}: {results[f'redisvl:{n}']['default']}", file=sys.stderr, flush=True)
+    path = md.CACHE / f"measured_{n}.json"
+    path.write_text(json.dumps({k: v for k, v in results.items() if k.endswith(f":{n}")}))
+
+
+def measured(n: int) -> dict[str, Any]:
+    """What an earlier run measured at this size (a run given ``--measure`` without it)."""
+    path = md.CACHE / f"measured_{n}.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
 
 
 def log_wall(seconds: float) -> None:
@@ -706,6 +719,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--build", choices=["embedded", "redis"], help=argparse.SUPPRESS)
     ap.add_argument("--smoke", type=int, help="a quick check on this many sentences (own cache)")
     ap.add_argument("--no-write", action="store_true", help="print the section, docs/ untouched")
+    ap.add_argument(
+        "--measure",
+        type=int,
+        nargs="*",
+        help="measure only these sizes (the others: as an earlier run measured them)",
+    )
     args = ap.parse_args(argv)
     args.sizes = sorted(args.sizes)
     wall0 = time.perf_counter()
@@ -730,12 +749,15 @@ def main(argv: list[str] | None = None) -> None:
         url = server.url
     results: dict[str, Any] = {}
     try:
-        start_big_redis(args, url)
+        start_big(args, url)
         for n in args.sizes:
             for kind in ("embedded", "redis"):
-                if not built(kind, n, url) and not (kind == "redis" and n == max(args.sizes)):
+                if not built(kind, n, url) and n != max(args.sizes):
                     build(kind, n, url, p.data)
-            measure_size(args, url, p, n, results)
+            if args.measure is None or n in args.measure:
+                measure_size(args, url, p, n, results)
+            else:
+                results.update(measured(n))
             results["wall_s"] = time.perf_counter() - wall0
             (md.CACHE / "results.json").write_text(json.dumps(results, indent=1, default=str))
             if args.no_write:
