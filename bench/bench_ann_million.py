@@ -676,6 +676,8 @@ def measure_size(
     """Measure what is built of this size (the largest Redis build may still be under way)."""
     sel = p.queries.at(n, min(THRESHOLDS))
     for kind, key in (("embedded", "embedded"), ("redis", "semcache-redis")):
+        if args.only and kind != args.only:
+            continue
         if not built(kind, n, url):
             print(f"{key} {n}: not built yet, not measured", file=sys.stderr, flush=True)
             continue
@@ -691,7 +693,7 @@ def measure_size(
             r["sweep"] = json.loads(cached.read_text())
         results[f"{key}:{n}"] = r | json.loads(build_path(kind, n).read_text())
         print(f"{key} {n}: {results[f'{key}:{n}']['default']}", file=sys.stderr, flush=True)
-    if n <= REDISVL_UP_TO:
+    if n <= REDISVL_UP_TO and not args.only:
         results[f"redisvl:{n}"] = measure_redisvl(url, p, n, sel)
         print(f"redisvl {n}: {results[f'redisvl:{n}']['default']}", file=sys.stderr, flush=True)
     path = md.CACHE / f"measured_{n}.json"
@@ -733,7 +735,8 @@ def main(argv: list[str] | None = None) -> None:
         md.SMOKE = args.smoke
     if args.build:  # the background build of the largest size
         n = args.sizes[0]
-        data = np.load(md.CACHE / f"set_{n}.npy", mmap_mode="r")
+        sets = sorted(md.CACHE.glob("set_*.npy"), key=lambda f: int(f.stem[4:]))
+        data = np.load(sets[-1], mmap_mode="r")  # the full set; its first n rows
         build(args.build, n, args.url, data)
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is stopped
