@@ -721,6 +721,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--build", choices=["embedded", "redis"], help=argparse.SUPPRESS)
     ap.add_argument("--smoke", type=int, help="a quick check on this many sentences (own cache)")
     ap.add_argument("--no-write", action="store_true", help="print the section, docs/ untouched")
+    ap.add_argument("--only", choices=["embedded", "redis"], help="measure one backend only")
     ap.add_argument(
         "--measure",
         type=int,
@@ -755,7 +756,9 @@ def main(argv: list[str] | None = None) -> None:
         start_big(args, url)
         for n in args.sizes:
             for kind in ("embedded", "redis"):
-                if not built(kind, n, url) and n != max(args.sizes):
+                if (args.only and kind != args.only) or n == max(args.sizes):
+                    continue
+                if not built(kind, n, url) and not building(kind, n):
                     build(kind, n, url, p.data)
             if args.measure is None or n in args.measure:
                 measure_size(args, url, p, n, results)
