@@ -613,6 +613,8 @@ def render(p: Prepared, results: dict[str, Any], args: argparse.Namespace) -> st
                     f"| {recall(m[f'derive@{t2}'])} | {m['p50']:.2f} | {m['p95']:.2f} |"
                 )
     lines += ["", *verdict(results, args)]
+    if args.note:
+        lines += ["", f"**Run note.** {args.note}"]
     missing = [
         f"{kind} {n:,}"
         for n in args.sizes
@@ -721,6 +723,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--build", choices=["embedded", "redis"], help=argparse.SUPPRESS)
     ap.add_argument("--smoke", type=int, help="a quick check on this many sentences (own cache)")
     ap.add_argument("--no-write", action="store_true", help="print the section, docs/ untouched")
+    ap.add_argument("--note", help="a remark on this run, printed in the section")
     ap.add_argument("--only", choices=["embedded", "redis"], help="measure one backend only")
     ap.add_argument(
         "--measure",
