@@ -17,8 +17,9 @@ with a precomputed vector (no embedding), timed through the backend (ANN + paylo
 
 Every ``ef_search`` of ``EFS`` is measured on the same graph (the sweep: the recall curve the
 size-aware default was derived from, on the "derive" half of the queries), then the default
-``HnswParams()`` once (reported on the held-out half and on all). Builds of one size are run
-in two processes at once from ``--parallel-from`` (1M), the measurements one after the other.
+``HnswParams()`` once (reported on the held-out half and on all). The two 1M builds run in
+processes of their own (they may outlive the run; a later run picks them up) while this one
+builds and measures the smaller sizes; a size is measured once all its builds are there.
 
     python bench/bench_ann_million.py [--sizes 10000 100000 1000000] [--url redis://...]
 
@@ -660,16 +661,27 @@ def building(kind: str, n: int) -> bool:
     return True
 
 
-def start_big(args: argparse.Namespace, url: str) -> None:
+def start_big(args: argparse.Namespace, url: str) -> list[subprocess.Popen[bytes]]:
     """Start both builds of the largest size in processes of their own (they may outlive this
     run), unless built or under way; this run builds and measures the smaller sizes meanwhile."""
     big = max(args.sizes)
+    procs: list[subprocess.Popen[bytes]] = []
     for kind in ("redis", "embedded"):
         if built(kind, big, url) or building(kind, big):
             continue
         cmd = [sys.executable, __file__, "--url", url, "--sizes", str(big), "--build", kind]
         cmd += ["--smoke", str(args.smoke)] if args.smoke else []
-        subprocess.Popen(cmd, start_new_session=True)
+        procs.append(subprocess.Popen(cmd, start_new_session=True))
+    return procs
+
+
+def wait_big(procs: list[subprocess.Popen[bytes]], n: int) -> None:
+    """Wait for the largest builds: this run's, or another run's still under way."""
+    for proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"a build of {n} failed: {proc.args}")
+    while building("embedded", n) or building("redis", n):
+        time.sleep(10)
 
 
 def measure_size(
@@ -756,8 +768,10 @@ def main(argv: list[str] | None = None) -> None:
         url = server.url
     results: dict[str, Any] = {}
     try:
-        start_big(args, url)
+        procs = start_big(args, url)
         for n in args.sizes:
+            if n == max(args.sizes):
+                wait_big(procs, n)
             for kind in ("embedded", "redis"):
                 if (args.only and kind != args.only) or n == max(args.sizes):
                     continue
