@@ -6,6 +6,7 @@ scope gets is decided in ``scoped_index.py``.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,25 @@ __all__ = ["ExactIndex", "HnswIndex", "HnswParams", "VectorIndex"]
 
 _PARALLEL_FROM = 10_000  # vectors in one add() from which hnswlib inserts in parallel
 
+# The size-aware search width (HnswParams.ef_search=None): EF_FLOOR up to EF_FROM vectors, then
+# EF_FLOOR * (size / EF_FROM) ** EF_GROWTH, at most EF_CAP. Derived with bench/bench_ann_million.py
+# on half of its planted queries (real MiniLM vectors to 161k, a fitted extension to 1M): the
+# smallest ef with recall@1 >= 0.99 at thresholds 0.90 and 0.95 was 16 at 10k, 16 at 100k and 64
+# at 1M (0.9916) on hnswlib. The rule gives twice that at 1M (128), never less than the old
+# constant 64, and grows past 1M as that smallest ef did from 100k to 1M (x4 per decade, size^0.6).
+# Held-out results: docs/BENCHMARKS.md, "ANN recall on a realistic million".
+EF_FLOOR = 64
+EF_FROM = 315_000
+EF_GROWTH = 0.6
+EF_CAP = 1024
+
+
+def size_aware_ef(size: int) -> int:
+    """The search width for a graph of ``size`` vectors when ``ef_search`` is not set."""
+    if size <= EF_FROM:
+        return EF_FLOOR
+    return min(EF_CAP, math.ceil(EF_FLOOR * float((size / EF_FROM) ** EF_GROWTH)))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HnswParams:
@@ -31,7 +51,9 @@ class HnswParams:
     Attributes:
         m: links per node (memory and recall grow with it).
         ef_construction: candidate list size while building (build time vs graph quality).
-        ef_search: candidate list size while searching (latency vs recall).
+        ef_search: candidate list size while searching (latency vs recall). ``None`` (the
+            default): chosen from the graph's size by :func:`size_aware_ef`, so recall holds
+            as a cache grows; an int: that width at every size.
         initial_capacity: slots reserved when a graph is built; it doubles when full.
         exact_up_to: a scope of at most this many entries is searched exactly (brute force)
             and has no graph; past it the scope gets one, and loses it again at half this size.
@@ -44,7 +66,7 @@ class HnswParams:
 
     m: int = 16
     ef_construction: int = 200
-    ef_search: int = 64
+    ef_search: int | None = None
     initial_capacity: int = 1024
     exact_up_to: int = 2048
     max_resident: int | None = 32
@@ -58,7 +80,9 @@ class HnswParams:
             ("exact_up_to", 0),
         ):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < low:
+            if name == "ef_search" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigurationError(
                     f"HnswParams.{name} must be an int >= {low}, got {value!r}"
                 )
@@ -68,6 +92,11 @@ class HnswParams:
             raise ConfigurationError(
                 f"HnswParams.max_resident must be an int >= 1 or None, got {self.max_resident!r}"
             )
+
+    def ef_for(self, size: int) -> int:
+        """The search width for a graph of ``size`` vectors: ``ef_search``, or the size-aware
+        one when it is ``None``."""
+        return size_aware_ef(size) if self.ef_search is None else self.ef_search
 
 
 class VectorIndex(Protocol):
@@ -195,7 +224,7 @@ class HnswIndex:
                 M=params.m,
                 allow_replace_deleted=reuse_deleted,
             )
-        self._index.set_ef(params.ef_search)
+        self._index.set_ef(params.ef_for(self._index.element_count))
 
     def add(self, labels: NDArray[np.int64], vectors: NDArray[np.float32]) -> None:
         needed = self._index.element_count + len(labels)
@@ -223,12 +252,14 @@ class HnswIndex:
         k = min(k, len(self._live))
         if k <= 0:
             return []
-        self._index.set_ef(max(self._params.ef_search, k))
+        # The width follows the graph's slots (deleted ones still route searches).
+        ef = self._params.ef_for(int(self._index.element_count))
+        self._index.set_ef(max(ef, k))
         try:
             labels, distances = self._index.knn_query(vector, k=k)
         except RuntimeError:
             # hnswlib cannot fill k results when most slots are deleted; widen the search once.
-            self._index.set_ef(max(self._params.ef_search, 4 * k, 256))
+            self._index.set_ef(max(ef, 4 * k, 256))
             labels, distances = self._index.knn_query(vector, k=k)
         # space="ip" reports 1 - <a, b>; for unit vectors that is 1 - cosine similarity.
         return [

@@ -76,7 +76,8 @@ class RedisRetrievalStore:
         client: a ready ``redis.Redis`` client (not closed by us); or give ``url``.
         url: ``redis://...`` to build a client with ``connection``'s timeouts.
         name: namespaces keys and the index (``semcache:rag:<name>:...``).
-        hnsw: HNSW settings of the vector field.
+        hnsw: HNSW settings of the vector field (default ``ef_search=128``; ``None`` takes
+            the size-aware width for the chunk count last seen by ``bind`` or ``add``).
         vector_type: the HNSW field's type: ``"FLOAT32"`` (exact first stage, 4 B/dim) or
             ``"FLOAT16"`` (compact, 2 B/dim; rescored with int8). Must be one the server has.
         recalibrate_growth: as :class:`~semcache.retrieval.store.EmbeddedStoreConfig`.
@@ -135,6 +136,7 @@ class RedisRetrievalStore:
         self._docs = f"{base}:docs"
         self._doc_set = f"{base}:d:"
         self._lock = threading.RLock()
+        self._size = 0  # chunks at the last bind or add: steers a size-aware ef_search
         self._fingerprint: ModelFingerprint | None = None
         self._int8: Int8Quantizer | None = None
 
@@ -186,6 +188,8 @@ class RedisRetrievalStore:
             raw = self._bulk("bind", lambda: client.hget(self._meta, "int8"))
             self._int8 = Int8Quantizer.from_dict(json.loads(raw)) if raw else None
             self._fingerprint = fingerprint
+            if self.hnsw.ef_search is None:
+                self._size = self.count()
 
     def _ensure_index(self, dim: int) -> None:
         """Create the index unless it exists; any error but "no such index" is raised."""
@@ -281,7 +285,8 @@ class RedisRetrievalStore:
             raise BackendError("int8 codes are not calibrated yet")
         # Rescoring reads each candidate's int8 code from the same reply (RETURN i8): one
         # round trip, where a pipelined HGET per candidate cost a second one and n commands.
-        rows = self._search(*knn_args(blob, n, self.hnsw.ef_search, ("i8",) if rescore else ()))
+        ef = self.hnsw.ef_for(self._size)
+        rows = self._search(*knn_args(blob, n, ef, ("i8",) if rescore else ()))
         hits = [
             (key[len(self._prefix) :], 1.0 - float(attrs.get(b"dist", attrs.get("dist"))))
             for key, attrs, _ in rows
@@ -352,8 +357,9 @@ class RedisRetrievalStore:
             self._bulk("store", pipe.execute)
             if calibrate:
                 self._set_quantizer(quantizer, len(chunks))
+                self._size = max(self._size, len(chunks))
             else:
-                live = self.count()
+                live = self._size = self.count()
                 raw = self._bulk("store", lambda: self.client.hget(self._meta, "calibrated_on"))
                 if live >= self.recalibrate_growth * max(1, int(raw or 0)):
                     self.recalibrate()

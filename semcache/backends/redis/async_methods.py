@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from semcache.backends.eviction import Eviction
     from semcache.backends.redis.core import RedisCore
+    from semcache.backends.vector_index import HnswParams
     from semcache.models import Candidate, Entry, NewEntry
     from semcache.selector import Selector
 
@@ -39,7 +40,7 @@ class AsyncRedisOps:
         keys: the cache's key names.
         schema: the redisvl ``IndexSchema`` of its search index.
         dim: the vectors' dimension.
-        ef_search: HNSW search width (EF_RUNTIME).
+        hnsw: the graph settings (EF_RUNTIME from ``hnsw.ef_for`` the index size).
         sizes: scope sizes remembered for the query plan (shared with the sync methods).
         ensure_schema: the sync index setup, run in a worker thread when the index vanished.
         eviction: the eviction policy (as the sync methods').
@@ -52,13 +53,13 @@ class AsyncRedisOps:
         *,
         schema: Any,
         dim: int,
-        ef_search: int,
+        hnsw: HnswParams,
         sizes: rs.ScopeSizes,
         ensure_schema: Callable[[], None],
         eviction: Eviction,
     ) -> None:
         self.core, self.keys, self.schema, self.eviction = core, keys, schema, eviction
-        self.dim, self.ef_search, self.sizes = dim, ef_search, sizes
+        self.dim, self.hnsw, self.sizes = dim, hnsw, sizes
         self._ensure_schema = ensure_schema
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -89,7 +90,7 @@ class AsyncRedisOps:
         if k <= 0:
             return []
         sizes = await self._asizes(scope_key)
-        query = rs.knn_query(scope_key, vec, k, self.ef_search, sizes)
+        query = rs.knn_query(scope_key, vec, k, self.hnsw, sizes)
         index = self._index()
         docs = await self._arun("search", lambda: index.query(query))
         return rs.candidates(self.keys, docs, scope_key, now)

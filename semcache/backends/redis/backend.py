@@ -63,7 +63,8 @@ class RedisBackend:
     Args:
         url: ``redis://[[user]:password@]host:port/db``, ``rediss://`` for TLS, or ``unix://``.
         name: the cache's namespace; its keys all start with ``semcache:<name>:``.
-        hnsw: graph settings (``m``, ``ef_construction``, ``ef_search`` = EF_RUNTIME).
+        hnsw: graph settings (``m``, ``ef_construction``; ``ef_search`` = EF_RUNTIME, by
+            default from the number of entries in the cache, which share one graph).
         connection: timeouts and pool size.
         breaker: when to stop calling an unreachable Redis, and for how long.
         client: a ready ``redis.Redis`` (bytes responses) instead of ``url``; not closed by us.
@@ -176,7 +177,7 @@ class RedisBackend:
                 self.keys,
                 schema=schema,
                 dim=fingerprint.dim,
-                ef_search=self.hnsw.ef_search,
+                hnsw=self.hnsw,
                 sizes=self._sizes,
                 ensure_schema=self._ensure_schema,
                 eviction=self.eviction,
@@ -262,13 +263,14 @@ class RedisBackend:
         vec = check_vector(vector, self._dim())
         if k <= 0:
             return []
-        query = rs.knn_query(scope_key, vec, k, self.hnsw.ef_search, self._scope_sizes(scope_key))
+        query = rs.knn_query(scope_key, vec, k, self.hnsw, self._scope_sizes(scope_key))
         docs = self._run("search", lambda: index.query(query))
         return rs.candidates(self.keys, docs, scope_key, now)
 
     def plan(self, scope_key: str, k: int) -> str:
         """The plan a search for ``k`` in this scope uses now: ``"ADHOC_BF"`` or ``"BATCHES"``."""
-        return rs.hybrid_policy(*self._scope_sizes(scope_key), k, self.hnsw.ef_search)
+        scope_size, total = self._scope_sizes(scope_key)
+        return rs.hybrid_policy(scope_size, total, k, self.hnsw.ef_for(total))
 
     def _scope_sizes(self, scope_key: str) -> tuple[int, int]:
         """Entries in the scope and in the cache, re-counted at most every few seconds."""

@@ -246,7 +246,7 @@ def schema_dict(keys: RedisKeys, dim: int, hnsw: HnswParams) -> dict[str, Any]:
                     "datatype": "float32",
                     "m": hnsw.m,
                     "ef_construction": hnsw.ef_construction,
-                    "ef_runtime": hnsw.ef_search,
+                    "ef_runtime": hnsw.ef_for(0),  # each query sets its own
                     "initial_cap": hnsw.initial_capacity,
                 },
             },
@@ -397,10 +397,14 @@ def knn_query(
     scope_key: str,
     vector: NDArray[np.float32],
     k: int,
-    ef_runtime: int,
+    hnsw: HnswParams,
     sizes: tuple[int, int],
 ) -> Any:
-    """The KNN query of a lookup, with the cheaper plan for a scope of ``sizes`` (scope, total)."""
+    """The KNN query of a lookup, with the cheaper plan for a scope of ``sizes`` (scope, total).
+
+    The graph holds every scope's entries, so its search width follows the total.
+    """
+    ef_runtime = hnsw.ef_for(sizes[1])
     policy = hybrid_policy(sizes[0], sizes[1], k, ef_runtime)
     return vector_query(scope_key, vector, k, ef_runtime, policy)
 
