@@ -68,8 +68,8 @@ class VerifierBand:
             ``(1 - blend) * probability + blend * similarity``; ``0`` trusts the cross-encoder
             alone. The two judges err differently, so a blend ranks better than either.
         reorder_overlap: also score candidates at or above ``high`` that share at least this
-            share of the query's words in another order (:func:`~semcache.matching.word_order.
-            reordered`), the pairs a mean-pooled vector cannot tell apart; ``None``: never.
+            share of the query's words in another order (:mod:`semcache.matching.word_order`),
+            the pairs a mean-pooled vector cannot tell apart; ``None``: never.
     """
 
     low: float = 0.8
@@ -278,7 +278,8 @@ def default_verifier(
     ``default_embedder()``'s tuned vectors). The ONNX export is written once under the
     embedder exports' cache root. ``threads``: ONNX Runtime's intra-op threads (or torch's,
     process-wide, on the fallback). ``int8`` (the default, what the band was chosen with): the
-    export's int8 copy, about twice as fast; ``False``: fp32, as the torch fallback runs.
+    export's int8 copy, two to three times faster here; ``False``: fp32, as the torch fallback
+    runs.
     """
     from semcache.embedders.shipped import verifier_adapter
     from semcache.errors import MissingDependencyError as Missing
