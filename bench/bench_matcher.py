@@ -267,12 +267,13 @@ def choose(args: argparse.Namespace) -> None:
                                 "verified_share": verified_share(s, t, high, o)}
                             for n, s in sc.items()}}  # fmt: skip
     POINT.write_text(json.dumps(point, indent=1) + "\n")
-    pin_band(-1.0, min(high, 1.0), m, o)  # no floor of its own: the policy's t is the floor
+    pin_band(min(high, 1.0), m, o)
     print(json.dumps(point, indent=1))
 
 
-def pin_band(low: float, high: float, min_score: float, reorder_overlap: float | None) -> None:
-    """Write the chosen band into semcache/matching/verifier.py (``SHIPPED_BAND``)."""
+def pin_band(high: float, min_score: float, reorder_overlap: float | None) -> None:
+    """Write the chosen band into semcache/matching/verifier.py (``SHIPPED_BAND``). Its low
+    end is -1: no floor of its own, the policy's threshold is the floor."""
     import re
 
     from _report import ROOT
@@ -280,7 +281,7 @@ def pin_band(low: float, high: float, min_score: float, reorder_overlap: float |
     path = ROOT / "semcache" / "matching" / "verifier.py"
     code, n = re.subn(
         r"^SHIPPED_BAND = VerifierBand\([^)]*\)$",
-        f"SHIPPED_BAND = VerifierBand(low={low}, high={high}, min_score={min_score}, "
+        f"SHIPPED_BAND = VerifierBand(low=-1.0, high={high}, min_score={min_score}, "
         f"reorder_overlap={reorder_overlap})",
         path.read_text(),
         flags=re.M,

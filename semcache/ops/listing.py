@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-    from semcache.backends.base import AsyncBackend, Backend
+    from semcache.backends.base import AsyncBackend, Backend, EntryPage
     from semcache.models import Entry
 
 __all__ = ["Summary", "aiter_entries", "iter_entries", "summarize"]
@@ -35,10 +35,7 @@ def iter_entries(
     cursor: str | None = None
     while True:
         got = backend.entries(selector, cursor, page, vectors)
-        for i, entry in enumerate(got.entries):
-            if entry.id not in seen:
-                seen.add(entry.id)
-                yield entry, got.vectors[i] if vectors else None
+        yield from _unseen(got, seen, vectors)
         if got.cursor is None:
             return
         cursor = got.cursor
@@ -57,13 +54,23 @@ async def aiter_entries(
     cursor: str | None = None
     while True:
         got = await backend.aentries(selector, cursor, page, vectors)
-        for i, entry in enumerate(got.entries):
-            if entry.id not in seen:
-                seen.add(entry.id)
-                yield entry, got.vectors[i] if vectors else None
+        for item in _unseen(got, seen, vectors):
+            yield item
         if got.cursor is None:
             return
         cursor = got.cursor
+
+
+def _unseen(
+    got: EntryPage, seen: set[str], vectors: bool
+) -> list[tuple[Entry, NDArray[np.float32] | None]]:
+    """The entries of one page not yielded before (``seen`` is updated), with their vectors."""
+    out = []
+    for i, entry in enumerate(got.entries):
+        if entry.id not in seen:
+            seen.add(entry.id)
+            out.append((entry, got.vectors[i] if vectors else None))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
