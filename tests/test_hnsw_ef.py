@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from semcache.backends import vector_index as vi
-from semcache.backends.redis import schema as rs
+from semcache.backends.redis import queries
 from semcache.backends.vector_index import HnswIndex, HnswParams, size_aware_ef
 from semcache.errors import ConfigurationError
 
@@ -58,8 +58,10 @@ def test_hnsw_index_searches_with_the_width_for_its_size(monkeypatch: pytest.Mon
 def test_redis_query_width_follows_the_whole_index_not_the_scope() -> None:
     vec = np.ones(4, dtype=np.float32) / 2
     # One scope of 50k in a 10M-entry cache: the graph (shared by all scopes) has 10M nodes.
-    query = rs.knn_query("s", vec, 4, HnswParams(), (50_000, 10_000_000))
+    query = queries.knn_query("s", vec, 4, HnswParams(), (50_000, 10_000_000))
     assert query.ef_runtime == size_aware_ef(10_000_000)
-    assert rs.knn_query("s", vec, 4, HnswParams(ef_search=20), (50_000, 10**7)).ef_runtime == 20
+    assert (
+        queries.knn_query("s", vec, 4, HnswParams(ef_search=20), (50_000, 10**7)).ef_runtime == 20
+    )
     # Exact plans carry no width.
-    assert rs.knn_query("s", vec, 4, HnswParams(), (10, 10**7)).ef_runtime is None
+    assert queries.knn_query("s", vec, 4, HnswParams(), (10, 10**7)).ef_runtime is None

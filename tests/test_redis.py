@@ -407,7 +407,7 @@ def test_adversarial_near_duplicates_never_cross_partitions(
 
 
 def test_query_plan_is_brute_force_for_small_scopes_and_hnsw_for_large_ones() -> None:
-    from semcache.backends.redis.schema import hybrid_policy
+    from semcache.backends.redis.queries import hybrid_policy
 
     assert hybrid_policy(5, 1_000_000, 4, 64) == "ADHOC_BF"  # a tiny tenant in a big cache
     assert hybrid_policy(1_000, 1_000_000, 4, 64) == "ADHOC_BF"

@@ -3,7 +3,8 @@
 Each method mirrors its sync twin in :mod:`.backend`, awaiting the running event loop's
 ``redis.asyncio`` client (from the :class:`~.core.RedisCore`) instead of calling ``redis.Redis``;
 query building, parsing, plan choice and queued commands are the pure functions of
-:mod:`.schema`, and the breaker and error mapping are the core's. Schema setup stays sync (at
+:mod:`.codec`, :mod:`.queries` and :mod:`.ranking`, and the breaker and error mapping are the
+core's. Schema setup stays sync (at
 ``bind``; a vanished index is recreated in a worker thread).
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from semcache.backends.base import EntryPage, check_limit, check_vector
-from semcache.backends.redis import labels
+from semcache.backends.redis import codec, labels, queries, ranking
 from semcache.backends.redis import schema as rs
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class AsyncRedisOps:
         schema: Any,
         dim: int,
         hnsw: HnswParams,
-        sizes: rs.ScopeSizes,
+        sizes: queries.ScopeSizes,
         ensure_schema: Callable[[], None],
         eviction: Eviction,
     ) -> None:
@@ -81,7 +82,7 @@ class AsyncRedisOps:
 
     async def aget_exact(self, scope_key: str, text_key: str, now: float) -> Entry | None:
         entry = await self.aget(self.keys.entry_id(scope_key, text_key))
-        return rs.live_match(entry, scope_key, text_key, now)
+        return queries.live_match(entry, scope_key, text_key, now)
 
     async def asearch(
         self, scope_key: str, vector: NDArray[np.float32], k: int, now: float
@@ -90,16 +91,16 @@ class AsyncRedisOps:
         if k <= 0:
             return []
         sizes = await self._asizes(scope_key)
-        query = rs.knn_query(scope_key, vec, k, self.hnsw, sizes)
+        query = queries.knn_query(scope_key, vec, k, self.hnsw, sizes)
         index = self._index()
         docs = await self._arun("search", lambda: index.query(query))
-        return rs.candidates(self.keys, docs, scope_key, now)
+        return queries.candidates(self.keys, docs, scope_key, now)
 
     async def _asizes(self, scope_key: str) -> tuple[int, int]:
         if (known := self.sizes.get(scope_key)) is not None:
             return known
         client, index = self.core.aclient(), self._index()
-        query = rs.count_query(scope_key)
+        query = queries.count_query(scope_key)
         scope_size = int(await self._arun("count", lambda: index.query(query)))
         total = int(await self._arun("count", lambda: client.zcard(self.keys.lru)))
         return self.sizes.remember(scope_key, scope_size, total)
@@ -108,48 +109,48 @@ class AsyncRedisOps:
         client = self.core.aclient()
         key = self.keys.entry_key(entry_id)
         fields = await self._arun("read", lambda: client.hgetall(key))
-        return rs.parse_entry(entry_id, fields) if fields else None
+        return codec.parse_entry(entry_id, fields) if fields else None
 
     async def acount(self) -> int:
         index = self._index()
-        return int(await self._arun("count", lambda: index.query(rs.count_query())))
+        return int(await self._arun("count", lambda: index.query(queries.count_query())))
 
     # -- writes --------------------------------------------------------------------------------
 
     async def aput(self, entry: NewEntry, vector: NDArray[np.float32]) -> Entry:
-        rows = rs.entry_rows(self.keys, [entry], [vector], self.dim)
+        rows = codec.entry_rows(self.keys, [entry], [vector], self.dim)
         await self._arun("store", lambda: self._awrite(rows))
-        return rs.stored_entries(rows)[0]
+        return codec.stored_entries(rows)[0]
 
-    async def _awrite(self, rows: list[rs.Row]) -> None:
+    async def _awrite(self, rows: list[codec.Row]) -> None:
         client = self.core.aclient()
         clock = await self._aeviction_clock()
         for attempt in (0, 1):
             pipe = client.pipeline(transaction=False)
-            pipe = rs.queue_writes(self.keys, pipe, rows, self.eviction, clock)
+            pipe = codec.queue_writes(self.keys, pipe, rows, self.eviction, clock)
             results = await pipe.execute(raise_on_error=False)
-            if not rs.reload_script(results, may_retry=attempt == 0):
+            if not codec.reload_script(results, may_retry=attempt == 0):
                 return
-            await client.script_load(rs.PUT_LUA)  # not loaded yet, or Redis restarted
+            await client.script_load(codec.PUT_LUA)  # not loaded yet, or Redis restarted
 
     async def _aeviction_clock(self) -> float:
         if not self.eviction.uses_clock:
             return 0.0
-        return rs.clock_value(await self.core.aclient().zscore(self.keys.clock, rs.CLOCK))
+        return ranking.clock_value(await self.core.aclient().zscore(self.keys.clock, ranking.CLOCK))
 
     async def atouch(self, entry_id: str, now: float) -> None:
         client, keys = self.core.aclient(), self.keys
 
         async def run() -> None:
             for attempt in (0, 1):
-                pipe = rs.queue_touch(
+                pipe = ranking.queue_touch(
                     keys, client.pipeline(transaction=False), entry_id, self.eviction, now
                 )
                 results = await pipe.execute(raise_on_error=False)
-                if not rs.reload_script(results, may_retry=attempt == 0):
+                if not codec.reload_script(results, may_retry=attempt == 0):
                     break
-                await client.script_load(rs.TOUCH_LUA)  # not loaded yet, or Redis restarted
-            if (score := rs.touch_score(self.eviction, results, now)) is not None:
+                await client.script_load(ranking.TOUCH_LUA)  # not loaded yet, or Redis restarted
+            if (score := ranking.touch_score(self.eviction, results, now)) is not None:
                 await client.zadd(keys.lru, {entry_id: score}, xx=True)
 
         await self._arun("touch", run)
@@ -158,7 +159,7 @@ class AsyncRedisOps:
         return await self._adelete_ids(list(dict.fromkeys(entry_ids)), timed=True)
 
     async def _adelete_ids(self, ids: list[str], *, timed: bool) -> int:
-        step = rs.DELETE_BATCH
+        step = ranking.DELETE_BATCH
         batches = [ids[i : i + step] for i in range(0, len(ids), step)]
         return sum([await self._adelete_batch(batch, timed) for batch in batches])
 
@@ -168,34 +169,34 @@ class AsyncRedisOps:
         client = self.core.aclient()
 
         async def run() -> int:
-            pipe = rs.queue_deletes(self.keys, client.pipeline(transaction=False), ids)
+            pipe = ranking.queue_deletes(self.keys, client.pipeline(transaction=False), ids)
             return int(sum((await pipe.execute())[:-1]))
 
         return await self._arun("delete", run, timed=timed)
 
     async def aevict(self, max_entries: int) -> int:
-        rs.check_max_entries(max_entries)
+        ranking.check_max_entries(max_entries)
         client, lru = self.core.aclient(), self.keys.lru
         deleted = 0
         while True:
             size = int(await self._arun("evict", lambda: client.zcard(lru)))
-            if (n := rs.evict_batch(size, max_entries, rs.BATCH)) == 0:
+            if (n := ranking.evict_batch(size, max_entries, ranking.BATCH)) == 0:
                 return deleted
             popped = await self._arun("evict", lambda: client.zpopmin(lru, n))
             if not popped:
                 return deleted
-            if (clock := rs.raised_clock(self.eviction, popped)) is not None:
+            if (clock := ranking.raised_clock(self.eviction, popped)) is not None:
                 await self._arun("evict", lambda: client.zadd(self.keys.clock, clock, gt=True))
-            victims = [rs.as_text(member) for member, _ in popped]
+            victims = [codec.as_text(member) for member, _ in popped]
             deleted += await self._adelete_ids(victims, timed=True)
 
     async def _amatching_ids(self, filter_expression: Any) -> list[str]:
         index = self._index()
-        query = rs.ids_query(filter_expression, rs.BATCH)
+        query = queries.ids_query(filter_expression, ranking.BATCH)
         result = await self._arun(
             "scan", lambda: index.search(query.query, query_params=query.params)
         )
-        return rs.result_ids(self.keys, result)
+        return queries.result_ids(self.keys, result)
 
     async def _adelete_matching(self, filter_expression: Any) -> int:
         total = 0
@@ -207,7 +208,7 @@ class AsyncRedisOps:
         return total
 
     async def apurge_expired(self, now: float) -> int:
-        total = await self._adelete_matching(rs.expired_filter(now))
+        total = await self._adelete_matching(queries.expired_filter(now))
         await self._asweep_lru()
         return total
 
@@ -217,9 +218,9 @@ class AsyncRedisOps:
         async def run() -> None:
             cursor = 0
             while True:
-                cursor, members = await client.zscan(keys.lru, cursor, count=rs.BATCH)
+                cursor, members = await client.zscan(keys.lru, cursor, count=ranking.BATCH)
                 if members:
-                    ids = [rs.as_text(m) for m, _ in members]
+                    ids = [codec.as_text(m) for m, _ in members]
                     pipe = client.pipeline(transaction=False)
                     for entry_id in ids:
                         pipe.exists(keys.entry_key(entry_id))
@@ -233,7 +234,7 @@ class AsyncRedisOps:
 
     async def aclear(self, scope_key: str | None = None) -> int:
         client = self.core.aclient()
-        total = await self._adelete_matching(rs.scope_filter(scope_key))
+        total = await self._adelete_matching(queries.scope_filter(scope_key))
         if scope_key is None:
             await self._arun("clear", lambda: client.delete(self.keys.lru))
         return total
@@ -245,7 +246,7 @@ class AsyncRedisOps:
         self, selector: Selector, cursor: str | None, limit: int, vectors: bool
     ) -> EntryPage:
         check_limit(limit)
-        start = rs.scan_cursor(cursor)
+        start = queries.scan_cursor(cursor)
         client, match = self.core.aclient(), self.keys.entry_prefix + "*"
 
         async def run() -> tuple[int, list[Any], list[Any]]:
@@ -256,5 +257,5 @@ class AsyncRedisOps:
             return int(after), names, (await pipe.execute()) if names else []
 
         after, names, hashes = await self._arun("list", run, timed=False)
-        found, vecs = rs.listed(self.keys, names, hashes, selector, vectors)
+        found, vecs = queries.listed(self.keys, names, hashes, selector, vectors)
         return EntryPage(tuple(found), tuple(vecs), None if after == 0 else str(after))

@@ -4,8 +4,8 @@ Each entry is one hash (JSON payload, float32 vector) under ``semcache:<name>:e:
 index per cache holds an HNSW vector field (cosine distance, converted to cosine similarity here),
 the scope and the normalised-text key as TAG fields, and the expiry time. A KNN query is
 pre-filtered to one scope inside the engine. TTL is the key's own expiry; the eviction order
-lives in a sorted set (entry id -> priority, see :mod:`semcache.backends.eviction`). Key names and
-decisions: :mod:`.schema`.
+lives in a sorted set (entry id -> priority, see :mod:`semcache.backends.eviction`). Key names:
+:mod:`.schema`; decisions: :mod:`.codec` (entry fields), :mod:`.queries`, :mod:`.ranking`.
 
 Eviction, and what is atomic: a use (``touch``) counts itself with one script on the entry's
 own key (so nothing is created for an entry gone) and reads GDSF's clock in the same round trip,
@@ -35,7 +35,7 @@ import numpy as np
 from semcache.backends.base import EntryPage, check_limit, check_vector
 from semcache.backends.breaker import BreakerParams, CircuitBreaker
 from semcache.backends.eviction import GDSF, Eviction, check_eviction
-from semcache.backends.redis import labels
+from semcache.backends.redis import codec, labels, queries, ranking
 from semcache.backends.redis import schema as rs
 from semcache.backends.redis.async_methods import AsyncRedisOps
 from semcache.backends.redis.connection import RedisConnection
@@ -107,7 +107,7 @@ class RedisBackend:
         self._fingerprint: ModelFingerprint | None = None
         self._index: Any = None  # the redisvl SearchIndex, once bound
         self._aops: AsyncRedisOps | None = None
-        self._sizes = rs.ScopeSizes()
+        self._sizes = queries.ScopeSizes()
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -223,24 +223,24 @@ class RedisBackend:
         client, keys, eviction, dim = self.client, self.keys, self.eviction, self._dim()
 
         def run() -> None:
-            if rs.recorded_eviction(client.get(keys.eviction)) == eviction.name:
+            if ranking.recorded_eviction(client.get(keys.eviction)) == eviction.name:
                 return
             client.delete(keys.clock)
             cursor = 0
             while True:
-                cursor, members = client.zscan(keys.lru, cursor, count=rs.BATCH)
-                ids = [rs.as_text(m) for m, _ in members]
+                cursor, members = client.zscan(keys.lru, cursor, count=ranking.BATCH)
+                ids = [codec.as_text(m) for m, _ in members]
                 pipe = client.pipeline(transaction=False)
                 for entry_id in ids:
-                    pipe.hmget(keys.entry_key(entry_id), rs.RANK_READ)
+                    pipe.hmget(keys.entry_key(entry_id), ranking.RANK_READ)
                 writes = client.pipeline(transaction=False)
                 for entry_id, values in zip(ids, pipe.execute(), strict=True):
-                    if (fields := rs.read_rank(values)) is None:
+                    if (fields := ranking.read_rank(values)) is None:
                         continue  # expired: purge_expired drops the id
-                    if missing := rs.rank_fields(fields, dim):
+                    if missing := ranking.rank_fields(fields, dim):
                         flat = [x for kv in missing.items() for x in kv]
-                        writes.eval(rs.FILL_LUA, 1, keys.entry_key(entry_id), *flat)
-                    score = rs.rank_of(eviction, fields, dim, 0.0)
+                        writes.eval(ranking.FILL_LUA, 1, keys.entry_key(entry_id), *flat)
+                    score = ranking.rank_of(eviction, fields, dim, 0.0)
                     writes.zadd(keys.lru, {entry_id: score}, xx=True)
                 writes.execute()
                 if cursor == 0:
@@ -254,7 +254,7 @@ class RedisBackend:
     def get_exact(self, scope_key: str, text_key: str, now: float) -> Entry | None:
         self._require_index()
         entry = self.get(self.keys.entry_id(scope_key, text_key))
-        return rs.live_match(entry, scope_key, text_key, now)
+        return queries.live_match(entry, scope_key, text_key, now)
 
     def search(
         self, scope_key: str, vector: NDArray[np.float32], k: int, now: float
@@ -263,21 +263,21 @@ class RedisBackend:
         vec = check_vector(vector, self._dim())
         if k <= 0:
             return []
-        query = rs.knn_query(scope_key, vec, k, self.hnsw, self._scope_sizes(scope_key))
+        query = queries.knn_query(scope_key, vec, k, self.hnsw, self._scope_sizes(scope_key))
         docs = self._run("search", lambda: index.query(query))
-        return rs.candidates(self.keys, docs, scope_key, now)
+        return queries.candidates(self.keys, docs, scope_key, now)
 
     def plan(self, scope_key: str, k: int) -> str:
         """The plan a search for ``k`` in this scope uses now: ``"ADHOC_BF"`` or ``"BATCHES"``."""
         scope_size, total = self._scope_sizes(scope_key)
-        return rs.hybrid_policy(scope_size, total, k, self.hnsw.ef_for(total))
+        return queries.hybrid_policy(scope_size, total, k, self.hnsw.ef_for(total))
 
     def _scope_sizes(self, scope_key: str) -> tuple[int, int]:
         """Entries in the scope and in the cache, re-counted at most every few seconds."""
         if (known := self._sizes.get(scope_key)) is not None:
             return known
         index = self._require_index()
-        query = rs.count_query(scope_key)
+        query = queries.count_query(scope_key)
         scope_size = int(self._run("count", lambda: index.query(query)))
         total = int(self._run("count", lambda: self.client.zcard(self.keys.lru)))
         return self._sizes.remember(scope_key, scope_size, total)
@@ -285,11 +285,11 @@ class RedisBackend:
     def get(self, entry_id: str) -> Entry | None:
         key = self.keys.entry_key(entry_id)
         fields = self._run("read", lambda: self.client.hgetall(key))
-        return rs.parse_entry(entry_id, fields) if fields else None
+        return codec.parse_entry(entry_id, fields) if fields else None
 
     def count(self) -> int:
         index = self._require_index()
-        return int(self._run("count", lambda: index.query(rs.count_query())))
+        return int(self._run("count", lambda: index.query(queries.count_query())))
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -300,25 +300,25 @@ class RedisBackend:
         self, entries: Sequence[NewEntry], vectors: Sequence[NDArray[np.float32]]
     ) -> list[Entry]:
         """Store several entries in one pipelined round trip (each replaced atomically)."""
-        rows = rs.entry_rows(self.keys, entries, vectors, self._dim())
+        rows = codec.entry_rows(self.keys, entries, vectors, self._dim())
         self._run("store", lambda: self._write(rows), timed=len(rows) == 1)  # bulk: untimed
-        return rs.stored_entries(rows)
+        return codec.stored_entries(rows)
 
-    def _write(self, rows: list[rs.Row]) -> None:
+    def _write(self, rows: list[codec.Row]) -> None:
         client = self.client
         clock = self._eviction_clock()
         for attempt in (0, 1):
             pipe = client.pipeline(transaction=False)
-            pipe = rs.queue_writes(self.keys, pipe, rows, self.eviction, clock)
-            if not rs.reload_script(pipe.execute(raise_on_error=False), may_retry=attempt == 0):
+            pipe = codec.queue_writes(self.keys, pipe, rows, self.eviction, clock)
+            if not codec.reload_script(pipe.execute(raise_on_error=False), may_retry=attempt == 0):
                 return
-            client.script_load(rs.PUT_LUA)  # not loaded yet, or Redis restarted
+            client.script_load(codec.PUT_LUA)  # not loaded yet, or Redis restarted
 
     def _eviction_clock(self) -> float:
         """GDSF's clock (LRU has none: no round trip)."""
         if not self.eviction.uses_clock:
             return 0.0
-        return rs.clock_value(self.client.zscore(self.keys.clock, rs.CLOCK))
+        return ranking.clock_value(self.client.zscore(self.keys.clock, ranking.CLOCK))
 
     def touch(self, entry_id: str, now: float) -> None:
         """Count a use and re-rank the entry (see the module notes for what is atomic)."""
@@ -326,14 +326,14 @@ class RedisBackend:
 
         def run() -> None:
             for attempt in (0, 1):
-                pipe = rs.queue_touch(
+                pipe = ranking.queue_touch(
                     keys, client.pipeline(transaction=False), entry_id, self.eviction, now
                 )
                 results = pipe.execute(raise_on_error=False)
-                if not rs.reload_script(results, may_retry=attempt == 0):
+                if not codec.reload_script(results, may_retry=attempt == 0):
                     break
-                client.script_load(rs.TOUCH_LUA)  # not loaded yet, or Redis restarted
-            if (score := rs.touch_score(self.eviction, results, now)) is not None:
+                client.script_load(ranking.TOUCH_LUA)  # not loaded yet, or Redis restarted
+            if (score := ranking.touch_score(self.eviction, results, now)) is not None:
                 client.zadd(keys.lru, {entry_id: score}, xx=True)
 
         self._run("touch", run)
@@ -342,9 +342,9 @@ class RedisBackend:
         return self._delete_ids(list(dict.fromkeys(entry_ids)), timed=True)
 
     def _delete_ids(self, ids: list[str], *, timed: bool) -> int:
-        """Delete in pipelines of ``rs.DELETE_BATCH``; bulk work (``timed=False``) is not held
+        """Delete in pipelines of ``ranking.DELETE_BATCH``; bulk work (``timed=False``) is not held
         to the breaker's slow-call limit."""
-        step = rs.DELETE_BATCH
+        step = ranking.DELETE_BATCH
         return sum(self._delete_batch(ids[i : i + step], timed) for i in range(0, len(ids), step))
 
     def _delete_batch(self, ids: list[str], timed: bool = True) -> int:
@@ -352,7 +352,7 @@ class RedisBackend:
             return 0
 
         def run() -> int:
-            pipe = rs.queue_deletes(self.keys, self.client.pipeline(transaction=False), ids)
+            pipe = ranking.queue_deletes(self.keys, self.client.pipeline(transaction=False), ids)
             return int(sum(pipe.execute()[:-1]))
 
         return self._run("delete", run, timed=timed)
@@ -363,27 +363,27 @@ class RedisBackend:
         The list is an upper bound on the live entries (expired keys leave stale ids there, and
         popping one counts as nothing deleted), so the live count ends at most ``max_entries``.
         """
-        rs.check_max_entries(max_entries)
+        ranking.check_max_entries(max_entries)
         client, lru = self.client, self.keys.lru
         deleted = 0
         while True:
             size = self._run("evict", lambda: int(client.zcard(lru)))
-            if (n := rs.evict_batch(size, max_entries, rs.BATCH)) == 0:
+            if (n := ranking.evict_batch(size, max_entries, ranking.BATCH)) == 0:
                 return deleted
             popped = self._run("evict", lambda: client.zpopmin(lru, n))
             if not popped:
                 return deleted
-            if (clock := rs.raised_clock(self.eviction, popped)) is not None:
+            if (clock := ranking.raised_clock(self.eviction, popped)) is not None:
                 self._run("evict", lambda: client.zadd(self.keys.clock, clock, gt=True))
-            victims = [rs.as_text(member) for member, _ in popped]
+            victims = [codec.as_text(member) for member, _ in popped]
             deleted += self._delete_ids(victims, timed=True)
 
     def _matching_ids(self, filter_expression: Any) -> list[str]:
-        """Up to ``rs.BATCH`` ids of entries matching a redisvl filter (ids only, no payload)."""
+        """Up to ``ranking.BATCH`` ids of entries matching a redisvl filter (no payload)."""
         index = self._require_index()
-        query = rs.ids_query(filter_expression, rs.BATCH)
+        query = queries.ids_query(filter_expression, ranking.BATCH)
         result = self._run("scan", lambda: index.search(query.query, query_params=query.params))
-        return rs.result_ids(self.keys, result)
+        return queries.result_ids(self.keys, result)
 
     def _delete_matching(self, filter_expression: Any) -> int:
         total = 0
@@ -396,7 +396,7 @@ class RedisBackend:
 
     def purge_expired(self, now: float) -> int:
         """Delete entries expired at ``now`` and drop LRU ids whose keys Redis already expired."""
-        total = self._delete_matching(rs.expired_filter(now))
+        total = self._delete_matching(queries.expired_filter(now))
         self._sweep_lru()
         return total
 
@@ -406,9 +406,9 @@ class RedisBackend:
         def run() -> None:
             cursor = 0
             while True:
-                cursor, members = client.zscan(keys.lru, cursor, count=rs.BATCH)
+                cursor, members = client.zscan(keys.lru, cursor, count=ranking.BATCH)
                 if members:
-                    ids = [rs.as_text(m) for m, _ in members]
+                    ids = [codec.as_text(m) for m, _ in members]
                     pipe = client.pipeline(transaction=False)
                     for entry_id in ids:
                         pipe.exists(keys.entry_key(entry_id))
@@ -432,7 +432,7 @@ class RedisBackend:
         scan's ``COUNT``: a page may hold fewer, or a few more)."""
         self._require_index()
         check_limit(limit)
-        start = rs.scan_cursor(cursor)
+        start = queries.scan_cursor(cursor)
         client, match = self.client, self.keys.entry_prefix + "*"
 
         def run() -> tuple[int, list[Any], list[Any]]:
@@ -443,7 +443,7 @@ class RedisBackend:
             return int(after), names, pipe.execute() if names else []
 
         after, names, hashes = self._run("list", run, timed=False)
-        found, vecs = rs.listed(self.keys, names, hashes, selector, vectors)
+        found, vecs = queries.listed(self.keys, names, hashes, selector, vectors)
         return EntryPage(tuple(found), tuple(vecs), None if after == 0 else str(after))
 
     def stored_fingerprint(self) -> ModelFingerprint | None:
@@ -453,7 +453,7 @@ class RedisBackend:
 
     def clear(self, scope_key: str | None = None) -> int:
         self._require_index()
-        total = self._delete_matching(rs.scope_filter(scope_key))
+        total = self._delete_matching(queries.scope_filter(scope_key))
         if scope_key is None:
             self._run("clear", lambda: self.client.delete(self.keys.lru))
         return total
