@@ -4,6 +4,8 @@
     OMP_NUM_THREADS=1 python bench/train_matcher.py train verifier
     python bench/train_matcher.py ship      # copy both adapters into semcache/embedders/adapters/
 
+``--resume FILE --out DIR`` continues a run from its adapter (another pass over the same mix).
+
 Training pairs are the *fit* parts of bench/_matcher_data.py (the train halves of QQP, PAWS,
 MRPC and the GPTCache pairs, and STS-B's train file, minus a 15% validation split by group);
 nothing of the measure halves is read. Adapters go to bench/.cache/matcher/<kind>/.
@@ -57,7 +59,7 @@ def training_pairs(kind: str, qqp_limit: int | None = None) -> list[LabelledPair
 
 
 def train(kind: str, budget: float, threads: int, lr: float, rank: int, qqp_limit: int | None,
-          epochs: int) -> None:  # fmt: skip
+          epochs: int, resume: Path | None = None) -> None:  # fmt: skip
     from semcache.measure.tuning import TuneConfig, tune_embedder, tune_verifier
 
     pairs = training_pairs(kind, qqp_limit)
@@ -75,6 +77,7 @@ def train(kind: str, budget: float, threads: int, lr: float, rank: int, qqp_limi
         checkpoint_every=25,
         schedule_by_time=True,
         adapter_name=f"semcache-matcher-{kind}",
+        resume_from=resume,
     )
     fit = tune_embedder if kind == "embedder" else tune_verifier
     result = fit(pairs, OUT / kind, config=config)
@@ -116,6 +119,8 @@ def main() -> None:
     t.add_argument("--qqp-limit", type=int, default=None)
     t.add_argument("--epochs", type=int, default=3, help="at most; the budget ends the run first")
     t.add_argument("--out", type=Path, default=None)
+    t.add_argument("--resume", type=Path, default=None,
+                   help="continue from this adapter file (same kind and rank)")  # fmt: skip
     sub.add_parser("ship")
     args = parser.parse_args()
     if args.stage == "ship":
@@ -126,7 +131,7 @@ def main() -> None:
         OUT = args.out or OUT
         train(args.kind, args.budget or BUDGET[args.kind], args.threads,
               args.lr or LEARNING_RATE[args.kind], args.rank, args.qqp_limit,
-              args.epochs)  # fmt: skip
+              args.epochs, args.resume)  # fmt: skip
 
 
 if __name__ == "__main__":

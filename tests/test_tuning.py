@@ -23,6 +23,8 @@ def test_config_is_validated() -> None:
         TuneConfig(time_budget=-1)
     with pytest.raises(ConfigurationError, match="mnrl and contrastive"):
         TuneConfig(mnrl=False, contrastive=False)
+    with pytest.raises(ConfigurationError, match="lora_rank"):
+        TuneConfig(resume_from=Path("adapter.safetensors"))
 
 
 def test_holdout_split_is_fixed_and_disjoint() -> None:
@@ -141,3 +143,32 @@ def test_tune_cli_lora_writes_an_adapter_that_reloads(
     tuned = SentenceTransformerEmbedder(memo_size=0, adapter=adapter)
     assert tuned.fingerprint.variant == f"lora-{adapter.short}"
     assert "certified at delta" in capsys.readouterr().out
+
+
+@pytest.mark.model
+def test_a_run_resumed_from_an_adapter_starts_where_it_left_off() -> None:
+    """attach_lora(start=...) loads the adapter's pairs and head: before any step, the model
+    scores pairs as the adapter merged into the weights does."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from semcache.embedders.shipped import embedder_adapter, verifier_adapter
+    from semcache.matching.onnx_verifier import TorchPairScorer, _base_dir
+    from semcache.measure.lora import attach_lora
+
+    adapter = verifier_adapter()
+    model = CrossEncoder(str(_base_dir()), num_labels=1, device="cpu", local_files_only=True)
+    head = ("bert.pooler", "classifier")
+    with pytest.raises(ConfigurationError, match="same layers"):
+        attach_lora(model.model, rank=16, alpha=32.0, train_full=head, start=embedder_adapter())
+    with pytest.raises(ConfigurationError, match="rank 16"):
+        attach_lora(model.model, rank=8, alpha=16.0, train_full=head, start=adapter)
+    lora = attach_lora(model.model, rank=16, alpha=32.0, train_full=head, start=adapter)
+    model.eval()
+    pairs = [("how do I reset my password", "How can I reset my password?"),
+             ("flights from Paris to London", "flights from London to Paris")]  # fmt: skip
+    with torch.inference_mode():
+        logits = model.predict(pairs, activation_fn=torch.nn.Sigmoid(), convert_to_numpy=True)
+    merged = TorchPairScorer(adapter).probabilities(pairs)
+    np.testing.assert_allclose(np.asarray(logits, dtype=np.float32), merged, atol=1e-4)
+    assert all(p.requires_grad for p in lora.parameters())

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from semcache.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from semcache.embedders.adapter import Adapter
 
 __all__ = ["DEFAULT_TARGETS", "LoRA", "attach_lora"]
 
@@ -67,15 +70,23 @@ def attach_lora(
     alpha: float,
     targets: tuple[str, ...] = DEFAULT_TARGETS,
     train_full: tuple[str, ...] = (),
+    start: Adapter | None = None,
 ) -> LoRA:
     """Freeze ``model`` and attach LoRA to its ``Linear`` layers whose names end with a target.
 
     ``train_full`` names parameters (prefixes) trained whole, e.g. a classification head.
+    ``start``: begin from this adapter's low-rank pairs and whole tensors (same rank and alpha,
+    every pair and tensor present) instead of ``B = 0`` and the model's own weights.
     """
     import torch
 
     if rank < 1:
         raise ConfigurationError(f"the LoRA rank must be >= 1, got {rank}")
+    if start is not None and (start.rank, start.alpha) != (rank, alpha):
+        raise ConfigurationError(
+            f"cannot continue from {start.name}: it has rank {start.rank} and alpha "
+            f"{start.alpha:g}, this run {rank} and {alpha:g}"
+        )
     lora = LoRA(rank=rank, alpha=alpha)
     scale = alpha / rank
     for p in model.parameters():
@@ -101,4 +112,28 @@ def attach_lora(
     missing = [t for t in train_full if not any(n.startswith(t) for n in lora.full)]
     if missing:
         raise ConfigurationError(f"the model has no parameters named {missing}")
+    if start is not None:
+        _load(lora, start)
     return lora
+
+
+def _load(lora: LoRA, start: Adapter) -> None:
+    import torch
+
+    wanted = set(lora.pairs) | set(lora.full)
+    if set(start.lora) | set(start.tensors) != wanted:
+        raise ConfigurationError(
+            f"cannot continue from {start.name}: it does not hold the same layers and tensors "
+            "as this run (another model kind or other targets)"
+        )
+    with torch.no_grad():
+        for name, (a, b) in lora.pairs.items():
+            sa, sb = start.lora[name]
+            if (tuple(a.shape), tuple(b.shape)) != (sa.shape, sb.shape):
+                raise ConfigurationError(f"cannot continue from {start.name}: {name} differs")
+            a.copy_(torch.from_numpy(sa))
+            b.copy_(torch.from_numpy(sb))
+        for name, p in lora.full.items():
+            if tuple(p.shape) != start.tensors[name].shape:
+                raise ConfigurationError(f"cannot continue from {start.name}: {name} differs")
+            p.copy_(torch.from_numpy(start.tensors[name]))

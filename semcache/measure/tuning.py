@@ -80,6 +80,8 @@ class TuneConfig:
         schedule_by_time: with a ``time_budget``, warm up and decay the learning rate over the
             budget's seconds rather than over the planned steps (for a run sized by time: the
             rate reaches 0 when the budget ends, whatever the machine's speed).
+        resume_from: with LoRA, an adapter file of the same kind, rank and alpha to continue
+            training from (its low-rank pairs and head) instead of starting at the base model.
     """
 
     epochs: int = 1
@@ -100,6 +102,7 @@ class TuneConfig:
     checkpoint_every: int | None = None
     adapter_name: str = "semcache-adapter"
     schedule_by_time: bool = False
+    resume_from: Path | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.epochs <= 100:
@@ -128,6 +131,8 @@ class TuneConfig:
             raise ConfigurationError(f"threads must be >= 1 or None, got {self.threads}")
         if self.lora_rank is not None and not 1 <= self.lora_rank <= 256:
             raise ConfigurationError(f"lora_rank must be in 1..256 or None, got {self.lora_rank}")
+        if self.resume_from is not None and self.lora_rank is None:
+            raise ConfigurationError("resume_from continues a LoRA run: set lora_rank too")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ConfigurationError(
                 f"checkpoint_every must be >= 1 or None, got {self.checkpoint_every}"
@@ -298,7 +303,9 @@ def _set_threads(config: TuneConfig) -> None:
 
 def _write_record(out: Path, result: TuneResult, config: TuneConfig) -> None:
     record = {"result": result.to_dict(), "config": asdict(config)}
-    (out / TUNING_FILE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    (out / TUNING_FILE).write_text(
+        json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8"
+    )
 
 
 def _base_source(base: str | None) -> str:
@@ -384,12 +391,15 @@ def tune_verifier(
     *,
     base: str | None = None,
     config: TuneConfig | None = None,
+    swap_roles: bool = True,
 ) -> TuneResult:
     """Train a cross-encoder verifier on labelled pairs (binary cross-entropy) and save it.
 
     Starts from ``base`` (default: the packaged all-MiniLM-L6-v2 directory, no hub access) with a
-    fresh one-logit classification head; each time a pair is drawn its two texts are swapped at
-    random, since the verifier is asked about (new prompt, cached prompt) in either role.
+    fresh one-logit classification head. With ``swap_roles`` (the default) each time a pair is
+    drawn its two texts are swapped at random, since the verifier is asked about (new prompt,
+    cached prompt) in either role; ``False`` keeps (text_a, text_b) in order, as for a
+    reranker's (query, passage) pairs.
     """
     config = config or TuneConfig()
     _check_pairs(pairs, config.batch_size)
@@ -406,8 +416,8 @@ def tune_verifier(
     flip = random.Random(config.seed + 1)
 
     def step_loss(batch: list[LabelledPair]) -> torch.Tensor:
-        swapped = [(p.text_b, p.text_a) if flip.random() < 0.5 else (p.text_a, p.text_b)
-                   for p in batch]  # fmt: skip
+        swapped = [(p.text_b, p.text_a) if swap_roles and flip.random() < 0.5
+                   else (p.text_a, p.text_b) for p in batch]  # fmt: skip
         labels = th.tensor([float(p.label) for p in batch])
         loss: torch.Tensor = bce([[a for a, _ in swapped], [b for _, b in swapped]], labels)
         return loss
@@ -429,7 +439,7 @@ def _fit_and_save(
     out: str | Path,
 ) -> TuneResult:
     """Train ``model`` with ``step_loss``, save it (or its adapter) to ``out`` with a record."""
-    from semcache.embedders.adapter import write_adapter
+    from semcache.embedders.adapter import read_adapter, write_adapter
     from semcache.measure.lora import attach_lora
 
     target = Path(out)
@@ -443,7 +453,10 @@ def _fit_and_save(
     else:
         root = model[0].auto_model if kind == "embedder" else model.model
         head = ("bert.pooler", "classifier") if kind == "verifier" else ()
-        lora = attach_lora(root, rank=config.lora_rank, alpha=config.alpha, train_full=head)
+        start = read_adapter(config.resume_from) if config.resume_from is not None else None
+        lora = attach_lora(
+            root, rank=config.lora_rank, alpha=config.alpha, train_full=head, start=start
+        )
         params = lora.parameters()
 
         def save(path: Path, steps: int) -> str:
