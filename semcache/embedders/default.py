@@ -43,7 +43,9 @@ def default_embedder(
     ``None`` (the default): tuned for the packaged model, plain for any other; ``False``: the
     plain model. Pair it with :func:`~semcache.matching.verifier.default_verifier` (figures:
     docs/model_card.md). The adapter is part of the fingerprint, so an index written with one
-    refuses the other (:class:`~semcache.errors.FingerprintMismatchError`).
+    refuses the other (:class:`~semcache.errors.FingerprintMismatchError`). It is tuned for
+    matching prompts, not for ranking passages: give a retriever ``tuned=False``
+    (docs/BENCHMARKS.md, "Tuned embedder on retrieval").
     """
     if int8 and not prefer_onnx:
         raise ConfigurationError("int8=True needs the ONNX path; set prefer_onnx=True")

@@ -8,10 +8,12 @@ were trained, on what, and what they measure: ``docs/model_card.md``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from semcache.embedders.adapter import Adapter, read_adapter
+from semcache.models import ModelFingerprint
 
 __all__ = [
     "ADAPTER_DIR",
@@ -19,8 +21,12 @@ __all__ = [
     "VERIFIER",
     "ShippedAdapter",
     "embedder_adapter",
+    "tuned_for_prompts",
     "verifier_adapter",
+    "warn_if_tuned_for_prompts",
 ]
+
+log = logging.getLogger("semcache")
 
 ADAPTER_DIR = Path(__file__).resolve().parent / "adapters"
 
@@ -57,3 +63,21 @@ def embedder_adapter() -> Adapter:
 def verifier_adapter() -> Adapter:
     """The shipped verifier adapter: LoRA on MiniLM plus the classification head."""
     return VERIFIER.read()
+
+
+def tuned_for_prompts(fingerprint: ModelFingerprint) -> bool:
+    """Whether vectors with this fingerprint come from the shipped embedder adapter, which is
+    tuned for matching prompts and ranks passages worse than the plain model (a retriever's
+    store should not use it; docs/BENCHMARKS.md, "Tuned embedder on retrieval")."""
+    return f"lora-{EMBEDDER.sha256[:12]}" in fingerprint.variant.split("+")
+
+
+def warn_if_tuned_for_prompts(fingerprint: ModelFingerprint, what: str) -> None:
+    """Log a warning when ``what`` (a retrieval component) embeds with the shipped adapter."""
+    if tuned_for_prompts(fingerprint):
+        log.warning(
+            "semcache: %s embeds with the shipped matcher adapter, tuned for matching prompts; "
+            "it ranks passages worse than the plain model (docs/BENCHMARKS.md, 'Tuned embedder "
+            "on retrieval'): give retrieval default_embedder(tuned=False)",
+            what,
+        )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semcache.embedders.base import Embedder
+from semcache.embedders.shipped import warn_if_tuned_for_prompts
 from semcache.errors import ConfigurationError
 from semcache.retrieval.base import RetrievalStore
 from semcache.retrieval.chunking import RecursiveSplitter
@@ -77,6 +78,7 @@ class Indexer:
         self.progress = progress
         self.vector_cache = vector_cache
         store.bind(embedder.fingerprint)
+        warn_if_tuned_for_prompts(embedder.fingerprint, "the Indexer")
 
     def upsert(self, documents: Iterable[Document]) -> IngestReport:
         """Index new and changed documents; skip those whose content hash is already stored."""
