@@ -2,6 +2,7 @@
 
     python bench/bench_matcher.py choose [--embedder A --verifier B]   # on validation parts
     python bench/bench_matcher.py report                               # on measure parts
+    python bench/bench_matcher.py auc --verifier B     # B's ranking against the shipped one's
 
 ``choose`` scores the validation parts (bench/_matcher_data.py: 15% of each train part, by
 group, never trained on) with the untuned and the tuned embedder and the verifier, searches the
@@ -294,7 +295,7 @@ def pin_band(high: float, min_score: float, reorder_overlap: float | None) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True)
-    for name in ("embed", "choose", "report"):
+    for name in ("embed", "choose", "report", "auc"):
         p = sub.add_parser(name)
         p.add_argument("--embedder", type=Path, default=None, help="embedder adapter file")
         p.add_argument("--verifier", type=Path, default=None, help="verifier adapter file")
@@ -310,8 +311,35 @@ def main() -> None:
             similarities(n, part, emb)
     elif args.stage == "choose":
         choose(args)
+    elif args.stage == "auc":
+        compare_auc(args)
     else:
         report(args)
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Probability that a random duplicate outscores a random non-duplicate (ties count half)."""
+    pos, neg = scores[labels], scores[~labels]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).mean()
+    return float(greater + 0.5 * (pos[:, None] == neg[None, :]).mean())
+
+
+def compare_auc(args: argparse.Namespace) -> None:
+    """ROC AUC on validation of the tuned cosine, the shipped verifier and ``--verifier``, over
+    the candidates past ``--floor`` and the lexical guard (the pairs a verifier could decide)."""
+    from semcache.embedders.shipped import VERIFIER
+
+    emb, other = adapters(args)
+    shipped_ver = read_adapter(VERIFIER.path)
+    for n in SETS:
+        mine, theirs = score(n, "validation", emb, shipped_ver), score(n, "validation", emb, other)
+        m = (mine.tuned >= args.floor) & ~mine.veto
+        print(f"{n}: {int(m.sum())} candidates (validation); ROC AUC: tuned cosine "
+              f"{roc_auc(mine.tuned[m], mine.labels[m]):.3f}, shipped verifier "
+              f"{roc_auc(mine.verifier[m], mine.labels[m]):.3f}, --verifier "
+              f"{roc_auc(theirs.verifier[m], theirs.labels[m]):.3f}")  # fmt: skip
 
 
 # -- report ---------------------------------------------------------------------------------------

@@ -89,22 +89,32 @@ SHIPPED = Path(__file__).resolve().parent.parent / "semcache" / "embedders"
 
 def ship() -> None:
     """Copy both adapters into the package and pin their sha256 in semcache/embedders/shipped.py."""
+    for kind in ("embedder", "verifier"):
+        ship_adapter(OUT / kind / "adapter.safetensors", kind)
+
+
+def ship_adapter(source: Path, kind: str) -> None:
+    """Copy ``source`` to semcache/embedders/adapters/<kind>.safetensors and pin its sha256 as
+    ``<KIND>_SHA256`` in semcache/embedders/shipped.py."""
     import re
     import shutil
 
     from semcache.embedders.adapter import file_sha256
 
-    code = (SHIPPED / "shipped.py").read_text()
-    for kind, const in (("embedder", "EMBEDDER"), ("verifier", "VERIFIER")):
-        target = SHIPPED / "adapters" / f"{kind}.safetensors"
-        target.parent.mkdir(exist_ok=True)
-        shutil.copyfile(OUT / kind / "adapter.safetensors", target)
-        digest = file_sha256(target)
-        code = re.sub(
-            rf'^{const}_SHA256 = "[0-9a-f]*"$', f'{const}_SHA256 = "{digest}"', code, flags=re.M
-        )
-        print(f"{target}: {target.stat().st_size:,} bytes, sha256 {digest}")
+    target = SHIPPED / "adapters" / f"{kind}.safetensors"
+    target.parent.mkdir(exist_ok=True)
+    shutil.copyfile(source, target)
+    digest = file_sha256(target)
+    code, n = re.subn(
+        rf'^{kind.upper()}_SHA256 = "[0-9a-f]*"$',
+        f'{kind.upper()}_SHA256 = "{digest}"',
+        (SHIPPED / "shipped.py").read_text(),
+        flags=re.M,
+    )
+    if n != 1:
+        raise SystemExit(f"{kind.upper()}_SHA256 not found in {SHIPPED / 'shipped.py'}")
     (SHIPPED / "shipped.py").write_text(code)
+    print(f"{target}: {target.stat().st_size:,} bytes, sha256 {digest}")
 
 
 def main() -> None:

@@ -1,23 +1,25 @@
-"""The reranking stage: a pluggable pair scorer, and the MiniLM cross-encoder loaded offline from
-a safetensors file (a missing file is a clear error)."""
+"""The reranking stage: a pluggable pair scorer, its blend with the fused order, and the
+cross-encoder scorer loaded offline from an adapter file (a missing or wrong file is a clear
+error)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from semcache.errors import ConfigurationError, ModelLoadError, SemcacheError
+from semcache.embedders.shipped import EMBEDDER, VERIFIER
+from semcache.errors import AdapterError, ConfigurationError, ModelLoadError, SemcacheError
 from semcache.retrieval.documents import Chunk, ScoredChunk
 from semcache.retrieval.rerank import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    MiniLMCrossEncoder,
+    SHIPPED_FUSED_WEIGHT,
+    CrossEncoderReranker,
+    CrossEncoderScorer,
     PairScorer,
     ScorerReranker,
+    blend,
+    default_reranker,
 )
 
 
@@ -59,68 +61,107 @@ def test_a_scorer_returning_the_wrong_number_of_scores_is_an_error() -> None:
         ScorerReranker(WordOverlap(), depth=0)
 
 
-def test_a_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="reranker file missing") as info:
-        MiniLMCrossEncoder.load(tmp_path)
+class Reversed:
+    """Scores the texts in the reverse of the order given."""
+
+    def score(self, query: str, texts: Sequence[str]) -> list[float]:
+        return [float(i) for i in range(len(texts))]
+
+
+def test_a_fused_weight_blends_the_scorer_order_with_the_fused_order() -> None:
+    hits = [_hit(i, f"text {i}", 1.0 - i / 10) for i in range(4)]
+    ids = lambda out: [h.chunk.doc_id for h in out]  # noqa: E731
+    assert ids(ScorerReranker(Reversed()).rerank("q", hits)) == ["d3", "d2", "d1", "d0"]
+    # Fused first in the blend's ties, fused order once it outweighs the scorer.
+    assert ids(ScorerReranker(Reversed(), fused_weight=0.5).rerank("q", hits)) == [
+        "d0", "d1", "d2", "d3"
+    ]  # fmt: skip
+    assert ids(ScorerReranker(Reversed(), fused_weight=0.9).rerank("q", hits)) == [
+        "d0", "d1", "d2", "d3"
+    ]  # fmt: skip
+    out = ScorerReranker(Reversed(), fused_weight=0.3).rerank("q", hits)
+    assert ids(out) == ["d3", "d2", "d1", "d0"]
+    assert [h.score for h in out] == sorted((h.score for h in out), reverse=True)
+    # The scorer's favourite moves up as far as the weight allows, no further.
+    assert [i for i, _ in blend([0.0, 0.0, 0.0, 9.0], 0.6)] == [0, 1, 3, 2]
+    assert [i for i, _ in blend([0.0, 0.0, 0.0, 9.0], 0.3)] == [0, 3, 1, 2]
+    with pytest.raises(ConfigurationError, match="fused_weight"):
+        ScorerReranker(Reversed(), fused_weight=1.0)
+
+
+def test_a_missing_adapter_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(AdapterError, match="adapter file not found") as info:
+        CrossEncoderScorer.load(tmp_path / "reranker.safetensors")
+    assert isinstance(info.value, ModelLoadError)
     assert isinstance(info.value, SemcacheError)
-    (tmp_path / CONFIG_FILE).write_text(json.dumps({"scale": 1.0}))
-    with pytest.raises(ModelLoadError, match=WEIGHTS_FILE):
-        MiniLMCrossEncoder.load(tmp_path)
+    with pytest.raises(AdapterError, match="sha256"):
+        CrossEncoderScorer.load(VERIFIER.path, sha256="0" * 64)
 
 
-def _write(directory: Path, *, lora: bool) -> Path:
-    from safetensors.numpy import save_file
-
-    rng = np.random.default_rng(0)
-    tensors = {
-        "head.weight": rng.normal(size=(1, 384)).astype(np.float32),
-        "head.bias": np.zeros(1, dtype=np.float32),
-    }
-    if lora:  # rank 2 on one attention projection
-        module = "encoder.layer.0.attention.self.query"
-        tensors[f"lora.{module}.A"] = rng.normal(size=(2, 384)).astype(np.float32)
-        tensors[f"lora.{module}.B"] = rng.normal(size=(384, 2)).astype(np.float32)
-    directory.mkdir()
-    save_file(tensors, str(directory / WEIGHTS_FILE))
-    (directory / CONFIG_FILE).write_text(json.dumps({"scale": 0.5, "max_length": 64}))
-    return directory
+def test_an_embedder_adapter_is_not_a_reranker() -> None:
+    with pytest.raises(AdapterError, match="no classification head"):
+        CrossEncoderScorer.load(EMBEDDER.path, prefer_onnx=False)
 
 
 @pytest.mark.model
-def test_the_cross_encoder_loads_offline_and_applies_its_adapter(tmp_path: Path) -> None:
-    plain = MiniLMCrossEncoder.load(_write(tmp_path / "plain", lora=False))
-    adapted = MiniLMCrossEncoder.load(_write(tmp_path / "adapted", lora=True))
-    texts = ["Aspirin reduces the risk of heart attack.", "The Eiffel Tower is in Paris."]
-    a = plain.score("does aspirin prevent heart attacks", texts)
-    b = adapted.score("does aspirin prevent heart attacks", texts)
-    assert len(a) == len(b) == 2
-    assert all(np.isfinite(a))
-    assert all(np.isfinite(b))
-    assert a != pytest.approx(b)  # the LoRA update was merged into the base model
-    assert plain.max_length == 64
-    # Scores are per pair: scoring one text alone gives its score in the batch.
-    assert plain.score("does aspirin prevent heart attacks", texts[:1])[0] == pytest.approx(
-        a[0], abs=1e-4
-    )
-    hits = [_hit(0, texts[0], 0.1), _hit(1, texts[1], 0.2)]
-    out = ScorerReranker(plain).rerank("does aspirin prevent heart attacks", hits)
-    assert sorted(h.score for h in out) == pytest.approx(sorted(a), abs=1e-4)
+def test_a_cross_encoder_adapter_loads_offline_and_reranks(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Any cross-encoder adapter in the package's format is a scorer (the shipped verifier's
+    here: it scores equivalence, not relevance); ONNX Runtime and torch give the same scores."""
+    pytest.importorskip("onnxruntime")
+    root = tmp_path_factory.mktemp("onnx-reranker")
+    onnx = CrossEncoderScorer.load(VERIFIER.path, max_length=128, int8=False, cache_dir=root)
+    torch_ = CrossEncoderScorer.load(VERIFIER.path, max_length=128, prefer_onnx=False)
+    query = "how can I reset my password"
+    texts = ["How do I reset my password?", "What is the capital of France?", "ok"]
+    a, b = onnx.score(query, texts), torch_.score(query, texts)
+    assert a == pytest.approx(b, abs=1e-3)
+    assert all(0.0 <= x <= 1.0 for x in a)
+    assert a[0] > a[1]
+    assert onnx.score(query, []) == []
+    hits = [_hit(i, t, 0.5) for i, t in enumerate(reversed(texts))]
+    out = ScorerReranker(onnx).rerank(query, hits)
+    assert out[0].chunk.text == texts[0]
+    assert isinstance(onnx, PairScorer)
+
+
+class FakeCrossEncoder:
+    """``predict`` as sentence-transformers' CrossEncoder has it: one score per pair."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def predict(self, pairs: list[tuple[str, str]]) -> list[float]:
+        self.seen += pairs
+        return [float(len(set(q.split()) & set(t.split()))) for q, t in pairs]
+
+
+def test_a_sentence_transformers_cross_encoder_reranks_every_hit() -> None:
+    model = FakeCrossEncoder()
+    hits = [_hit(i, t, 1.0) for i, t in enumerate(["x", "red pie", "red apple pie"] * 10)]
+    out = CrossEncoderReranker(model).rerank("red apple pie", hits)
+    assert len(model.seen) == len(out) == 30  # no depth cut: every hit rescored
+    assert [h.score for h in out[:10]] == [3.0] * 10
+    assert [h.chunk.doc_id for h in out[:2]] == ["d2", "d5"]  # ties keep the fused order
 
 
 @pytest.mark.model
-def test_a_lora_that_does_not_fit_the_base_model_is_an_error(tmp_path: Path) -> None:
-    from safetensors.numpy import save_file
-
-    tmp_path.joinpath("bad").mkdir()
-    save_file(
-        {
-            "head.weight": np.zeros((1, 384), np.float32),
-            "head.bias": np.zeros(1, np.float32),
-            "lora.no.such.layer.A": np.zeros((2, 384), np.float32),
-            "lora.no.such.layer.B": np.zeros((384, 2), np.float32),
-        },
-        str(tmp_path / "bad" / WEIGHTS_FILE),
+def test_the_shipped_reranker_loads_offline_and_ranks_the_relevant_passage_first(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    reranker = default_reranker(cache_dir=tmp_path_factory.mktemp("onnx-shipped-reranker"))
+    assert reranker.fused_weight == SHIPPED_FUSED_WEIGHT
+    query = "does aspirin prevent heart attacks"
+    texts = [
+        "The Eiffel Tower was completed in 1889 for the World's Fair in Paris.",
+        "Low-dose aspirin reduces the risk of myocardial infarction in adults at high risk.",
+        "Bananas are a good source of potassium.",
+    ]
+    scores = reranker.scorer.score(query, texts)
+    assert max(range(3), key=lambda i: scores[i]) == 1
+    out = ScorerReranker(reranker.scorer).rerank(
+        query, [_hit(i, t, 0.5) for i, t in enumerate(texts)]
     )
-    (tmp_path / "bad" / CONFIG_FILE).write_text("{}")
-    with pytest.raises(ModelLoadError, match="no matching"):
-        MiniLMCrossEncoder.load(tmp_path / "bad")
+    assert out[0].chunk.doc_id == "d1"

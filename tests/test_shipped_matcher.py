@@ -19,7 +19,14 @@ from semcache import (
     default_embedder,
 )
 from semcache.embedders.adapter import Adapter, merge_adapter, read_adapter, write_adapter
-from semcache.embedders.shipped import EMBEDDER, VERIFIER, embedder_adapter, verifier_adapter
+from semcache.embedders.shipped import (
+    ADAPTER_DIR,
+    EMBEDDER,
+    RERANKER,
+    VERIFIER,
+    embedder_adapter,
+    verifier_adapter,
+)
 from semcache.matching.verifier import SHIPPED_BAND, CrossEncoderVerifier, VerifierBand
 from semcache.models import Candidate, Entry
 
@@ -72,9 +79,11 @@ def test_not_a_safetensors_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_shipped_adapters_are_small_and_pinned() -> None:
-    for shipped in (EMBEDDER, VERIFIER):
+    for shipped in (EMBEDDER, VERIFIER, RERANKER):
         assert len(shipped.sha256) == 64
         assert shipped.path.stat().st_size < 2_500_000
+    # the issues' wheel budget: <= 5 MB for every adapter the package carries
+    assert sum(p.stat().st_size for p in ADAPTER_DIR.iterdir()) <= 5_000_000
     emb, ver = embedder_adapter(), verifier_adapter()
     assert emb.rank == ver.rank
     assert emb.tensors == {}  # the embedder adapter is low-rank pairs only
@@ -246,6 +255,8 @@ def test_verifier_runs_only_inside_its_band() -> None:
 def test_damaged_export_of_the_verifier_is_refused(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
+    """A scorer refuses an export whose files it reads were changed; a change to the other
+    model's files (fp32 vs int8) does not concern it (it neither reads nor hashes them)."""
     pytest.importorskip("onnxruntime")
     from semcache.errors import ModelLoadError
     from semcache.matching.onnx_verifier import OnnxPairScorer, ensure_verifier_export
@@ -254,13 +265,20 @@ def test_damaged_export_of_the_verifier_is_refused(
     directory = ensure_verifier_export(verifier_adapter(), cache_dir=root)
     copy = directory.with_name(directory.name + "-orig")
     shutil.copytree(directory, copy)
-    for name in ("reference.npy", "verifier.int8.onnx"):
+    for name, refused in (
+        ("reference.npy", (False,)),
+        ("verifier.int8.onnx", (True,)),
+        ("tokenizer.json", (False, True)),
+    ):
         data = bytearray((directory / name).read_bytes())
         data[-1] ^= 0x01
         (directory / name).write_bytes(bytes(data))
         for int8 in (False, True):
-            with pytest.raises(ModelLoadError, match="sha256"):
-                OnnxPairScorer(verifier_adapter(), cache_dir=root, int8=int8)
+            if int8 in refused:
+                with pytest.raises(ModelLoadError, match="sha256"):
+                    OnnxPairScorer(verifier_adapter(), cache_dir=root, int8=int8)
+            else:
+                assert OnnxPairScorer(verifier_adapter(), cache_dir=root, int8=int8).int8 is int8
         shutil.rmtree(directory)
         shutil.copytree(copy, directory)
 

