@@ -55,7 +55,9 @@ within 0.005 on every weak-BM25 variant and reached +0.02 on both intact sets. A
 cannot tell "BM25 weak" from "BM25 good but different" well: a BM25 that sees a third of the
 query still shares some top chunks with dense. Caveats: the weak-BM25 regime is simulated
 (dropped query words, not entity search); MS MARCO's 43 queries give intervals of about ±0.01.
-On your own judged queries, `semcache eval retrieval` prints these intervals per mode."""
+On your own judged queries, `semcache eval retrieval` prints these intervals per mode. How far
+any per-query BM25 weight could go (an oracle) and a learned fusion: "Fusion: learned weights
+and the ceiling"."""
 
 
 def bm25_whole_documents(ds: BeirDataset, params: Bm25Params) -> tuple[float, float]:
