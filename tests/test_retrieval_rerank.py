@@ -99,8 +99,9 @@ def test_a_missing_adapter_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_an_embedder_adapter_is_not_a_reranker() -> None:
-    with pytest.raises(AdapterError, match="no classification head"):
-        CrossEncoderScorer.load(EMBEDDER.path, prefer_onnx=False)
+    for prefer_onnx in (False, True):
+        with pytest.raises(AdapterError, match="no classification head"):
+            CrossEncoderScorer.load(EMBEDDER.path, prefer_onnx=prefer_onnx)
 
 
 @pytest.mark.model

@@ -46,6 +46,7 @@ __all__ = [
     "PROBE_PAIRS",
     "OnnxPairScorer",
     "TorchPairScorer",
+    "check_cross_encoder",
     "ensure_verifier_export",
 ]
 
@@ -98,16 +99,21 @@ def export_directory(adapter: Adapter, max_length: int, cache_dir: Path | str | 
 HEAD = "classifier.weight"
 
 
-def torch_cross_encoder(adapter: Adapter, max_length: int = 128) -> Any:
-    """The verifier as a sentence-transformers ``CrossEncoder`` (torch), adapter merged.
-
-    Raises :class:`AdapterError` for an adapter without a classification head (an embedder's).
-    """
+def check_cross_encoder(adapter: Adapter) -> None:
+    """Raise :class:`AdapterError` for an adapter without a classification head (an embedder's)."""
     if HEAD not in adapter.tensors:
         raise AdapterError(
             f"the adapter {adapter.name} has no classification head ({HEAD}): "
             "it is an embedder's adapter, not a cross-encoder's"
         )
+
+
+def torch_cross_encoder(adapter: Adapter, max_length: int = 128) -> Any:
+    """The verifier as a sentence-transformers ``CrossEncoder`` (torch), adapter merged.
+
+    Raises :class:`AdapterError` for an adapter without a classification head (an embedder's).
+    """
+    check_cross_encoder(adapter)
     try:
         from sentence_transformers import CrossEncoder
         from transformers.utils import logging as hf_logging
@@ -295,6 +301,7 @@ class OnnxPairScorer:
             raise MissingDependencyError(e.name or "onnxruntime", "onnx") from e
         from semcache.embedders.onnx import cpu_session, runtime_errors
 
+        check_cross_encoder(adapter)
         self._errors = runtime_errors(TypeError)
         model, reference_file = (
             (INT8_MODEL_FILE, INT8_REFERENCE_FILE) if int8 else (MODEL_FILE, REFERENCE_FILE)

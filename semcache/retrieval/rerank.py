@@ -146,9 +146,14 @@ class CrossEncoderScorer:
             ModelLoadError: it does not fit the packaged base model.
         """
         from semcache.embedders.adapter import read_adapter
-        from semcache.matching.onnx_verifier import OnnxPairScorer, TorchPairScorer
+        from semcache.matching.onnx_verifier import (
+            OnnxPairScorer,
+            TorchPairScorer,
+            check_cross_encoder,
+        )
 
         adapter = read_adapter(path, sha256=sha256)
+        check_cross_encoder(adapter)  # before ONNX, whose failure would fall back to torch
         if prefer_onnx:
             try:
                 return cls(
