@@ -23,11 +23,7 @@ def _tokens(text: str) -> list[str]:
 
 def word_overlap(a: str, b: str) -> float:
     """Shared words (with multiplicity) over the longer prompt's word count, in [0, 1]."""
-    ta, tb = Counter(_tokens(a)), Counter(_tokens(b))
-    longest = max(sum(ta.values()), sum(tb.values()))
-    if longest == 0:
-        return 0.0
-    return sum((ta & tb).values()) / longest
+    return _shared(_tokens(a), _tokens(b))[1]
 
 
 def reordered(a: str, b: str, min_overlap: float) -> bool:
@@ -37,13 +33,19 @@ def reordered(a: str, b: str, min_overlap: float) -> bool:
     come in the same order (one word more or less, a changed word) are not reordered.
     """
     ta, tb = _tokens(a), _tokens(b)
-    longest = max(len(ta), len(tb))
-    if longest == 0:
-        return False
-    shared = Counter(ta) & Counter(tb)
-    if sum(shared.values()) / longest < min_overlap:
+    shared, overlap = _shared(ta, tb)
+    if overlap < min_overlap:
         return False
     return _in_order(ta, shared) != _in_order(tb, shared)
+
+
+def _shared(ta: list[str], tb: list[str]) -> tuple[Counter[str], float]:
+    """The words both token lists have (with multiplicity) and their share of the longer one."""
+    longest = max(len(ta), len(tb))
+    if longest == 0:
+        return Counter(), 0.0
+    shared = Counter(ta) & Counter(tb)
+    return shared, sum(shared.values()) / longest
 
 
 def _in_order(tokens: list[str], shared: Counter[str]) -> list[str]:
