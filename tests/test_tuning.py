@@ -169,6 +169,6 @@ def test_a_run_resumed_from_an_adapter_starts_where_it_left_off() -> None:
              ("flights from Paris to London", "flights from London to Paris")]  # fmt: skip
     with torch.inference_mode():
         logits = model.predict(pairs, activation_fn=torch.nn.Sigmoid(), convert_to_numpy=True)
-    merged = TorchPairScorer(adapter).probabilities(pairs)
+    merged = TorchPairScorer.from_adapter(adapter).probabilities(pairs)
     np.testing.assert_allclose(np.asarray(logits, dtype=np.float32), merged, atol=1e-4)
     assert all(p.requires_grad for p in lora.parameters())

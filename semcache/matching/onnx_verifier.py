@@ -48,6 +48,7 @@ __all__ = [
     "TorchPairScorer",
     "check_cross_encoder",
     "ensure_verifier_export",
+    "pair_scorer",
 ]
 
 log = logging.getLogger("semcache")
@@ -340,19 +341,51 @@ class OnnxPairScorer:
 
 
 class TorchPairScorer:
-    """Scores pairs with the adapter merged into a torch ``CrossEncoder`` (no ONNX Runtime)."""
+    """Scores pairs with a sentence-transformers ``CrossEncoder`` on torch (no ONNX Runtime):
+    the sigmoid of its logits, batch by batch, without ``predict``'s per-call overhead."""
 
-    def __init__(self, adapter: Adapter, *, max_length: int = 128, threads: int = 1) -> None:
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    @classmethod
+    def from_adapter(
+        cls, adapter: Adapter, *, max_length: int = 128, threads: int = 1
+    ) -> TorchPairScorer:
+        """The adapter merged into the packaged MiniLM; ``threads``: torch's (process-wide)."""
         import torch
 
         torch.set_num_threads(threads)
-        self.model = torch_cross_encoder(adapter, max_length)
+        return cls(torch_cross_encoder(adapter, max_length))
 
     def probabilities(
         self, pairs: list[tuple[str, str]], batch_size: int = 64
     ) -> NDArray[np.float32]:
         """The model's probability for each pair."""
         return _in_batches(pairs, batch_size, lambda c: _torch_probabilities(self.model, c))
+
+
+def pair_scorer(
+    adapter: Adapter,
+    *,
+    what: str,
+    max_length: int = 128,
+    prefer_onnx: bool = True,
+    int8: bool = True,
+    threads: int = 1,
+    cache_dir: Path | str | None = None,
+) -> OnnxPairScorer | TorchPairScorer:
+    """A cross-encoder adapter's scorer: :class:`OnnxPairScorer` (``int8``: the export's int8
+    copy) when ONNX Runtime works here, else :class:`TorchPairScorer` with a warning naming
+    ``what`` and why. An adapter without a classification head fails first, either way."""
+    check_cross_encoder(adapter)
+    if prefer_onnx:
+        try:
+            return OnnxPairScorer(
+                adapter, max_length=max_length, threads=threads, cache_dir=cache_dir, int8=int8
+            )
+        except (MissingDependencyError, ModelLoadError) as e:
+            log.warning("semcache: ONNX %s unavailable (%s); falling back to torch", what, e)
+    return TorchPairScorer.from_adapter(adapter, max_length=max_length, threads=threads)
 
 
 def _in_batches(

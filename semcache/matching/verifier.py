@@ -16,7 +16,6 @@ labels served hits. Train one with ``semcache tune --verifier``
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
@@ -42,8 +41,6 @@ __all__ = [
     "VerifierStats",
     "default_verifier",
 ]
-
-log = logging.getLogger("semcache")
 
 
 @runtime_checkable
@@ -148,6 +145,12 @@ class CrossEncoderVerifier:
         if latency_window < 1:
             raise ConfigurationError(f"latency_window must be >= 1, got {latency_window}")
         self.model = model
+        if isinstance(model, PairScorer):
+            self._scorer: PairScorer = model
+        else:
+            from semcache.matching.onnx_verifier import TorchPairScorer
+
+            self._scorer = TorchPairScorer(model)
         self.band = band or VerifierBand()
         self.symmetric = symmetric
         self._lock = threading.Lock()
@@ -196,25 +199,10 @@ class CrossEncoderVerifier:
         if not pairs:
             return np.empty(0, dtype=np.float32)
         items = list(pairs)
-        predict = self.model.probabilities if isinstance(self.model, PairScorer) else self._predict
-        out = predict(items, batch_size)
+        out = self._scorer.probabilities(items, batch_size)
         if self.symmetric:
-            back = predict([(b, a) for a, b in items], batch_size)
+            back = self._scorer.probabilities([(b, a) for a, b in items], batch_size)
             out = ((out + back) / 2).astype(np.float32)
-        return out
-
-    def _predict(self, items: list[tuple[str, str]], batch_size: int) -> NDArray[np.float32]:
-        """Sigmoid of the logits: ``CrossEncoder.predict`` without its per-call overhead."""
-        import torch
-        from sentence_transformers.util import batch_to_device
-
-        out = np.empty(len(items), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(items), batch_size):
-                chunk = items[start : start + batch_size]
-                features = batch_to_device(self.model.preprocess(chunk), self.model.device)
-                logits = self.model(features)["scores"].view(-1)
-                out[start : start + len(chunk)] = torch.sigmoid(logits.float()).cpu().numpy()
         return out
 
     def confirms(self, query: str, candidate: Candidate) -> bool:
@@ -282,19 +270,14 @@ def default_verifier(
     runs.
     """
     from semcache.embedders.shipped import verifier_adapter
-    from semcache.errors import MissingDependencyError as Missing
-    from semcache.matching.onnx_verifier import OnnxPairScorer, torch_cross_encoder
+    from semcache.matching.onnx_verifier import pair_scorer
 
-    adapter = verifier_adapter()
-    band = band or SHIPPED_BAND
-    if prefer_onnx:
-        try:
-            scorer = OnnxPairScorer(adapter, threads=threads, cache_dir=cache_dir, int8=int8)
-        except (Missing, ModelLoadError) as e:
-            log.warning("semcache: ONNX verifier unavailable (%s); falling back to torch", e)
-        else:
-            return CrossEncoderVerifier(scorer, band=band)
-    import torch
-
-    torch.set_num_threads(threads)
-    return CrossEncoderVerifier(torch_cross_encoder(adapter), band=band)
+    scorer = pair_scorer(
+        verifier_adapter(),
+        what="verifier",
+        prefer_onnx=prefer_onnx,
+        int8=int8,
+        threads=threads,
+        cache_dir=cache_dir,
+    )
+    return CrossEncoderVerifier(scorer, band=band or SHIPPED_BAND)

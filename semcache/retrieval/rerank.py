@@ -11,13 +11,12 @@ sets: docs/BENCHMARKS.md, "Retrieval reranker".
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from semcache.errors import ConfigurationError, MissingDependencyError, ModelLoadError
+from semcache.errors import ConfigurationError
 from semcache.retrieval.documents import ScoredChunk
 
 if TYPE_CHECKING:
@@ -36,8 +35,6 @@ __all__ = [
 #: The shipped reranker's blend with the fused order, chosen on validation queries
 #: (docs/BENCHMARKS.md, "Retrieval reranker").
 SHIPPED_FUSED_WEIGHT = 0.7
-
-log = logging.getLogger("semcache")
 
 
 @runtime_checkable
@@ -146,28 +143,20 @@ class CrossEncoderScorer:
             ModelLoadError: it does not fit the packaged base model.
         """
         from semcache.embedders.adapter import read_adapter
-        from semcache.matching.onnx_verifier import (
-            OnnxPairScorer,
-            TorchPairScorer,
-            check_cross_encoder,
-        )
+        from semcache.matching.onnx_verifier import pair_scorer
 
         adapter = read_adapter(path, sha256=sha256)
-        check_cross_encoder(adapter)  # before ONNX, whose failure would fall back to torch
-        if prefer_onnx:
-            try:
-                return cls(
-                    OnnxPairScorer(
-                        adapter,
-                        max_length=max_length,
-                        threads=threads,
-                        cache_dir=cache_dir,
-                        int8=int8,
-                    )
-                )
-            except (MissingDependencyError, ModelLoadError) as e:
-                log.warning("semcache: ONNX reranker unavailable (%s); falling back to torch", e)
-        return cls(TorchPairScorer(adapter, max_length=max_length, threads=threads))
+        return cls(
+            pair_scorer(
+                adapter,
+                what="reranker",
+                max_length=max_length,
+                prefer_onnx=prefer_onnx,
+                int8=int8,
+                threads=threads,
+                cache_dir=cache_dir,
+            )
+        )
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
         if not texts:
