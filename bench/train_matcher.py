@@ -39,30 +39,48 @@ LEARNING_RATE = {"embedder": 2e-4, "verifier": 5e-4}
 BUDGET = {"embedder": 3000.0, "verifier": 3000.0}
 
 
-def training_pairs(kind: str, qqp_limit: int | None = None) -> list[LabelledPair]:
-    """The seeded training mix of one model (fit parts only)."""
+def hard(name: str, floor: float | None) -> list[LabelledPair]:
+    """One set's fit pairs, or (with ``floor``) only those the shipped embedder scores at or above
+    it: the candidates a verifier is asked about, not the easy pairs the embedder already parts."""
+    fit = parts(name).fit
+    if floor is None:
+        return fit
+    from bench_matcher import similarities
+
+    from semcache.embedders.adapter import read_adapter
+    from semcache.embedders.shipped import EMBEDDER
+
+    tuned = similarities(name, "fit", read_adapter(EMBEDDER.path))[1]
+    return [p for p, s in zip(fit, tuned, strict=True) if s >= floor]
+
+
+def training_pairs(
+    kind: str, qqp_limit: int | None = None, floor: float | None = None
+) -> list[LabelledPair]:
+    """The seeded training mix of one model (fit parts only; ``floor``: see ``hard``)."""
     n_qqp, paws, stsb, mrpc, gpt = MIX[kind]
     if qqp_limit is not None:
         n_qqp = qqp_limit
     rng = random.Random(SEED)
-    qqp = parts("qqp").fit
+    qqp = hard("qqp", floor)
     qqp = rng.sample(qqp, min(n_qqp, len(qqp)))
     pairs = (
         qqp
-        + parts("paws").fit * paws
-        + parts("stsb").fit * stsb
-        + parts("mrpc").fit * mrpc
-        + parts("gptcache").fit * gpt
+        + hard("paws", floor) * paws
+        + hard("stsb", floor) * stsb
+        + hard("mrpc", floor) * mrpc
+        + hard("gptcache", floor) * gpt
     )
     rng.shuffle(pairs)
     return pairs
 
 
 def train(kind: str, budget: float, threads: int, lr: float, rank: int, qqp_limit: int | None,
-          epochs: int, resume: Path | None = None) -> None:  # fmt: skip
+          epochs: int, resume: Path | None = None,
+          floor: float | None = None) -> None:  # fmt: skip
     from semcache.measure.tuning import TuneConfig, tune_embedder, tune_verifier
 
-    pairs = training_pairs(kind, qqp_limit)
+    pairs = training_pairs(kind, qqp_limit, floor)
     print(f"training the {kind} adapter on {len(pairs)} pairs "
           f"({sum(p.label for p in pairs)} positive)", file=sys.stderr)  # fmt: skip
     config = TuneConfig(
@@ -131,6 +149,8 @@ def main() -> None:
     t.add_argument("--out", type=Path, default=None)
     t.add_argument("--resume", type=Path, default=None,
                    help="continue from this adapter file (same kind and rank)")  # fmt: skip
+    t.add_argument("--hard-floor", type=float, default=None,
+                   help="train only on fit pairs the shipped embedder scores >= this")  # fmt: skip
     sub.add_parser("ship")
     args = parser.parse_args()
     if args.stage == "ship":
@@ -141,7 +161,7 @@ def main() -> None:
         OUT = args.out or OUT
         train(args.kind, args.budget or BUDGET[args.kind], args.threads,
               args.lr or LEARNING_RATE[args.kind], args.rank, args.qqp_limit,
-              args.epochs, args.resume)  # fmt: skip
+              args.epochs, args.resume, args.hard_floor)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from semcache.embedders import (
     SentenceTransformerEmbedder,
     default_embedder,
 )
+from semcache.embedders.window import TextWindow
 from semcache.errors import (
     AdapterError,
     BackendError,
@@ -53,7 +54,7 @@ from semcache.llm.requests import ChatRequest, PromptRequest, Request
 from semcache.llm.responses import JsonCodec, ModelCodec
 from semcache.matching.adaptive import AdaptiveConfig, AdaptiveThresholds
 from semcache.matching.explore import AnswerMatch, Exploration
-from semcache.matching.guards import LexicalGuard
+from semcache.matching.guards import LexicalGuard, UnreadTextGuard, default_guards
 from semcache.matching.learned_redis import RedisLearnedState
 from semcache.matching.learned_state import SqliteLearnedState
 from semcache.matching.verifier import CrossEncoderVerifier, VerifierBand, default_verifier
@@ -119,8 +120,10 @@ __all__ = [
     "SentenceTransformerEmbedder",
     "SqliteLearnedState",
     "Telemetry",
+    "TextWindow",
     "Tier",
     "TokenPrice",
+    "UnreadTextGuard",
     "VerifierBand",
     "VolatilePolicy",
     "__version__",
@@ -128,6 +131,7 @@ __all__ = [
     "cache_options",
     "cached",
     "default_embedder",
+    "default_guards",
     "default_verifier",
     "export_entries",
     "import_entries",

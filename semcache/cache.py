@@ -24,7 +24,7 @@ from semcache.errors import (
     SemcacheError,
 )
 from semcache.keys import Scope, text_key
-from semcache.matching.guards import LexicalGuard
+from semcache.matching.guards import default_guards
 from semcache.models import Candidate, Entry, LookupResult, NewEntry, Outcome, Tier
 from semcache.policy import (
     VOLATILE,
@@ -92,8 +92,9 @@ class SemanticCache:
             a store built by another model fails now (:class:`FingerprintMismatchError`).
         backend: where entries live (:class:`EmbeddedBackend`, ``RedisBackend``...).
         policy: threshold, TTL, size bound, limits.
-        guards: vetoes applied to semantic candidates. Default: one :class:`LexicalGuard`
-            (numbers and negations must match); pass ``()`` for none.
+        guards: vetoes applied to semantic candidates. Default: :func:`default_guards` (numbers
+            and negations must match; so must any text the embedder cannot read, when it says
+            what that is); pass ``()`` for none.
         telemetry: OpenTelemetry spans and metrics; a default no-op-until-SDK instance if omitted.
         clock: time source for TTL and the recency of uses.
         thresholds: a learned per-candidate threshold above the policy's floor
@@ -129,7 +130,7 @@ class SemanticCache:
         self.backend = backend
         self.abackend: AsyncBackend = as_async(backend)
         self.policy = policy or CachePolicy()
-        self.guards = (LexicalGuard(),) if guards is None else tuple(guards)
+        self.guards = default_guards(embedder) if guards is None else tuple(guards)
         self.telemetry = telemetry or Telemetry()
         self.clock = clock or SystemClock()
         self.thresholds = thresholds

@@ -419,3 +419,15 @@ def test_pooling_concatenates_modes_in_order() -> None:
     assert got.tolist() == [[0, 1, 2, 3, 4, 5, 6, 7]]
     with pytest.raises(ConfigurationError, match="pooling mode"):
         PoolingSpec(modes=("median",))
+
+
+def test_onnx_window_reads_like_sentence_transformers(
+    onnx_embedder: OnnxEmbedder, st_embedder: SentenceTransformerEmbedder
+) -> None:
+    texts = ["what is 🍕?", 'What does "无语" mean?', "word " * 400 + "and then a question?"]
+    st_window = st_embedder.text_window
+    assert st_window is not None
+    assert onnx_embedder.text_window.max_tokens == st_window.max_tokens == 256
+    for text in texts:
+        assert onnx_embedder.text_window.unread(text) == st_window.unread(text)
+    assert onnx_embedder.text_window.unread(texts[2]).tail.endswith("a question?")

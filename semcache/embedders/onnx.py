@@ -30,6 +30,7 @@ from semcache.embedders.base import DEFAULT_MODEL, VectorMemo, normalize_rows
 from semcache.embedders.export import PROBE_TEXTS, OnnxExport, ensure_export
 from semcache.embedders.pooling import pool
 from semcache.embedders.sentence_transformers import adapter_variant, join_variant
+from semcache.embedders.window import TextWindow
 from semcache.errors import (
     ConfigurationError,
     EmbeddingError,
@@ -143,6 +144,7 @@ class OnnxEmbedder:
             revision=manifest.revision,
             variant=variant,
         )
+        self._window: TextWindow | None = None
         self._agreement = self._check_against_torch()
 
     def _check_against_torch(self) -> Agreement:
@@ -200,6 +202,13 @@ class OnnxEmbedder:
     @property
     def threads(self) -> int:
         return self._threads
+
+    @property
+    def text_window(self) -> TextWindow:
+        """What of a text this model reads (its tokenizer and ``max_seq_length``)."""
+        if self._window is None:
+            self._window = TextWindow(self._tokenizer, self._export.manifest.max_seq_length)
+        return self._window
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Embed texts, reusing memoised vectors for exact repeats."""

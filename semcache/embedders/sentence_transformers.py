@@ -11,6 +11,7 @@ import numpy as np
 
 from semcache.embedders.adapter import Adapter, merge_adapter
 from semcache.embedders.base import DEFAULT_MODEL, VectorMemo, normalize_rows
+from semcache.embedders.window import TextWindow
 from semcache.errors import (
     ConfigurationError,
     EmbeddingError,
@@ -116,6 +117,7 @@ class SentenceTransformerEmbedder:
         self._memo = VectorMemo(memo_size)
         self._model = self._load(model, allow_download, torch_threads, device)
         self._adapter = adapter
+        self._window: TextWindow | None = None
         if adapter is not None:
             merge_adapter(self._model[0].auto_model, adapter)
         get_dim = (
@@ -188,6 +190,17 @@ class SentenceTransformerEmbedder:
     def model(self) -> Any:
         """The underlying ``SentenceTransformer`` (for tokenizers and fine-tuning)."""
         return self._model
+
+    @property
+    def text_window(self) -> TextWindow | None:
+        """What of a text this model reads; ``None`` without a fast tokenizer or a window."""
+        if self._window is None:
+            backend = getattr(self._model.tokenizer, "backend_tokenizer", None)
+            limit = self._model.max_seq_length
+            if backend is None or not isinstance(limit, int):
+                return None
+            self._window = TextWindow(backend, limit)
+        return self._window
 
     @property
     def adapter(self) -> Adapter | None:

@@ -2,17 +2,31 @@
 
 Sentence embeddings place "flights under 300 dollars" next to "flights under 500 dollars", and
 "is it safe" next to "is it not safe". A :class:`LexicalGuard` compares the tokens that decide an
-answer (numbers, negation) and refuses a candidate whose set differs from the query's.
+answer (numbers, negation) and refuses a candidate whose set differs from the query's. An
+:class:`UnreadTextGuard` refuses a candidate that differs from the query only where the embedder
+cannot see (:mod:`semcache.embedders.window`). :func:`default_guards` is both.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from semcache.embedders.window import TextWindow, text_window_of
 from semcache.models import Candidate
 
-__all__ = ["NEGATION_WORDS", "LexicalGuard", "negations", "numbers"]
+if TYPE_CHECKING:
+    from semcache.policy import Guard
+
+__all__ = [
+    "NEGATION_WORDS",
+    "LexicalGuard",
+    "UnreadTextGuard",
+    "default_guards",
+    "negations",
+    "numbers",
+]
 
 #: Words (lower case, after splitting "n't") that flip a question's meaning.
 NEGATION_WORDS = frozenset(
@@ -100,3 +114,29 @@ class LexicalGuard:
         if self.negation and negations(query) % 2 != negations(stored) % 2:
             return "negation"
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadTextGuard:
+    """Veto a semantic hit that differs from the query where the embedder cannot read.
+
+    Text past the embedder's token window and characters it maps to its unknown token leave no
+    trace in the vector, so "what is 🍕?" and "what is 🍣?" (or one long document followed by two
+    different questions) meet at similarity 1.0. This guard refuses (``"unread_text"``) unless
+    both prompts have the same unread parts (:class:`semcache.embedders.window.Unread`).
+    """
+
+    window: TextWindow
+
+    def __call__(self, query: str, candidate: Candidate) -> str | None:
+        if self.window.unread(query) != self.window.unread(candidate.entry.prompt):
+            return "unread_text"
+        return None
+
+
+def default_guards(embedder: object) -> tuple[Guard, ...]:
+    """What ``SemanticCache`` guards with unless told: a :class:`LexicalGuard`, and an
+    :class:`UnreadTextGuard` when the embedder has a text window (the packaged embedders do)."""
+    window = text_window_of(embedder)
+    lexical: tuple[Guard, ...] = (LexicalGuard(),)
+    return lexical if window is None else (*lexical, UnreadTextGuard(window))
