@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--regions", type=int, default=8, help="adaptive regions (k-means centroids)")
     p.add_argument("--no-adaptive", action="store_true", help="replay the static policy only")
     p.add_argument("--feedback", action="store_true", help="give labels as feedback on hits")
-    p.add_argument("--guard", action="store_true", help="add the lexical guard")
+    p.add_argument("--guard", action="store_true", help="add the default guards")
     p.add_argument("--limit", type=int, default=None, help="use the first N pairs")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.set_defaults(func=_main)
@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
 def _main(args: argparse.Namespace) -> int:
     from semcache.embedders.base import DEFAULT_MODEL
     from semcache.embedders.sentence_transformers import SentenceTransformerEmbedder
-    from semcache.matching.guards import LexicalGuard
+    from semcache.matching.guards import default_guards
 
     embedder = SentenceTransformerEmbedder(args.model or DEFAULT_MODEL, memo_size=0)
     pairs = read_pairs(args.pairs, limit=args.limit)
@@ -61,7 +61,7 @@ def _main(args: argparse.Namespace) -> int:
     split = tune_split(len(pairs))
     tune = [p for p, t in zip(pairs, split, strict=True) if t]
     measure = [p for p, t in zip(pairs, split, strict=True) if not t]
-    guards: list[Guard] = [LexicalGuard()] if args.guard else []
+    guards: list[Guard] = list(default_guards(embedder)) if args.guard else []
     labels = np.array([p.label for p in tune], dtype=bool)
     sims = np.einsum("ij,ij->i", a[split], b[split])
     sims[vetoed(guards, tune)] = -1.0  # a vetoed pair is never served: tune without it
