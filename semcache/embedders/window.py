@@ -10,8 +10,10 @@ is 🍕?" and "what is 🍣?", or one long document followed by two different qu
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from semcache.errors import ConfigurationError
@@ -23,8 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TextWindow", "Unread", "WindowedEmbedder", "text_window_of"]
 
-#: Texts whose unread parts a window remembers (a query is checked against several candidates).
-MEMO_SIZE = 1024
+#: Texts whose signature a window remembers, by digest (a query meets several candidates): 32
+#: bytes each, so at most about 64 kB whatever the texts' length.
+MEMO_SIZE = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +62,8 @@ class TextWindow:
         self._tokenizer.enable_truncation(max_tokens)
         self._unk_id = tokenizer.token_to_id(unk) if isinstance(unk, str) else None
         self.max_tokens = max_tokens
-        self.unread = lru_cache(maxsize=MEMO_SIZE)(self._unread)
+        self._memo: OrderedDict[bytes, bytes] = OrderedDict()
+        self._lock = threading.Lock()
 
     @classmethod
     def from_file(cls, path: Path | str, max_tokens: int) -> TextWindow:
@@ -68,8 +72,26 @@ class TextWindow:
 
         return cls(Tokenizer.from_file(str(path)), max_tokens)
 
-    def _unread(self, text: str) -> Unread:
-        """What of ``text`` the embedder does not read (memoised as :meth:`unread`)."""
+    def signature(self, text: str) -> bytes:
+        """A digest of :meth:`unread`: equal for two texts exactly when their unread parts are
+        (up to a 128-bit collision). Remembered for the last ``MEMO_SIZE`` texts."""
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._lock:
+            found = self._memo.get(key)
+            if found is not None:
+                self._memo.move_to_end(key)
+                return found
+        unread = self.unread(text)
+        parts = "\x00".join(unread.unknown) + "\x01" + unread.tail
+        value = hashlib.blake2b(parts.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._lock:
+            self._memo[key] = value
+            if len(self._memo) > MEMO_SIZE:
+                self._memo.popitem(last=False)
+        return value
+
+    def unread(self, text: str) -> Unread:
+        """What of ``text`` the embedder does not read."""
         encoding = self._tokenizer.encode(text)
         unknown: list[str] = []
         end = 0

@@ -129,7 +129,7 @@ class UnreadTextGuard:
     window: TextWindow
 
     def __call__(self, query: str, candidate: Candidate) -> str | None:
-        if self.window.unread(query) != self.window.unread(candidate.entry.prompt):
+        if self.window.signature(query) != self.window.signature(candidate.entry.prompt):
             return "unread_text"
         return None
 
