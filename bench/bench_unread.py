@@ -19,6 +19,7 @@ import json
 import os
 import random
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -48,6 +49,7 @@ from semcache.embedders.shipped import EMBEDDER, VERIFIER
 from semcache.embedders.window import text_window_of
 from semcache.matching.bounds import clopper_pearson_upper
 from semcache.measure.pairs import LabelledPair
+from semcache.measure.replay import vetoed
 
 NOTE = """\
 How to read it. With the question last, the window ends inside the passage, so every pair has the
@@ -69,8 +71,9 @@ def labelled_sets(window: TextWindow) -> list[str]:
     point = json.loads(bm.POINT.read_text())
     rows = []
     for name in SETS:
-        s = bm.score(name, "measure", emb, ver)
         pairs = bm.pairs_of(name, "measure")
+        # the hits the matcher would serve with the lexical guard alone, before this guard
+        s = replace(bm.score(name, "measure", emb, ver), veto=vetoed([LexicalGuard()], pairs))
         differs = np.array([window.unread(p.text_a) != window.unread(p.text_b) for p in pairs])
         served = {
             "untuned": bm.untuned(s),
@@ -79,9 +82,9 @@ def labelled_sets(window: TextWindow) -> list[str]:
         }  # fmt: skip
         cells = []
         for hits in served.values():
-            vetoed = hits & differs
-            cells.append(f"{int(vetoed.sum())} of {int(hits.sum())} "
-                         f"({int((vetoed & ~s.labels).sum())} labelled false)")  # fmt: skip
+            refused = hits & differs
+            cells.append(f"{int(refused.sum())} of {int(hits.sum())} "
+                         f"({int((refused & ~s.labels).sum())} labelled false)")  # fmt: skip
         rows.append(
             f"| {bm.TITLES[name]} | {len(pairs):,} | {int(differs.sum())} "
             f"({int((differs & ~s.labels).sum())} labelled different) | {cells[0]} | {cells[1]} |"
