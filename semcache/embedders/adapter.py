@@ -25,9 +25,21 @@ from semcache.errors import AdapterError, MissingDependencyError
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["Adapter", "file_sha256", "merge_adapter", "read_adapter", "write_adapter"]
+__all__ = [
+    "Adapter",
+    "file_sha256",
+    "lora_variant",
+    "merge_adapter",
+    "read_adapter",
+    "write_adapter",
+]
 
 _A, _B = ".lora_A", ".lora_B"
+
+
+def lora_variant(sha256: str) -> str:
+    """The fingerprint variant naming the adapter file with this sha256: ``lora-<12 hex>``."""
+    return f"lora-{sha256[:12]}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

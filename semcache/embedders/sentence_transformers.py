@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from semcache.embedders.adapter import Adapter, merge_adapter
+from semcache.embedders.adapter import Adapter, lora_variant, merge_adapter
 from semcache.embedders.base import DEFAULT_MODEL, VectorMemo, normalize_rows
 from semcache.embedders.window import TextWindow
 from semcache.errors import (
@@ -65,7 +65,7 @@ def _revision_of(path: Path) -> str:
 
 def adapter_variant(adapter: Adapter | None) -> str:
     """The fingerprint variant naming an adapter: ``lora-<first 12 hex of its sha256>``."""
-    return "" if adapter is None else f"lora-{adapter.short}"
+    return "" if adapter is None else lora_variant(adapter.sha256)
 
 
 def join_variant(*parts: str) -> str:

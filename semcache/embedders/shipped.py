@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from semcache.embedders.adapter import Adapter, read_adapter
+from semcache.embedders.adapter import Adapter, lora_variant, read_adapter
 from semcache.models import ModelFingerprint
 
 __all__ = [
@@ -80,7 +80,7 @@ def tuned_for_prompts(fingerprint: ModelFingerprint) -> bool:
     """Whether vectors with this fingerprint come from the shipped embedder adapter, which is
     tuned for matching prompts and ranks passages worse than the plain model (a retriever's
     store should not use it; docs/BENCHMARKS.md, "Tuned embedder on retrieval")."""
-    return f"lora-{EMBEDDER.sha256[:12]}" in fingerprint.variant.split("+")
+    return lora_variant(EMBEDDER.sha256) in fingerprint.variant.split("+")
 
 
 def warn_if_tuned_for_prompts(fingerprint: ModelFingerprint, what: str) -> None:
